@@ -1,0 +1,103 @@
+"""Read and write ``.tflite`` flatbuffers through the LiteRT schema module. No TensorFlow import."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from aa_tflite.types import AAError
+
+__all__ = ["OpInfo", "TensorInfo", "describe", "read", "write"]
+
+_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+_TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+_ACT_NAMES = {v: k for k, v in vars(schema.ActivationFunctionType).items()
+              if not k.startswith("_")}
+# Bits one element takes in memory, as TFLite Micro stores it (INT4 takes a byte there).
+_TYPE_BITS = {"FLOAT32": 32, "FLOAT16": 16, "INT32": 32, "UINT8": 8, "INT64": 64, "BOOL": 8,
+              "INT16": 16, "INT8": 8, "FLOAT64": 64, "UINT32": 32, "UINT16": 16, "INT4": 8,
+              "BFLOAT16": 16}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of subgraph 0."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    storage_bits: int  # bits per element as stock TFLite / TFLM store it
+    is_constant: bool
+    is_variable: bool
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+
+    @property
+    def elements(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class OpInfo:
+    """One operator of subgraph 0, in execution order."""
+
+    index: int
+    name: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    fused_activation: str | None
+
+
+def read(tflite: bytes) -> schema.ModelT:
+    """Unpacks a ``.tflite`` into the schema's mutable object tree."""
+    if not isinstance(tflite, (bytes, bytearray)) or len(tflite) < 8 or tflite[4:8] != b"TFL3":
+        raise AAError("Expected the bytes of a .tflite flatbuffer (file identifier 'TFL3'). "
+                      "Pass the file's contents, e.g. open(path, 'rb').read().")
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(tflite), 0))
+
+
+def write(model: schema.ModelT) -> bytes:
+    """Packs a schema object tree back into ``.tflite`` bytes."""
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _op_name(model: schema.ModelT, op: schema.OperatorT) -> str:
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        return f"CUSTOM:{code.customCode.decode() if code.customCode else '?'}"
+    return _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
+
+
+def describe(model: schema.ModelT) -> tuple[list[OpInfo], list[TensorInfo]]:
+    """The ops (in execution order) and tensors of subgraph 0."""
+    if not model.subgraphs:
+        raise AAError("This .tflite has no subgraph; it is not a runnable model.")
+    graph = model.subgraphs[0]
+    tensors = []
+    for i, t in enumerate(graph.tensors):
+        buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+        has_data = buf is not None and buf.data is not None and len(buf.data) > 0
+        has_data = has_data or (buf is not None and bool(getattr(buf, "size", 0)))
+        q = t.quantization
+        scale = tuple(float(s) for s in q.scale) if q is not None and q.scale is not None else ()
+        zp = tuple(int(z) for z in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
+        dtype = _TYPE_NAMES.get(t.type, str(t.type))
+        shape = tuple(int(d) for d in t.shape) if t.shape is not None else ()
+        tensors.append(TensorInfo(i, (t.name or b"").decode(errors="replace"), shape, dtype,
+                                  _TYPE_BITS.get(dtype, 32), has_data, bool(t.isVariable),
+                                  scale, zp))
+    ops = []
+    for k, op in enumerate(graph.operators):
+        act = getattr(op.builtinOptions, "fusedActivationFunction", None)
+        ops.append(OpInfo(k, _op_name(model, op),
+                          tuple(int(i) for i in (op.inputs if op.inputs is not None else [])),
+                          tuple(int(i) for i in (op.outputs if op.outputs is not None else [])),
+                          None if act is None else _ACT_NAMES.get(act, str(act))))
+    return ops, tensors

@@ -1,0 +1,224 @@
+"""Activation memory of a ``.tflite``: a TFLM-style greedy planner, and the real TFLM arena.
+
+The planner needs no TensorFlow. It follows TFLite Micro's rules (``micro_allocation_info.cc`` and
+``greedy_memory_planner.cc``): subgraph inputs are created at scope 0, op ``k`` runs in scope
+``k + 1``, a tensor lives from the scope that creates it to the scope of its last use, subgraph
+outputs live to the end, constants and variables are not planned. Buffers are placed largest first,
+each at the lowest offset that does not collide with a buffer alive at the same time.
+
+With 8-bit activations and 16-byte alignment the planner's figure is what TFLM puts in its arena
+"head"; ``tflm_arena`` measures that head and the persistent "tail" by running TFLM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+
+from aa_tflite import flatbuffer
+from aa_tflite.types import AAError, MemoryReport, TensorMemory, TflmArena
+
+__all__ = [
+    "TFLM_ALIGNMENT",
+    "greedy_offsets",
+    "memory_report",
+    "plan_tensors",
+    "tflm_arena",
+    "weights_size",
+]
+
+TFLM_ALIGNMENT = 16  # MicroArenaBufferAlignment()
+
+
+def greedy_offsets(sizes: Sequence[int], first: Sequence[int], last: Sequence[int]
+                   ) -> tuple[list[int], int]:
+    """Places buffers like TFLM's ``GreedyMemoryPlanner``.
+
+    Args:
+        sizes: Bytes of each buffer (already aligned if alignment matters).
+        first: Scope in which each buffer is created.
+        last: Scope of each buffer's last use (inclusive).
+
+    Returns:
+        The offset of each buffer, and the arena size (highest end offset).
+
+    Example:
+        >>> greedy_offsets([10, 20, 5], [0, 1, 2], [1, 2, 3])
+        ([20, 0, 20], 30)
+    """
+    n = len(sizes)
+    if not (len(first) == len(last) == n):
+        raise ValueError("sizes, first and last must have the same length")
+    # Largest first; equal sizes keep the order they were added in (TFLM's stable bubble sort).
+    order = sorted(range(n), key=lambda i: -sizes[i])
+    placed: list[tuple[int, int]] = []  # (offset, id), kept sorted by offset
+    offsets = [0] * n
+    for i in order:
+        candidate = 0
+        for off, j in placed:  # in offset order: look for the first gap that fits
+            if first[j] > last[i] or first[i] > last[j]:
+                continue  # not alive at the same time
+            if off - candidate >= sizes[i]:
+                break
+            candidate = max(candidate, off + sizes[j])
+        offsets[i] = candidate
+        # Insert after every entry with offset <= candidate (TFLM inserts after equal offsets).
+        k = len(placed)
+        while k > 0 and placed[k - 1][0] > candidate:
+            k -= 1
+        placed.insert(k, (candidate, i))
+    peak = max((offsets[i] + sizes[i] for i in range(n)), default=0)
+    return offsets, peak
+
+
+def plan_tensors(tflite: bytes, *, bits: Mapping[int, int] | None = None,
+                 alignment: int = 1) -> tuple[int, list[TensorMemory]]:
+    """Lays out the activation tensors of ``tflite`` and returns the peak and the layout.
+
+    Args:
+        tflite: The model's bytes.
+        bits: Bits per element by tensor index, for tensors stored narrower than their type
+            (a 4-bit activation held in an int8 tensor counts 4). Others count their type's size.
+        alignment: Round each buffer up to this many bytes. ``1`` is the packed figure;
+            ``TFLM_ALIGNMENT`` reproduces TFLite Micro's arena head.
+
+    Returns:
+        The peak in bytes, and one ``TensorMemory`` per planned tensor.
+
+    Example:
+        >>> peak, tensors = plan_tensors(open("model.tflite", "rb").read())  # doctest: +SKIP
+    """
+    if alignment < 1:
+        raise AAError(f"alignment must be >= 1. Received: alignment={alignment}")
+    model = flatbuffer.read(tflite)
+    ops, tensors = flatbuffer.describe(model)
+    graph = model.subgraphs[0]
+    bits = dict(bits or {})
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+
+    def touch(t: int, scope: int, create: bool) -> None:
+        if create and t not in first:
+            first[t] = scope
+        last[t] = scope
+
+    for t in graph.inputs if graph.inputs is not None else []:
+        touch(int(t), 0, True)
+    for op in ops:
+        scope = op.index + 1
+        for t in op.outputs:
+            touch(t, scope, True)
+        for t in op.inputs:
+            if t >= 0:
+                last[t] = scope
+        for t in op.outputs:
+            last[t] = scope
+    end = len(ops)
+    for t in graph.outputs if graph.outputs is not None else []:
+        touch(int(t), end, True)
+        last[int(t)] = end
+
+    planned = []
+    for t in sorted(first):
+        info = tensors[t]
+        if info.is_constant or info.is_variable:
+            continue
+        b = int(bits.get(t, info.storage_bits))
+        nbytes = math.ceil(info.elements * b / 8)
+        if nbytes == 0:
+            continue
+        planned.append((info, b, nbytes))
+    sizes = [-(-nb // alignment) * alignment for _, _, nb in planned]
+    offsets, peak = greedy_offsets(sizes, [first[i.index] for i, _, _ in planned],
+                                   [last[i.index] for i, _, _ in planned])
+    layout = [TensorMemory(i.index, i.name, i.shape, i.dtype, b, nb, first[i.index],
+                           last[i.index], off)
+              for (i, b, nb), off in zip(planned, offsets)]
+    return peak, layout
+
+
+def weights_size(tflite: bytes) -> int:
+    """Bytes of constant tensor data (weights, biases, constant shapes) in the model."""
+    model = flatbuffer.read(tflite)
+    _, tensors = flatbuffer.describe(model)
+    seen: set[int] = set()
+    total = 0
+    graph = model.subgraphs[0]
+    for info in tensors:
+        buf_index = graph.tensors[info.index].buffer
+        if info.is_constant and buf_index not in seen:
+            seen.add(buf_index)
+            buf = model.buffers[buf_index]
+            total += len(buf.data) if buf.data is not None else int(getattr(buf, "size", 0))
+    return total
+
+
+@contextlib.contextmanager
+def _captured_fd(fd: int):
+    """Captures what C/C++ code writes to a file descriptor (TFLM's MicroPrintf goes to stderr)."""
+    out: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(fd)
+        try:
+            os.dup2(tmp.fileno(), fd)
+            yield out
+        finally:
+            ctypes.CDLL(None).fflush(None)  # C stdio buffers what the C++ side printed
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode(errors="replace"))
+
+
+_ARENA_RE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+
+
+def tflm_arena(tflite: bytes, *, arena_size: int | None = None) -> TflmArena:
+    """Measures the arena stock TFLite Micro needs for ``tflite``, by allocating it in TFLM.
+
+    Args:
+        tflite: The model's bytes.
+        arena_size: Arena to offer TFLM. Defaults to a generous bound from the model's size.
+
+    Returns:
+        The total, head (planned activations) and tail (persistent data) in bytes.
+
+    Raises:
+        AAError: TFLM cannot allocate the model (e.g. an op TFLM has no kernel for).
+    """
+    from tflite_micro import runtime  # local: only this function needs TFLM
+
+    peak16, _ = plan_tensors(tflite, alignment=TFLM_ALIGNMENT)
+    size = arena_size or (4 * peak16 + 64 * 1024 + 2 * len(tflite))
+    sys.stderr.flush()
+    with _captured_fd(2) as printed:
+        try:
+            interp = runtime.Interpreter.from_bytes(bytes(tflite), arena_size=size)
+            interp.print_allocations()
+            error = None
+        except RuntimeError as e:  # TFLM says why on stdout
+            error = e
+    text = printed[0] if printed else ""
+    if error is not None:
+        raise AAError(f"TFLite Micro could not allocate this model with a {size}-byte arena: "
+                      f"{error}. TFLM said: {text.strip()[-500:]}")
+    found = {k: int(v) for k, v in _ARENA_RE.findall(text)}
+    if set(found) != {"total", "head", "tail"}:
+        raise AAError(f"Could not read TFLM's arena figures from its output: {text[:300]!r}")
+    return TflmArena(total=found["total"], head=found["head"], tail=found["tail"])
+
+
+def memory_report(tflite: bytes, *, bits: Mapping[int, int] | None = None,
+                  measure_tflm: bool = True) -> MemoryReport:
+    """All memory figures of a model side by side: packed peak, int8 peak, TFLM arena, weights."""
+    packed, _ = plan_tensors(tflite, bits=bits)
+    int8, _ = plan_tensors(tflite)
+    return MemoryReport(packed_peak=packed, int8_peak=int8,
+                        tflm=tflm_arena(tflite) if measure_tflm else None,
+                        weights=weights_size(tflite), file_size=len(tflite))

@@ -1,0 +1,210 @@
+"""Shared types: every stage imports these instead of importing each other.
+
+All records are frozen dataclasses; every choice is a str-valued ``Enum`` so it serialises as itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "AAError",
+    "Bits",
+    "BudgetError",
+    "Lowering",
+    "MemoryMode",
+    "MemoryReport",
+    "Plan",
+    "PLAN_SCHEMA_VERSION",
+    "Site",
+    "SiteConfig",
+    "SiteKind",
+    "TensorMemory",
+    "TflmArena",
+]
+
+PLAN_SCHEMA_VERSION = 1
+
+
+class AAError(ValueError):
+    """Bad input to aa_tflite. The message names the problem and the fix."""
+
+
+class BudgetError(AAError):
+    """The memory budget cannot be met. Carries the smallest reachable figure."""
+
+
+class Bits(int, enum.Enum):
+    """Activation bit-width of a site. Four-bit is an int8 tensor held to 16 levels."""
+
+    INT8 = 8
+    INT4 = 4
+
+
+class Lowering(str, enum.Enum):
+    """How a threshold is written into the TFLite graph.
+
+    ``SHIFT`` computes ``max(x - T, 0)``: the zeros are the same as the exact form's, the kept values
+    are lowered by ``T``. The converter folds ``- T`` into the producer's bias, so it costs no op and
+    no tensor after a Conv/Dense/Depthwise producer. ``EXACT`` computes ``x * (x >= T)``, which
+    TFLite writes as ``GREATER_EQUAL`` + ``SELECT_V2``: one bool and one int8 tensor more.
+    """
+
+    SHIFT = "shift"
+    EXACT = "exact"
+
+
+class MemoryMode(str, enum.Enum):
+    """What a memory figure means; see README "Where the savings are real"."""
+
+    PACKED = "packed"
+    PACKED_SPARSE = "packed+sparse"
+    TFLM = "tflm"
+
+
+class SiteKind(str, enum.Enum):
+    """What the rewritten ReLU was in the user's model."""
+
+    RELU_LAYER = "relu_layer"  # keras.layers.ReLU
+    ACTIVATION = "activation"  # keras.layers.Activation("relu"/"relu6")
+    FUSED = "fused"  # activation="relu" inside Conv/Dense/...
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """One ReLU site of a rewritten model.
+
+    Attributes:
+        name: Stable name, ``"/"``-joined path of nested model names and the AAReLU layer name.
+            Plans are keyed by it.
+        kind: What the site was before the rewrite.
+        source_layer: Name of the user's layer that held the ReLU.
+        native_clip: The upper bound the user's model already had (6.0 for ReLU6), or None.
+    """
+
+    name: str
+    kind: SiteKind
+    source_layer: str
+    native_clip: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteConfig:
+    """The per-site controls.
+
+    Attributes:
+        threshold: Outputs for inputs below it become 0. ``0`` is a plain ReLU.
+        clip: Upper bound of the output, or None for the site's native bound.
+        bits: Activation bit-width.
+    """
+
+    threshold: float = 0.0
+    clip: float | None = None
+    bits: Bits = Bits.INT8
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.threshold) or self.threshold < 0:
+            raise AAError(f"SiteConfig.threshold must be a finite number >= 0. "
+                          f"Received: threshold={self.threshold}")
+        if self.clip is not None and (not math.isfinite(self.clip) or self.clip <= self.threshold):
+            raise AAError(f"SiteConfig.clip must be a finite number above the threshold "
+                          f"({self.threshold}), or None. Received: clip={self.clip}")
+        object.__setattr__(self, "bits", Bits(int(self.bits)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "clip": self.clip, "bits": int(self.bits)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SiteConfig:
+        return cls(threshold=float(d.get("threshold", 0.0)),
+                   clip=None if d.get("clip") is None else float(d["clip"]),
+                   bits=Bits(int(d.get("bits", 8))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Per-site configs keyed by site name (never by position), plus how thresholds are lowered.
+
+    Example:
+        >>> plan = Plan({"conv2d_relu": SiteConfig(threshold=0.1)})
+        >>> Plan.from_json(plan.to_json()) == plan
+        True
+    """
+
+    sites: Mapping[str, SiteConfig] = dataclasses.field(default_factory=dict)
+    lowering: Lowering = Lowering.SHIFT
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sites", dict(sorted(self.sites.items())))
+        object.__setattr__(self, "lowering", Lowering(self.lowering))
+
+    def get(self, site: str) -> SiteConfig:
+        return self.sites.get(site, SiteConfig())
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.sites.items()), self.lowering))
+
+    def to_json(self) -> str:
+        return json.dumps({"schema_version": PLAN_SCHEMA_VERSION, "lowering": self.lowering.value,
+                           "sites": {k: v.to_dict() for k, v in self.sites.items()}},
+                          indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise AAError(f"The plan file is not valid JSON ({e}). Pass a file written by "
+                          f"Plan.to_json or Result.save.") from e
+        version = d.get("schema_version", 1) if isinstance(d, dict) else None
+        if not isinstance(d, dict) or not isinstance(d.get("sites", {}), dict):
+            raise AAError("A plan is a JSON object with a 'sites' object keyed by site name. "
+                          f"Received: {type(d).__name__}")
+        if version > PLAN_SCHEMA_VERSION:
+            raise AAError(f"This plan has schema_version {version}, newer than this aa_tflite "
+                          f"understands ({PLAN_SCHEMA_VERSION}). Upgrade aa-tflite.")
+        return cls({k: SiteConfig.from_dict(v) for k, v in d.get("sites", {}).items()},
+                   lowering=Lowering(d.get("lowering", "shift")))
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorMemory:
+    """One planned activation tensor."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    bits: int
+    nbytes: int
+    first: int  # allocation scope it is created in (0 = before the first op)
+    last: int  # allocation scope of its last use
+    offset: int  # where the greedy planner put it
+
+
+@dataclasses.dataclass(frozen=True)
+class TflmArena:
+    """The arena stock TFLite Micro allocates, read from its recording allocator."""
+
+    total: int
+    head: int  # the planned, non-persistent activation buffers
+    tail: int  # persistent: tensor structs, per-channel quantisation data, op data
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryReport:
+    """The memory figures of one ``.tflite``, side by side, in bytes."""
+
+    packed_peak: int
+    int8_peak: int
+    tflm: TflmArena | None
+    weights: int
+    file_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
