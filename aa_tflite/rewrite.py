@@ -11,7 +11,7 @@ from absl import logging
 from aa_tflite.layers import AAReLU
 from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind
 
-__all__ = ["Rewritten", "find_sites", "rewrite"]
+__all__ = ["Rewritten", "find_sites", "rewrite", "site_layers"]
 
 # Layers whose fused ``activation="relu"``/``"relu6"`` is a site.
 _FUSED_TYPES = (
@@ -146,6 +146,19 @@ class _Rewriter:
 
         return keras.models.clone_model(model, clone_function=clone_function,
                                         call_function=call_function)
+
+
+def site_layers(model: keras.Model, site: Site
+                ) -> tuple[keras.Model, AAReLU, keras.layers.Layer | None]:
+    """The container model, the ``AAReLU`` layer and (for a fused site) the producer of ``site``
+    in a model made by ``rewrite``."""
+    *path, name = site.name.split("/")
+    container = model
+    for part in path:
+        container = container.get_layer(part)
+    layer = container.get_layer(name)
+    producer = container.get_layer(site.source_layer) if site.kind is SiteKind.FUSED else None
+    return container, layer, producer
 
 
 def find_sites(model: keras.Model) -> list[Site]:

@@ -1,0 +1,105 @@
+"""Calibrate stage: per-site activation statistics, measured in the TFLite interpreter.
+
+The statistics are read from the int8 baseline model run with every tensor preserved, so they
+describe exactly the values the deployed model computes. Candidate thresholds come from them
+(e.g. the threshold that adds 10 points of sparsity at a site), never from a constant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from aa_tflite.runtime import load_interpreter
+from aa_tflite.types import AAError
+
+__all__ = ["SiteStats", "site_statistics", "tensor_values", "thresholds_for_sparsity"]
+
+_PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteStats:
+    """Statistics of one site's output (after its ReLU) over the calibration data.
+
+    Attributes:
+        zero_fraction: Share of exact zeros at threshold 0 (the ReLU's own sparsity).
+        max: Largest value seen.
+        percentiles: Value at each of ``50, 90, 99, 99.9, 100`` percent.
+        quantile_grid: Values at the quantiles ``0.00, 0.01, ..., 1.00`` of all elements, used to
+            read off sparsity as a function of the threshold.
+    """
+
+    zero_fraction: float
+    max: float
+    percentiles: Mapping[float, float]
+    quantile_grid: tuple[float, ...]
+
+    def sparsity_at(self, threshold: float) -> float:
+        """Share of elements below ``threshold`` (zeros after thresholding), interpolated."""
+        if threshold <= 0:
+            return self.zero_fraction
+        grid = np.asarray(self.quantile_grid)
+        return float(np.interp(threshold, grid, np.linspace(0, 1, len(grid)), right=1.0))
+
+
+def tensor_values(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *,
+                  batch_size: int = 64) -> dict[int, np.ndarray]:
+    """Runs ``x`` with all tensors preserved and returns the dequantized values of ``tensors``.
+
+    Returns:
+        Tensor index -> float32 array shaped ``(N, ...)``.
+    """
+    from aa_tflite.runtime import _dequantize, _quantize  # one quantisation rule everywhere
+
+    interp = load_interpreter(tflite, preserve_all_tensors=True)
+    inp = interp.get_input_details()[0]
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    out: dict[int, list[np.ndarray]] = {t: [] for t in tensors}
+    current = None
+    for start in range(0, len(x), batch_size):
+        chunk = x[start:start + batch_size]
+        if current != len(chunk):
+            interp.resize_tensor_input(inp["index"], [len(chunk), *inp["shape"][1:]])
+            interp.allocate_tensors()
+            current = len(chunk)
+        interp.set_tensor(inp["index"], _quantize(chunk, inp))
+        interp.invoke()
+        for t in tensors:
+            out[t].append(_dequantize(interp.get_tensor(t).copy(), details[t]))
+    return {t: np.concatenate(v) for t, v in out.items()}
+
+
+def site_statistics(tflite: bytes, site_tensors: Mapping[str, int | None],
+                    x: np.ndarray) -> dict[str, SiteStats]:
+    """Per-site statistics of a (baseline) model on calibration inputs ``x``."""
+    known = {s: t for s, t in site_tensors.items() if t is not None}
+    if not known:
+        raise AAError("No site tensor is known in this .tflite, so no statistics can be taken.")
+    values = tensor_values(tflite, sorted(set(known.values())), np.asarray(x, np.float32))
+    stats = {}
+    for site, t in known.items():
+        v = values[t].reshape(-1)
+        stats[site] = SiteStats(
+            zero_fraction=float(np.mean(v <= 0)),
+            max=float(v.max()),
+            percentiles={p: float(np.percentile(v, p)) for p in _PERCENTILES},
+            quantile_grid=tuple(float(q) for q in np.quantile(v, np.linspace(0, 1, 101))))
+    return stats
+
+
+def thresholds_for_sparsity(stats: SiteStats, added_points: Sequence[float]) -> list[float]:
+    """Thresholds that raise a site's sparsity by each of ``added_points`` (in points, 0-100).
+
+    Example:
+        >>> thresholds_for_sparsity(stats, [10, 20, 30])  # doctest: +SKIP
+        [0.08, 0.17, 0.29]
+    """
+    grid = np.asarray(stats.quantile_grid)
+    out = []
+    for p in added_points:
+        target = min(stats.zero_fraction + p / 100.0, 0.995)
+        out.append(float(np.interp(target, np.linspace(0, 1, len(grid)), grid)))
+    return out
