@@ -1,0 +1,92 @@
+"""aa_tflite: fit pretrained Keras ReLU models into a memory budget as int8 TFLite.
+
+Example:
+    >>> import aa_tflite
+    >>> exported = aa_tflite.exporter(model, {"conv1_relu": aa_tflite.SiteConfig(threshold=0.1)},
+    ...                             representative_data=x_cal)  # doctest: +SKIP
+    >>> aa_tflite.evaluate(exported.tflite, x_val, y_val)  # doctest: +SKIP
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from typing import TYPE_CHECKING
+
+from aa_tflite.types import (
+    AAError,
+    Bits,
+    BudgetError,
+    Lowering,
+    MemoryMode,
+    MemoryReport,
+    Plan,
+    Site,
+    SiteConfig,
+    SiteKind,
+    TflmArena,
+)
+
+# Stages that import TensorFlow load on first use, so ``import aa_tflite.memory`` (and the
+# planner, the flatbuffer reader, the types) stays free of TensorFlow.
+_LAZY = {
+    "SiteStats": "aa_tflite.calibrate", "site_statistics": "aa_tflite.calibrate",
+    "thresholds_for_sparsity": "aa_tflite.calibrate",
+    "load_default": "aa_tflite.embedded",
+    "Exported": "aa_tflite.exporter", "export": "aa_tflite.exporter", "to_tflite": "aa_tflite.exporter",
+    "AAReLU": "aa_tflite.layers",
+    "memory_report": "aa_tflite.memory", "plan_tensors": "aa_tflite.memory",
+    "tflm_arena": "aa_tflite.memory",
+    "Rewritten": "aa_tflite.rewriter", "rewrite": "aa_tflite.rewriter",
+    "evaluate": "aa_tflite.runtime", "load_interpreter": "aa_tflite.runtime",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from aa_tflite.calibrate import SiteStats, site_statistics, thresholds_for_sparsity
+    from aa_tflite.embedded import load_default
+    from aa_tflite.exporter import Exported, export, to_tflite
+    from aa_tflite.layers import AAReLU
+    from aa_tflite.memory import memory_report, plan_tensors, tflm_arena
+    from aa_tflite.rewriter import Rewritten, rewrite
+    from aa_tflite.runtime import evaluate, load_interpreter
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'aa_tflite' has no attribute {name!r}")
+
+
+try:
+    __version__ = version("aa-tflite")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0+unknown"
+
+__all__ = [
+    "AAError",
+    "AAReLU",
+    "Bits",
+    "BudgetError",
+    "Exported",
+    "Lowering",
+    "MemoryMode",
+    "MemoryReport",
+    "Plan",
+    "Rewritten",
+    "Site",
+    "SiteConfig",
+    "SiteKind",
+    "SiteStats",
+    "TflmArena",
+    "evaluate",
+    "export",
+    "load_default",
+    "load_interpreter",
+    "memory_report",
+    "plan_tensors",
+    "rewrite",
+    "site_statistics",
+    "tflm_arena",
+    "thresholds_for_sparsity",
+    "to_tflite",
+]

@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from aa_tflite import calibrate, export, flatbuffer, memory, runtime
+from aa_tflite import calibrate, flatbuffer, memory, runtime
+from aa_tflite.exporter import export, to_tflite
 from aa_tflite.types import SiteConfig
 
 
@@ -29,8 +30,8 @@ def _sparsity(tflite: bytes, site_tensors: dict, x: np.ndarray) -> float:
 def measure(name: str, model, data: dict, levels=(10, 20)) -> list[dict]:
     x_cal, x_val, y_val = data["x_cal"], data["x_val"], data["y_val"]
     rows = []
-    plain = export.to_tflite(model, x_cal)
-    base = export.export(model, representative_data=x_cal)
+    plain = to_tflite(model, x_cal)
+    base = export(model, representative_data=x_cal)
     same = np.array_equal(runtime.evaluate(plain, x_val), runtime.evaluate(base.tflite, x_val))
     stats = calibrate.site_statistics(base.tflite, base.site_tensors, x_cal)
 
@@ -51,7 +52,7 @@ def measure(name: str, model, data: dict, levels=(10, 20)) -> list[dict]:
         plan = {s: SiteConfig(threshold=calibrate.thresholds_for_sparsity(st, [level])[0])
                 for s, st in stats.items()}
         for lowering in ("shift", "exact"):
-            ex = export.export(model, plan, representative_data=x_cal, lowering=lowering)
+            ex = export(model, plan, representative_data=x_cal, lowering=lowering)
             row(f"+{level} pts, {lowering}", ex.tflite, ex.site_tensors)
     return rows
 

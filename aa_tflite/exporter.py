@@ -13,7 +13,7 @@ import numpy as np
 from absl import logging
 
 from aa_tflite import flatbuffer
-from aa_tflite.rewrite import rewrite, site_layers
+from aa_tflite.rewriter import rewrite, site_layers
 from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind
 
 __all__ = ["Exported", "IODType", "check_data", "export", "site_tensors", "to_tflite"]
