@@ -129,11 +129,14 @@ class _Rewriter:
                 return [new, relu]
             return [self.aa_relu(prefix, layer.name, kind, layer.name, clip)]
 
+        # Inputs get fixed names: Keras' automatic ones count up through the process, and they
+        # end up in the .tflite, so the same model would not give the same bytes twice.
+        inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype,
+                              name=f"{model.name}_input" + (f"_{k}" if k else ""))
+                  for k, t in enumerate(model.inputs)]
         if isinstance(model, keras.Sequential):
             layers = [new for layer in model.layers for new in transform(layer)]
-            inp = model.inputs[0]
-            return keras.Sequential([keras.Input(batch_shape=inp.shape, dtype=inp.dtype)] + layers,
-                                    name=model.name)
+            return keras.Sequential(inputs + layers, name=model.name)
 
         def clone_function(layer):
             new = transform(layer)
@@ -144,7 +147,9 @@ class _Rewriter:
             relu = fused_relu.get(id(layer))
             return relu(out) if relu is not None else out
 
-        return keras.models.clone_model(model, clone_function=clone_function,
+        structured = inputs if isinstance(model.input, (list, tuple)) else inputs[0]
+        return keras.models.clone_model(model, input_tensors=structured,
+                                        clone_function=clone_function,
                                         call_function=call_function)
 
 
