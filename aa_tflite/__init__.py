@@ -8,7 +8,6 @@ Example:
 """
 
 from importlib.metadata import PackageNotFoundError, version
-
 from typing import TYPE_CHECKING
 
 from aa_tflite.types import (

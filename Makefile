@@ -1,0 +1,39 @@
+# Quick start: `make demo` runs the main job on the embedded model; `make test` sets up and passes
+# the tests. Both create their own virtual environments; nothing needs installing by hand.
+PYTHON ?= python3
+VENV := .venv
+PI_VENV := .venv-pi
+BIN := $(VENV)/bin
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test lint bench install install-test pi-env clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -e .
+
+install-test: $(BIN)/python
+	$(BIN)/pip install -q -e ".[test,plots]"
+
+# tflite-runtime (what Raspberry Pi / Coral users run) needs numpy<2: its own environment.
+pi-env:
+	test -x $(PI_VENV)/bin/python || $(PYTHON) -m venv $(PI_VENV)
+	$(PI_VENV)/bin/pip install -q "tflite-runtime" "numpy<2"
+
+demo: install
+	$(BIN)/aa-tflite demo
+
+lint: install-test
+	$(BIN)/ruff check aa_tflite converters tests benchmarks
+
+test: install-test pi-env lint
+	$(BIN)/python -m pytest -q
+
+bench: install-test
+	$(BIN)/python -m benchmarks.lowering
+
+clean:
+	rm -rf $(VENV) $(PI_VENV) demo_out .pytest_cache

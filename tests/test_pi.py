@@ -1,0 +1,54 @@
+"""The produced .tflite runs unchanged on tflite-runtime (what Raspberry Pi / Coral users have).
+
+tflite-runtime needs numpy<2, so it lives in its own virtual environment, ``.venv-pi``, which
+``make test`` creates. Under CI a missing environment is a failure, not a skip.
+"""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from aa_tflite import runtime
+from tests.conftest import FIXTURES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PI_PYTHON = os.path.join(ROOT, ".venv-pi", "bin", "python")
+
+_SCRIPT = """
+import json, sys
+import numpy as np
+from aa_tflite import runtime
+with open(sys.argv[1], "rb") as f:
+    tflite = f.read()
+x = np.load(sys.argv[2])["x"]
+print(json.dumps({"backend": runtime.interpreter_backend(), "numpy": np.__version__,
+                  "out": runtime.evaluate(tflite, x).tolist()}))
+"""
+
+
+@pytest.mark.pi
+def test_tflite_runtime_gives_the_same_outputs_as_litert():
+    if not os.path.exists(PI_PYTHON):
+        if os.environ.get("CI"):
+            pytest.fail(".venv-pi is missing: run `make test`, which creates it.")
+        pytest.skip(".venv-pi not created; `make test` creates it")
+    model = os.path.join(FIXTURES, "mnist1d_int8.tflite")
+    data = os.path.join(FIXTURES, "mnist1d_cal.npz")
+    env = dict(os.environ, PYTHONPATH=ROOT)  # the runtime module needs only numpy + types
+    done = subprocess.run([PI_PYTHON, "-c", _SCRIPT, model, data], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "tflite_runtime"
+    assert result["numpy"].startswith("1.")
+    with open(model, "rb") as f:
+        ours = runtime.evaluate(f.read(), np.load(data)["x"])
+    theirs = np.asarray(result["out"], dtype=np.float32)
+    assert theirs.shape == ours.shape == (64, 10)
+    # Same int8 kernels: outputs agree to one quantisation step, top-1 everywhere.
+    step = float(np.min(np.diff(np.unique(ours))))
+    assert np.max(np.abs(theirs - ours)) <= step + 1e-6
+    assert np.array_equal(np.argmax(theirs, 1), np.argmax(ours, 1))

@@ -1,0 +1,37 @@
+"""The interpreter loader and batched evaluation."""
+
+import numpy as np
+import pytest
+
+from aa_tflite import runtime
+from aa_tflite.exporter import to_tflite
+from aa_tflite.types import AAError
+
+
+def test_backend_is_litert_here():
+    assert runtime.interpreter_backend() == "ai_edge_litert"
+
+
+def test_batched_evaluation_equals_one_by_one(digits, digits_tflite):
+    x, y = digits.x_val[:70], digits.y_val[:70]
+    batched = runtime.evaluate(digits_tflite, x, batch_size=32)  # 32, 32, then 6
+    interp = runtime.load_interpreter(digits_tflite)
+    single = np.concatenate([runtime.run(interp, x[i:i + 1], batch_size=1) for i in range(len(x))])
+    assert np.array_equal(batched, single)
+    acc = runtime.evaluate(digits_tflite, x, y, batch_size=32)
+    assert acc == pytest.approx(np.mean(np.argmax(single, axis=1) == y))
+    assert acc > 0.9
+
+
+def test_float_io_model_agrees_with_int8_io(digits):
+    x = digits.x_val[:100]
+    f = runtime.evaluate(to_tflite(digits.model, digits.x_cal, io_dtype="float32"), x)
+    q = runtime.evaluate(to_tflite(digits.model, digits.x_cal, io_dtype="int8"), x)
+    assert np.mean(np.argmax(f, 1) == np.argmax(q, 1)) > 0.98
+
+
+def test_errors(digits_tflite):
+    with pytest.raises(AAError, match="model takes"):
+        runtime.evaluate(digits_tflite, np.zeros((2, 4, 4, 1), np.float32))
+    with pytest.raises(AAError, match="labels"):
+        runtime.evaluate(digits_tflite, np.zeros((2, 8, 8, 1), np.float32), np.zeros(3))
