@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from aa_tflite.runtime import load_interpreter
+from aa_tflite.runtime import batches, dequantize, load_interpreter
 from aa_tflite.types import AAError
 
 __all__ = ["SiteStats", "site_statistics", "tensor_values", "thresholds_for_sparsity"]
@@ -52,23 +52,12 @@ def tensor_values(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *,
     Returns:
         Tensor index -> float32 array shaped ``(N, ...)``.
     """
-    from aa_tflite.runtime import _dequantize, _quantize  # one quantisation rule everywhere
-
     interp = load_interpreter(tflite, preserve_all_tensors=True)
-    inp = interp.get_input_details()[0]
     details = {d["index"]: d for d in interp.get_tensor_details()}
     out: dict[int, list[np.ndarray]] = {t: [] for t in tensors}
-    current = None
-    for start in range(0, len(x), batch_size):
-        chunk = x[start:start + batch_size]
-        if current != len(chunk):
-            interp.resize_tensor_input(inp["index"], [len(chunk), *inp["shape"][1:]])
-            interp.allocate_tensors()
-            current = len(chunk)
-        interp.set_tensor(inp["index"], _quantize(chunk, inp))
-        interp.invoke()
+    for _ in batches(interp, x, batch_size=batch_size):
         for t in tensors:
-            out[t].append(_dequantize(interp.get_tensor(t).copy(), details[t]))
+            out[t].append(dequantize(interp.get_tensor(t).copy(), details[t]))
     return {t: np.concatenate(v) for t, v in out.items()}
 
 

@@ -7,13 +7,15 @@ and Coral users have), else ``tf.lite``.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from aa_tflite.types import AAError
 
-__all__ = ["evaluate", "interpreter_backend", "load_interpreter", "run"]
+__all__ = ["batches", "dequantize", "evaluate", "interpreter_backend", "load_interpreter", "quantize",
+           "run"]
 
 _BACKENDS = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -65,7 +67,7 @@ def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
         raise AAError(f"The interpreter refused this model: {e}") from e
 
 
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     if detail["dtype"] == np.float32:
         return x.astype(np.float32)
     scale, zero = detail["quantization"]
@@ -73,28 +75,25 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
 
 
-def _dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
+def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
     if q.dtype == np.float32:
         return q
     scale, zero = detail["quantization"]
     return (q.astype(np.float32) - zero) * scale
 
 
-def run(interpreter: Any, x: np.ndarray, *, batch_size: int = 64,
-        return_raw: bool = False) -> np.ndarray:
-    """Runs ``x`` through an interpreter in batches and returns the (dequantized) outputs.
+def batches(interpreter: Any, x: np.ndarray, *, batch_size: int = 64) -> Iterator[int]:
+    """Feeds ``x`` to ``interpreter`` batch by batch; yields the batch's start after each invoke.
 
-    The input is resized to the batch, so one interpreter serves every batch; the last, shorter
-    batch reuses it after a resize.
+    The input is resized to the batch, so one interpreter serves every batch; it is resized again
+    only when the last batch is shorter.
     """
     inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
     x = np.asarray(x)
     want = tuple(int(d) for d in inp["shape"][1:])
     if x.shape[1:] != want:
         raise AAError(f"Inputs have shape {x.shape}, but the model takes (N, "
                       f"{', '.join(map(str, want))}).")
-    results = []
     current = None
     for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]
@@ -102,10 +101,19 @@ def run(interpreter: Any, x: np.ndarray, *, batch_size: int = 64,
             interpreter.resize_tensor_input(inp["index"], [len(chunk), *want])
             interpreter.allocate_tensors()
             current = len(chunk)
-        interpreter.set_tensor(inp["index"], _quantize(chunk, inp))
+        interpreter.set_tensor(inp["index"], quantize(chunk, inp))
         interpreter.invoke()
+        yield start
+
+
+def run(interpreter: Any, x: np.ndarray, *, batch_size: int = 64,
+        return_raw: bool = False) -> np.ndarray:
+    """Runs ``x`` through an interpreter in batches and returns the (dequantized) outputs."""
+    out = interpreter.get_output_details()[0]
+    results = []
+    for _ in batches(interpreter, x, batch_size=batch_size):
         raw = interpreter.get_tensor(out["index"])
-        results.append(raw.copy() if return_raw else _dequantize(raw, out))
+        results.append(raw.copy() if return_raw else dequantize(raw, out))
     return np.concatenate(results) if results else np.zeros((0,))
 
 

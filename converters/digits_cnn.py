@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from converters.data import load_digits_split
-from converters.train import accuracy, fit_deterministic
+from converters.train import accuracy, train_clean
 
 __all__ = ["build", "train"]
 
@@ -35,11 +35,7 @@ def build(*, name: str = "digits_cnn") -> keras.Model:
 def train(*, seed: int = 0, epochs: int = 40) -> tuple[keras.Model, dict]:
     """Trains the digits CNN deterministically; returns the model and its data split."""
     data = load_digits_split(seed=seed)
-    keras.utils.set_random_seed(seed)
-    trained = fit_deterministic(build(), data, epochs=epochs, seed=seed)
-    model = build()  # a clean copy: no optimizer state in the saved file
-    model.set_weights(trained.get_weights())
-    return model, data
+    return train_clean(build, data, epochs=epochs, seed=seed), data
 
 
 def main() -> None:

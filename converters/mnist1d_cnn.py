@@ -11,7 +11,7 @@ import os
 import keras
 
 from converters.data import load_mnist1d_split
-from converters.train import accuracy, fit_deterministic
+from converters.train import accuracy, train_clean
 
 __all__ = ["build", "train"]
 
@@ -32,11 +32,7 @@ def build(*, name: str = "mnist1d_cnn") -> keras.Model:
 def train(*, seed: int = 0, epochs: int = 30) -> tuple[keras.Model, dict]:
     """Trains the MNIST-1D CNN deterministically; returns the model and its data split."""
     data = load_mnist1d_split(seed=seed)
-    keras.utils.set_random_seed(seed)
-    trained = fit_deterministic(build(), data, epochs=epochs, seed=seed)
-    model = build()  # a clean copy: no optimizer state in the saved file
-    model.set_weights(trained.get_weights())
-    return model, data
+    return train_clean(build, data, epochs=epochs, seed=seed), data
 
 
 def main() -> None:

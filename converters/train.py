@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-__all__ = ["fit_deterministic"]
+__all__ = ["accuracy", "fit_deterministic", "train_clean"]
 
 
 def fit_deterministic(model: keras.Model, data: dict, *, epochs: int, seed: int = 0,
@@ -26,3 +26,13 @@ def fit_deterministic(model: keras.Model, data: dict, *, epochs: int, seed: int 
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y))
+
+
+def train_clean(build, data: dict, *, epochs: int, seed: int = 0) -> keras.Model:
+    """Trains ``build()`` deterministically and returns a fresh copy of it with the trained
+    weights and no optimizer state, so the saved file holds only the model."""
+    keras.utils.set_random_seed(seed)
+    trained = fit_deterministic(build(), data, epochs=epochs, seed=seed)
+    model = build()
+    model.set_weights(trained.get_weights())
+    return model
