@@ -104,8 +104,11 @@ def _convert_job(model, x_cal: np.ndarray, *, out: str, name: str, plan=None,
             sites = {s: SiteConfig(threshold=calibrate.thresholds_for_sparsity(
                 st, [sparsity_points])[0]) for s, st in stats.items()}
         plan = Plan(sites, lowering=lowering or "shift")
-    out_model = export(model, plan, representative_data=x_cal, io_dtype=io_dtype,
-                              lowering=lowering)
+    if any(cfg.threshold > 0 for cfg in plan.sites.values()):
+        out_model = export(model, plan, representative_data=x_cal, io_dtype=io_dtype,
+                           lowering=lowering)
+    else:  # the identity plan: the baseline is already that model
+        out_model = base
     x_measure = x_val if x_val is not None else x_cal
     tensors = {s: t for s, t in out_model.site_tensors.items() if t is not None}
     values = calibrate.tensor_values(out_model.tflite, sorted(set(tensors.values())), x_measure)

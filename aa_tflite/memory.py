@@ -217,8 +217,8 @@ def tflm_arena(tflite: bytes, *, arena_size: int | None = None) -> TflmArena:
 def memory_report(tflite: bytes, *, bits: Mapping[int, int] | None = None,
                   measure_tflm: bool = True) -> MemoryReport:
     """All memory figures of a model side by side: packed peak, int8 peak, TFLM arena, weights."""
-    packed, _ = plan_tensors(tflite, bits=bits)
     int8, _ = plan_tensors(tflite)
+    packed = plan_tensors(tflite, bits=bits)[0] if bits else int8
     return MemoryReport(packed_peak=packed, int8_peak=int8,
                         tflm=tflm_arena(tflite) if measure_tflm else None,
                         weights=weights_size(tflite), file_size=len(tflite))
