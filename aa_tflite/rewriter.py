@@ -11,7 +11,7 @@ from absl import logging
 from aa_tflite.layers import AAReLU
 from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind
 
-__all__ = ["Rewritten", "find_sites", "rewrite", "site_layers"]
+__all__ = ["Rewritten", "rewrite", "site_layers"]
 
 # Layers whose fused ``activation="relu"``/``"relu6"`` is a site.
 _FUSED_TYPES = (
@@ -164,11 +164,6 @@ def site_layers(model: keras.Model, site: Site
     layer = container.get_layer(name)
     producer = container.get_layer(site.source_layer) if site.kind is SiteKind.FUSED else None
     return container, layer, producer
-
-
-def find_sites(model: keras.Model) -> list[Site]:
-    """The ReLU sites ``rewrite`` would create, in graph order, without keeping the copy."""
-    return rewrite(model).sites
 
 
 def rewrite(model: keras.Model, configs: Mapping[str, SiteConfig] | Plan | None = None, *,
