@@ -36,7 +36,18 @@ class AAError(ValueError):
 
 
 class BudgetError(AAError):
-    """The memory budget cannot be met. Carries the smallest reachable figure."""
+    """The memory budget cannot be met. Carries the smallest reachable figure and its plan.
+
+    Attributes:
+        smallest_bytes: The smallest activation memory any plan reaches, in bytes.
+        plan: A plan that reaches it (site name -> ``SiteConfig``), or None.
+    """
+
+    def __init__(self, message: str, *, smallest_bytes: int | None = None,
+                 plan: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.smallest_bytes = smallest_bytes
+        self.plan = plan
 
 
 class Bits(int, enum.Enum):
@@ -99,7 +110,8 @@ class SiteConfig:
 
     Attributes:
         threshold: Outputs for inputs below it become 0. ``0`` is a plain ReLU.
-        clip: Upper bound of the output, or None for the site's native bound.
+        clip: Upper bound of the site's stored output, or None for the site's native bound.
+            With the default ``shift`` lowering the output is ``min(max(x - T, 0), clip)``.
         bits: Activation bit-width.
     """
 
@@ -111,9 +123,9 @@ class SiteConfig:
         if not math.isfinite(self.threshold) or self.threshold < 0:
             raise AAError(f"SiteConfig.threshold must be a finite number >= 0. "
                           f"Received: threshold={self.threshold}")
-        if self.clip is not None and (not math.isfinite(self.clip) or self.clip <= self.threshold):
-            raise AAError(f"SiteConfig.clip must be a finite number above the threshold "
-                          f"({self.threshold}), or None. Received: clip={self.clip}")
+        if self.clip is not None and (not math.isfinite(self.clip) or self.clip <= 0):
+            raise AAError(f"SiteConfig.clip must be a finite number above 0, or None. "
+                          f"Received: clip={self.clip}")
         object.__setattr__(self, "bits", Bits(int(self.bits)))
 
     def to_dict(self) -> dict[str, Any]:

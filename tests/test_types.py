@@ -40,7 +40,7 @@ def test_plan_from_json_errors(text, fragment):
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"threshold": -1.0}, "threshold=-1.0"),
     ({"threshold": float("nan")}, "threshold=nan"),
-    ({"threshold": 1.0, "clip": 0.5}, "clip=0.5"),
+    ({"threshold": 1.0, "clip": 0.0}, "clip=0.0"),
 ])
 def test_site_config_rejects_bad_values(kwargs, fragment):
     with pytest.raises(AAError, match=fragment):

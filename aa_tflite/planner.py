@@ -1,0 +1,199 @@
+"""The plan stage: a greedy search over per-site options. Pure: no TensorFlow, no interpreter.
+
+Inputs are the activation buffers of the int8 baseline (size and lifetime, from ``memory``), and for
+each site a list of options, each with its measured loss and the bytes it gives the site's tensors.
+The search starts from the baseline and repeatedly takes the option that saves the most peak memory
+per unit of added loss, recomputing the TFLM-style greedy layout after every move (the peak moves
+when one tensor shrinks), until the peak fits the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from aa_tflite.memory import greedy_offsets
+from aa_tflite.types import BudgetError, SiteConfig
+
+__all__ = ["Buffer", "Option", "Search", "Step", "greedy", "live_excess", "peak", "smallest"]
+
+_EPS_LOSS = 1e-3  # loss points: lets zero-loss moves rank by the memory they save
+_EXCESS_WEIGHT = 1e-3  # bytes over budget summed over time: breaks ties when the peak cannot move
+
+
+@dataclasses.dataclass(frozen=True)
+class Buffer:
+    """One planned activation tensor: index, lifetime in allocation scopes, and baseline bytes."""
+
+    tensor: int
+    first: int
+    last: int
+    nbytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One candidate config of one site, with what it costs.
+
+    Attributes:
+        site: The site's name.
+        config: The config.
+        loss: Measured loss of the model with only this site changed (points, >= 0 is worse).
+        nbytes: Bytes of the site's tensors under this config, by tensor index.
+    """
+
+    site: str
+    config: SiteConfig
+    loss: float
+    nbytes: Mapping[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One greedy move and where it left the search."""
+
+    site: str
+    config: SiteConfig
+    peak: int
+    predicted_loss: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """The outcome of a search.
+
+    Attributes:
+        choice: The chosen option per changed site (sites left at baseline are absent).
+        peak: Packed peak of the chosen plan, in bytes.
+        predicted_loss: Sum of the chosen options' single-site losses.
+        steps: The moves in the order they were taken.
+    """
+
+    choice: Mapping[str, Option]
+    peak: int
+    predicted_loss: float
+    steps: tuple[Step, ...]
+
+    def configs(self) -> dict[str, SiteConfig]:
+        return {s: o.config for s, o in sorted(self.choice.items())}
+
+
+def _sizes(buffers: Sequence[Buffer], choice: Mapping[str, Option]) -> list[int]:
+    over: dict[int, int] = {}
+    for opt in choice.values():
+        over.update(opt.nbytes)
+    return [over.get(b.tensor, b.nbytes) for b in buffers]
+
+
+def peak(buffers: Sequence[Buffer], choice: Mapping[str, Option] | None = None) -> int:
+    """The TFLM-greedy peak of ``buffers`` with the sizes ``choice`` gives its sites' tensors.
+
+    Example:
+        >>> peak([Buffer(0, 0, 1, 100), Buffer(1, 1, 2, 200)])
+        300
+    """
+    sizes = _sizes(buffers, choice or {})
+    return greedy_offsets(sizes, [b.first for b in buffers], [b.last for b in buffers])[1]
+
+
+def _alive(buffers: Sequence[Buffer]) -> np.ndarray:
+    """(scopes, buffers) matrix: 1 where the buffer is alive in the scope."""
+    last = max((b.last for b in buffers), default=-1)
+    scopes = np.arange(last + 1)[:, None]
+    first = np.array([b.first for b in buffers])[None, :]
+    end = np.array([b.last for b in buffers])[None, :]
+    return ((scopes >= first) & (scopes <= end)).astype(np.int64)
+
+
+def live_excess(buffers: Sequence[Buffer], choice: Mapping[str, Option], budget: int, *,
+                alive: np.ndarray | None = None) -> int:
+    """Bytes alive above ``budget``, summed over scopes: how far a plan is from fitting."""
+    alive = _alive(buffers) if alive is None else alive
+    live = alive @ np.array(_sizes(buffers, choice), np.int64)
+    return int(np.maximum(live - budget, 0).sum())
+
+
+def _loss(choice: Mapping[str, Option]) -> float:
+    return float(sum(o.loss for o in choice.values()))
+
+
+def smallest(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]]) -> Search:
+    """Every site at its smallest option (ties: least loss): the least memory any plan reaches."""
+    choice = {}
+    for site, opts in sorted(options.items()):
+        if opts:
+            choice[site] = min(opts, key=lambda o: (sum(o.nbytes.values()), o.loss))
+    return Search(choice, peak(buffers, choice), _loss(choice), ())
+
+
+def _describe(search: Search) -> str:
+    if not search.choice:
+        return "the int8 baseline"
+    return ", ".join(f"{s}: {o.config.bits}-bit T={o.config.threshold:.3g}"
+                     for s, o in sorted(search.choice.items()))
+
+
+def greedy(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], budget: int, *,
+           banned: frozenset[tuple[str, SiteConfig]] = frozenset()) -> Search:
+    """Greedy plan: the most memory saved per unit of loss, move by move, until ``budget`` holds.
+
+    Args:
+        buffers: The baseline's activation buffers.
+        options: Per site, its candidate options (the baseline itself is implicit).
+        budget: Bytes the peak must not exceed.
+        banned: ``(site, config)`` pairs not to use (the repair step bans moves that failed).
+
+    Returns:
+        The ``Search`` that first meets the budget.
+
+    Raises:
+        BudgetError: No combination of the (non-banned) options meets the budget; the error
+            names the smallest reachable peak and the plan that reaches it.
+
+    Example:
+        >>> bufs = [Buffer(0, 0, 1, 64), Buffer(1, 1, 2, 128)]
+        >>> opts = {"a": [Option("a", SiteConfig(bits=4), 0.5, {1: 64})]}
+        >>> greedy(bufs, opts, 150).peak
+        128
+    """
+    allowed = {s: [o for o in opts if (s, o.config) not in banned]
+               for s, opts in sorted(options.items())}
+    floor = smallest(buffers, allowed)
+    if floor.peak > budget:
+        raise BudgetError(
+            f"The budget of {budget / 1024:.2f} KiB ({budget} B) cannot be met: the smallest "
+            f"activation memory any plan reaches is {floor.peak / 1024:.2f} KiB ({floor.peak} B), "
+            f"with {_describe(floor)}. Raise budget_kb to at least "
+            f"{-(-floor.peak // 1024)}, or allow more options (4-bit, thresholds).",
+            smallest_bytes=floor.peak, plan=floor.configs())
+    alive = _alive(buffers)
+    choice: dict[str, Option] = {}
+    current = peak(buffers, choice)
+    steps: list[Step] = []
+    while current > budget:
+        excess = live_excess(buffers, choice, budget, alive=alive)
+        best = None
+        for site, opts in allowed.items():
+            now = choice.get(site)
+            for opt in opts:
+                if now is not None and opt.config == now.config:
+                    continue
+                trial = {**choice, site: opt}
+                p = peak(buffers, trial)
+                gain = (current - p) + _EXCESS_WEIGHT * (excess - live_excess(
+                    buffers, trial, budget, alive=alive))
+                if gain <= 0:
+                    continue
+                added = max(opt.loss - (now.loss if now else 0.0), 0.0) + _EPS_LOSS
+                score = gain / added
+                if best is None or score > best[0]:
+                    best = (score, site, opt, p)
+        if best is None:  # nothing helps on its own: jump to the floor (it fits, checked above)
+            return dataclasses.replace(floor, steps=tuple(steps) + tuple(
+                Step(s, o.config, floor.peak, floor.predicted_loss) for s, o in floor.choice.items()))
+        _, site, opt, current = best
+        choice[site] = opt
+        steps.append(Step(site, opt.config, current, _loss(choice)))
+    return Search(dict(sorted(choice.items())), current, _loss(choice), tuple(steps))

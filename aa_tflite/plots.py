@@ -1,0 +1,74 @@
+"""The two PNG plots of a report: sensitivity per site, and accuracy against memory."""
+
+from __future__ import annotations
+
+import io
+
+from aa_tflite.files import atomic_write
+
+__all__ = ["save_plots"]
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def save_plots(report, prefix: str) -> list[str]:
+    """Writes ``prefix.sensitivity.png`` and ``prefix.memory.png`` atomically; returns the paths.
+
+    Example:
+        >>> save_plots(result.report, "out/digits")  # doctest: +SKIP
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    written = []
+    sites = list(report.sensitivity)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(sites) + 2), 4))
+    labels = sorted({lab for v in report.sensitivity.values() for lab, _, _ in v},
+                    key=lambda s: (s.split()[0], s))
+    width = 0.8 / max(len(labels), 1)
+    for k, lab in enumerate(labels):
+        xs, ys = [], []
+        for i, s in enumerate(sites):
+            for name, loss, _ in report.sensitivity[s]:
+                if name == lab:
+                    xs.append(i + (k - (len(labels) - 1) / 2) * width)
+                    ys.append(loss)
+        ax.bar(xs, ys, width=width, label=lab)
+    ax.set_xticks(range(len(sites)), sites, rotation=60, ha="right", fontsize=7)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_ylabel(f"loss, points of {report.metric}")
+    ax.set_title(f"{report.model}: single-site sensitivity (TFLite interpreter)")
+    if labels:
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    atomic_write(prefix + ".sensitivity.png", _png(fig))
+    plt.close(fig)
+    written.append(prefix + ".sensitivity.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    key = "planned_sparse_peak" if report.memory_mode == "packed+sparse" else None
+    base_mem = report.int8_sparse_peak if key else report.int8_memory.packed_peak
+    planned_mem = report.planned_sparse_peak if key else report.planned_memory.packed_peak
+    if report.curve:
+        xs = [base_mem] + [m for m, _ in report.curve]
+        ys = [report.int8_score] + [a for _, a in report.curve]
+        ax.plot(xs, ys, "o-", ms=3, label="greedy path (predicted)")
+    ax.plot([base_mem], [report.int8_score], "s", color="gray", label="int8 baseline")
+    ax.plot([planned_mem], [report.planned_score], "*", ms=14, color="red",
+            label="chosen plan (verified)")
+    ax.axvline(report.budget_bytes, color="red", ls="--", lw=1, label="budget")
+    ax.set_xlabel(f"{report.memory_mode} activation peak (bytes)")
+    ax.set_ylabel(report.metric)
+    ax.set_title(f"{report.model}: {report.metric} against memory")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(prefix + ".memory.png", _png(fig))
+    plt.close(fig)
+    written.append(prefix + ".memory.png")
+    return written

@@ -1,0 +1,318 @@
+"""Zero-cost lowering of a plan: edits to an int8 ``.tflite``'s quantization parameters and constants.
+
+Every variant of a model (one site changed for a sensitivity measurement, or a whole plan) is made
+from one int8 conversion by editing its flatbuffer, never by reconverting. No op and no tensor is
+added, so the TFLM arena of an edited model equals the plain int8 model's. No TensorFlow import.
+
+How each control is written:
+
+* **4-bit** (``bits=4``, step ``s4 = clip / 15``): the site's output tensor is declared with scale
+  ``s4`` and zero point ``112``. The producer's fused ReLU/ReLU6 clamps below at the zero point and
+  int8 saturates at 127, so the tensor holds the 16 levels 112..127 for any input, the top one being
+  the clip. Ops that pass values through unchanged (pooling, reshape, pad, slices) carry the same
+  parameters to their outputs, which stay within those 16 levels. Weighted consumers get their
+  int32 bias rescaled to the new input scale; other consumers read the parameters at run time.
+* **clip** at 8 bits: scale ``clip / 255``, zero point ``-128``; int8 saturation is the clamp.
+* **threshold** ``T`` (the ``shift`` lowering, ``max(x - T, 0)``): ``T`` is subtracted from the
+  producer's bias, in its int32 units.
+* **correction**: a per-channel affine ``a * y + b`` that brings the consumer's input back towards
+  the baseline model's, folded into the one weighted consumer (its kernel and bias are requantized).
+
+A site cannot change its parameters when one of its tensors feeds an op whose inputs must share one
+scale (``CONCATENATION``), and cannot take a threshold when its producer has no bias (e.g. a
+residual ``ADD``). ``analyse`` says which, per site, and the report prints it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from aa_tflite import flatbuffer
+from aa_tflite.types import AAError
+
+__all__ = ["FOUR_BIT_ZERO_POINT", "SiteEdit", "SiteGraph", "analyse", "apply_edits"]
+
+FOUR_BIT_ZERO_POINT = 112  # levels 112..127: 16 levels, int8 saturation is the top clamp
+
+_WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+# Ops whose int8 kernels copy or pick input values (no requantization): output params = input's.
+_SAME_PARAMS = {"MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
+                "STRIDED_SLICE", "SLICE", "PAD", "TRANSPOSE", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE",
+                "GATHER", "SPLIT", "SPLIT_V"}
+# Ops that need one scale on all their inputs: a site feeding one cannot change alone.
+_TIED = {"CONCATENATION", "PACK", "PADV2"}
+_SHAPE_ONLY = {"SHAPE"}  # read a tensor's shape, not its values
+_CLAMPING = {"RELU", "RELU6"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteGraph:
+    """Where a site sits in the flatbuffer, and which edits it can take at zero cost.
+
+    Attributes:
+        name: The site.
+        tensor: The site's tensor (as the converter's names gave it).
+        group: The tensors that carry the site's values with the same quantization parameters:
+            the output of the op that applies the ReLU, and what pass-through ops make of it.
+        producer: Index of the op that writes ``group[0]``.
+        producer_op: That op's name, e.g. ``CONV_2D``.
+        requant_consumers: Weighted ops that read a group tensor (their bias follows its scale).
+        correction_consumer: The one weighted op all of the site's values flow into, and the
+            tensor it reads, or None when there is not exactly one.
+        can_requantize: Bits and clip can change (no tied op, the producer clamps at zero).
+        can_threshold: A threshold can be folded into the producer's bias.
+        notes: Why an edit is not offered, in words for the report.
+    """
+
+    name: str
+    tensor: int
+    group: tuple[int, ...]
+    producer: int
+    producer_op: str
+    requant_consumers: tuple[int, ...]
+    correction_consumer: tuple[int, int] | None
+    can_requantize: bool
+    can_threshold: bool
+    notes: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteEdit:
+    """The flatbuffer edit of one site.
+
+    Attributes:
+        threshold: Real-valued ``T`` subtracted from the producer's bias.
+        scale: New scale of the site's tensors, or None to keep it.
+        zero_point: New zero point (with ``scale``).
+        correction: Per-channel ``(a, b)`` over the last axis of the correction consumer's input,
+            folded into that consumer, or None.
+    """
+
+    threshold: float = 0.0
+    scale: float | None = None
+    zero_point: int | None = None
+    correction: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _consumers(ops) -> dict[int, list]:
+    out: dict[int, list] = {}
+    for op in ops:
+        for pos, t in enumerate(op.inputs):
+            if t >= 0:
+                out.setdefault(t, []).append((op, pos))
+    return out
+
+
+def analyse(tflite: bytes, site_tensors: Mapping[str, int | None]) -> dict[str, SiteGraph]:
+    """Finds, for each site, its tensor group, producer and consumers, and what it can take.
+
+    Example:
+        >>> graphs = analyse(tflite, {"conv1_relu": 14})  # doctest: +SKIP
+        >>> graphs["conv1_relu"].can_requantize  # doctest: +SKIP
+        True
+    """
+    model = flatbuffer.read(tflite)
+    ops, tensors = flatbuffer.describe(model)
+    producer_of = {t: op for op in ops for t in op.outputs}
+    readers = _consumers(ops)
+    graph_outputs = set(int(t) for t in (model.subgraphs[0].outputs if model.subgraphs[0].outputs
+                                         is not None else []))
+    out = {}
+    for site, tensor in site_tensors.items():
+        if tensor is None:
+            continue
+        root = tensor  # walk back through pass-through ops to the op that applies the ReLU
+        while root in producer_of and producer_of[root].name in _SAME_PARAMS:
+            root = producer_of[root].inputs[0]
+        if root not in producer_of:
+            continue
+        prod = producer_of[root]
+        group, frontier, notes = [root], [root], []
+        tied = False
+        boundary: list[tuple[object, int, int]] = []  # (op, pos, tensor) of ops that rescale
+        while frontier:
+            t = frontier.pop(0)
+            for op, pos in readers.get(t, []):
+                if op.name in _SHAPE_ONLY:
+                    continue
+                if op.name in _SAME_PARAMS and pos == 0:
+                    for o in op.outputs:
+                        if tensors[o].scale == tensors[t].scale and o not in group:
+                            group.append(o)
+                            frontier.append(o)
+                    continue
+                if op.name in _TIED:
+                    tied = True
+                    notes.append(f"4-bit and clip not offered: feeds {op.name} (op {op.index}), "
+                                 "whose inputs must share one scale")
+                boundary.append((op, pos, t))
+        act = prod.fused_activation if prod.name in _WEIGHTED or prod.name == "ADD" else None
+        clamps = act in _CLAMPING or prod.name in _CLAMPING
+        if not clamps:
+            notes.append(f"4-bit and clip not offered: {prod.name} (op {prod.index}) does not "
+                         "clamp at zero")
+        if any(t in graph_outputs for t in group):
+            notes.append("is a model output: its parameters change with the plan")
+        can_threshold = (prod.name in _WEIGHTED and act in _CLAMPING and len(prod.inputs) > 2
+                         and prod.inputs[2] >= 0)
+        if not can_threshold:
+            notes.append(f"threshold not offered: its producer {prod.name} (op {prod.index}) has "
+                         "no bias to fold it into")
+        weighted = [(op, pos, t) for op, pos, t in boundary if op.name in _WEIGHTED]
+        bad_weighted = [op for op, pos, _ in weighted if pos != 0]
+        if bad_weighted:
+            tied = True
+            notes.append("4-bit and clip not offered: used as a weight tensor")
+        corr = None
+        if len(boundary) == 1 and len(weighted) == 1 and weighted[0][1] == 0:
+            corr = (weighted[0][0].index, weighted[0][2])
+        else:
+            notes.append(f"no consumer correction: its values reach {len(boundary)} rescaling ops, "
+                         "not one weighted op")
+        out[site] = SiteGraph(site, tensor, tuple(group), prod.index, prod.name,
+                              tuple(sorted({op.index for op, _, _ in weighted})), corr,
+                              clamps and not tied, can_threshold, tuple(notes))
+    return out
+
+
+def _array(model: schema.ModelT, tensor: int, dtype) -> np.ndarray:
+    t = model.subgraphs[0].tensors[tensor]
+    data = model.buffers[t.buffer].data
+    if data is None:
+        raise AAError(f"Tensor {tensor} has no constant data; the .tflite may store weights "
+                      "outside the flatbuffer, which aa_tflite does not edit.")
+    return np.frombuffer(np.asarray(data, np.uint8).tobytes(), dtype).reshape(t.shape)
+
+
+def _store(model: schema.ModelT, tensor: int, values: np.ndarray, users: Mapping[int, int]) -> None:
+    t = model.subgraphs[0].tensors[tensor]
+    data = np.frombuffer(np.ascontiguousarray(values).tobytes(), np.uint8).copy()
+    if users.get(t.buffer, 0) > 1:  # shared constant: give this tensor its own copy
+        buf = schema.BufferT()
+        model.buffers.append(buf)
+        t.buffer = len(model.buffers) - 1
+    model.buffers[t.buffer].data = data
+
+
+def _set_quant(t, scale, zero_point, dim: int | None = None) -> None:
+    q = t.quantization
+    q.scale = np.asarray(scale, np.float32).reshape(-1)
+    q.zeroPoint = np.asarray(zero_point, np.int64).reshape(-1)
+    if dim is not None:
+        q.quantizedDimension = dim
+
+
+def _per_channel(values, n: int) -> np.ndarray:
+    v = np.asarray(values, np.float64).reshape(-1)
+    return np.full(n, v[0]) if len(v) == 1 else v
+
+
+def apply_edits(tflite: bytes, graphs: Mapping[str, SiteGraph],
+                edits: Mapping[str, SiteEdit]) -> bytes:
+    """Returns ``tflite`` with ``edits`` applied. No op or tensor is added; the input is not changed.
+
+    Weighted ops whose kernel changes (a correction) are requantized per output channel; ops whose
+    only change is a bias shift or a new input scale keep their int8 kernel bit for bit.
+
+    Example:
+        >>> four_bit = apply_edits(base, graphs, {"conv1_relu": SiteEdit(scale=0.1,
+        ...                                       zero_point=112)})  # doctest: +SKIP
+    """
+    if not edits:
+        return bytes(tflite)
+    model = flatbuffer.read(tflite)
+    ops, tensors = flatbuffer.describe(model)
+    graph = model.subgraphs[0]
+    users: dict[int, int] = {}
+    for t in graph.tensors:
+        users[t.buffer] = users.get(t.buffer, 0) + 1
+    new_params: dict[int, tuple[float, int]] = {}
+    shifts: dict[int, float] = {}
+    corrections: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for site, edit in edits.items():
+        g = graphs.get(site)
+        if g is None:
+            raise AAError(f"Unknown site {site!r}: not among the analysed sites {sorted(graphs)}.")
+        if edit.scale is not None:
+            if not g.can_requantize:
+                raise AAError(f"Site {site!r} cannot change its bits or clip: {'; '.join(g.notes)}")
+            if not (edit.scale > 0 and np.isfinite(edit.scale)):
+                raise AAError(f"A site's scale must be a positive number. Received: {edit.scale}")
+            for t in g.group:
+                new_params[t] = (float(edit.scale), int(edit.zero_point if edit.zero_point
+                                                        is not None else -128))
+        if edit.threshold:
+            if not g.can_threshold:
+                raise AAError(f"Site {site!r} cannot take a threshold: {'; '.join(g.notes)}")
+            shifts[g.producer] = shifts.get(g.producer, 0.0) + float(edit.threshold)
+        if edit.correction is not None:
+            if g.correction_consumer is None:
+                raise AAError(f"Site {site!r} has no single weighted consumer to correct.")
+            corrections[g.correction_consumer[0]] = edit.correction
+    touched = set(shifts) | set(corrections) | {op.index for op in ops if op.name in _WEIGHTED
+                                                 and op.inputs[0] in new_params}
+    for k in sorted(touched):
+        _requantize(model, ops[k], tensors, new_params, shifts.get(k, 0.0), corrections.get(k),
+                    users)
+    for t, (scale, zp) in new_params.items():
+        _set_quant(graph.tensors[t], [scale], [zp], 0)
+    return flatbuffer.write(model)
+
+
+def _requantize(model, op, tensors, new_params, shift: float, correction, users) -> None:
+    graph = model.subgraphs[0]
+    inp, wt = op.inputs[0], op.inputs[1]
+    bias_t = op.inputs[2] if len(op.inputs) > 2 else -1
+    w_info = tensors[wt]
+    if w_info.dtype != "INT8":
+        raise AAError(f"{op.name} (op {op.index}) has {w_info.dtype} weights; only int8 kernels "
+                      "can be edited.")
+    q = _array(model, wt, np.int8).astype(np.float64)
+    dim = graph.tensors[wt].quantization.quantizedDimension or 0
+    n_out = q.shape[dim]
+    f_scale = _per_channel(w_info.scale, n_out)
+    bshape = [1] * q.ndim
+    bshape[dim] = n_out
+    w = q * f_scale.reshape(bshape)
+    in_old = tensors[inp].scale[0]
+    in_new = new_params.get(inp, (in_old, 0))[0]
+    if bias_t >= 0:
+        bias = _array(model, bias_t, np.int32).astype(np.float64) * in_old * f_scale
+    else:
+        if shift or correction is not None:
+            raise AAError(f"{op.name} (op {op.index}) has no bias to edit.")
+        bias = np.zeros(n_out)
+    bias = bias - shift
+    new_q, new_scale = q, f_scale
+    if correction is not None:
+        a, b = (np.asarray(v, np.float64).reshape(-1) for v in correction)
+        if op.name == "DEPTHWISE_CONV_2D":  # (1, kh, kw, c * m): output o reads channel o // m
+            mult = w.shape[-1] // len(a)
+            a_o, b_o = np.repeat(a, mult), np.repeat(b, mult)
+            bias = bias + w.reshape(-1, w.shape[-1]).sum(axis=0) * b_o
+            w = w * a_o
+        elif op.name == "FULLY_CONNECTED":  # (units, features)
+            bias = bias + w @ b
+            w = w * a[None, :]
+        else:  # CONV_2D (out, kh, kw, in); at padded borders the bias term is approximate
+            bias = bias + w.reshape(w.shape[0], -1, w.shape[-1]).sum(axis=1) @ b
+            w = w * a
+        per = np.moveaxis(np.abs(w), dim, 0).reshape(n_out, -1).max(axis=1)
+        if len(w_info.scale) == 1:
+            per = np.full(n_out, per.max())
+        new_scale = np.where(per > 0, per / 127.0, f_scale)
+        new_q = np.clip(np.round(w / new_scale.reshape(bshape)), -127, 127)
+        _store(model, wt, new_q.astype(np.int8), users)
+        _set_quant(graph.tensors[wt], new_scale if len(w_info.scale) > 1 else new_scale[:1],
+                   np.zeros(len(w_info.scale), np.int64), dim)
+    if bias_t >= 0:
+        denom = in_new * new_scale
+        bias_q = np.clip(np.round(bias / denom), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+        _store(model, bias_t, bias_q, users)
+        if len(tensors[bias_t].scale) <= 1:
+            denom = denom[:1]
+        _set_quant(graph.tensors[bias_t], denom, np.zeros(len(denom), np.int64), 0)

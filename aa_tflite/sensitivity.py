@@ -1,0 +1,247 @@
+"""The sensitivity stage: variants of one int8 conversion, built by flatbuffer edits and measured in
+the TFLite interpreter. No TensorFlow import.
+
+A ``Bench`` holds the baseline ``.tflite``, the data and the reference outputs. ``build`` turns
+per-site configs into a ``.tflite`` (``quantedit`` edits, each site's consumer corrected towards the
+baseline), and ``measure`` runs a ``.tflite`` on the evaluation data in batches.
+
+Loss, in points (percent): with labels, the top-1 accuracy drop against the int8 baseline; without,
+the drop in top-1 agreement with the float model. The output KL against the float model is
+measured too and breaks ties between options of equal loss (``KL_WEIGHT`` points per nat).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from aa_tflite import quantedit
+from aa_tflite.calibrate import tensor_values
+from aa_tflite.runtime import batches, dequantize, load_interpreter
+from aa_tflite.types import AAError, Bits, MemoryMode, SiteConfig
+
+__all__ = ["KL_WEIGHT", "Bench", "Metrics", "candidates", "four_bit_clip", "site_edit",
+           "sparse_bytes"]
+
+KL_WEIGHT = 10.0  # loss points per nat of added output KL; only matters between equal top-1 losses
+_CLIP_QUANTILES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Metrics:
+    """What one run of a ``.tflite`` on the evaluation data gave.
+
+    Attributes:
+        accuracy: Top-1 accuracy against the labels, or None without labels.
+        agreement: Top-1 agreement with the float model, or None without a reference.
+        kl: Mean KL divergence (nats) from the float model's softmax, or None.
+        outputs: The dequantized outputs.
+    """
+
+    accuracy: float | None
+    agreement: float | None
+    kl: float | None
+    outputs: np.ndarray = dataclasses.field(repr=False)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.reshape(len(z), -1).astype(np.float64)
+    if np.all(z >= 0) and np.allclose(z.sum(axis=1), 1.0, atol=1e-2):
+        p = z  # already probabilities
+    else:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+    return np.clip(p, 1e-12, 1.0)
+
+
+def four_bit_clip(values: np.ndarray, threshold: float = 0.0) -> float:
+    """The clip that gives the 16-level quantization of ``max(v - T, 0)`` the least squared error.
+
+    The candidates are quantiles of the positive values (90% ... 100%), so the clip comes from the
+    data, never from a constant.
+
+    Example:
+        >>> round(four_bit_clip(np.linspace(0, 1, 1001)), 3)
+        1.0
+    """
+    v = np.maximum(np.asarray(values, np.float64).reshape(-1) - threshold, 0.0)
+    pos = v[v > 0]
+    if pos.size == 0:
+        return 1.0  # a dead site: any clip stores its zeros exactly
+    if pos.size > 200_000:  # a fixed subsample keeps this fast and deterministic
+        v = v[np.linspace(0, v.size - 1, 200_000).astype(np.int64)]
+    best = None
+    for q in _CLIP_QUANTILES:
+        c = float(np.quantile(pos, q))
+        if c <= 0:
+            continue
+        step = c / 15.0
+        err = float(np.mean((v - np.clip(np.round(v / step), 0, 15) * step) ** 2))
+        if best is None or err < best[0] - 1e-15:
+            best = (err, c)
+    return best[1] if best else float(pos.max())
+
+
+def site_edit(config: SiteConfig, graph: quantedit.SiteGraph) -> quantedit.SiteEdit:
+    """The flatbuffer edit (without correction) that writes ``config`` at a site."""
+    if config.bits == Bits.INT4 and config.clip is None:
+        raise AAError(f"Site {graph.name!r}: a 4-bit config needs a clip (the value of the top "
+                      "level). aa_tflite.convert picks one from the data.")
+    if config.clip is None:
+        return quantedit.SiteEdit(threshold=config.threshold)
+    levels = 15 if config.bits == Bits.INT4 else 255
+    zp = quantedit.FOUR_BIT_ZERO_POINT if config.bits == Bits.INT4 else -128
+    return quantedit.SiteEdit(threshold=config.threshold, scale=config.clip / levels, zero_point=zp)
+
+
+def sparse_bytes(elements: int, nonzeros: int, bits: int) -> int:
+    """Zero-compressed bytes of one tensor: a bitmap plus the non-zeros, or dense if smaller."""
+    dense = math.ceil(elements * bits / 8)
+    return min(dense, math.ceil(elements / 8) + math.ceil(nonzeros * bits / 8))
+
+
+def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: MemoryMode,
+               sparsity_points: Sequence[float] = (10.0, 20.0, 30.0)) -> list[SiteConfig]:
+    """A site's candidate configs, from its calibration values.
+
+    With ``memory="packed"`` only 4-bit saves memory, so the candidate is 4-bit at the clip
+    ``four_bit_clip`` picks. With ``"packed+sparse"`` thresholds save memory too: the thresholds
+    that add each of ``sparsity_points`` points of zeros, at 8 and at 4 bits.
+    """
+    v = np.asarray(values, np.float64).reshape(-1)
+    thresholds = [0.0]
+    if memory == MemoryMode.PACKED_SPARSE and graph.can_threshold:
+        zero = float(np.mean(v <= 0))
+        for p in sparsity_points:
+            t = float(np.quantile(v, min(zero + p / 100.0, 0.995)))
+            if t > 0 and all(abs(t - u) > 1e-9 for u in thresholds):
+                thresholds.append(t)
+    out = []
+    for t in thresholds:
+        if t > 0:
+            out.append(SiteConfig(threshold=t))
+        if graph.can_requantize:
+            out.append(SiteConfig(threshold=t, clip=four_bit_clip(v, t), bits=Bits.INT4))
+    return out
+
+
+class Bench:
+    """Builds variants of one baseline ``.tflite`` and measures them in the interpreter.
+
+    Args:
+        base: The int8 baseline ``.tflite``.
+        graphs: ``quantedit.analyse`` of it.
+        x_fit: Representative inputs: consumer corrections are fitted on them.
+        x_eval: Inputs the loss is measured on.
+        y_eval: Their labels, or None.
+        reference: The float model's outputs on ``x_eval``, or None.
+        batch_size: Samples per invocation.
+
+    Example:
+        >>> bench = Bench(base, graphs, x_fit=x_cal, x_eval=x_val, y_eval=y_val,
+        ...               reference=None)  # doctest: +SKIP
+        >>> bench.loss(bench.measure(bench.build({"conv1_relu": cfg})))  # doctest: +SKIP
+    """
+
+    def __init__(self, base: bytes, graphs: Mapping[str, quantedit.SiteGraph], *,
+                 x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray | None,
+                 reference: np.ndarray | None, batch_size: int = 64) -> None:
+        if y_eval is None and reference is None:
+            raise AAError("Sensitivity needs labels or the float model's outputs to compare to.")
+        self.base, self.graphs = bytes(base), dict(graphs)
+        self.x_fit, self.x_eval = np.asarray(x_fit, np.float32), np.asarray(x_eval, np.float32)
+        self.y_eval = None if y_eval is None else np.asarray(y_eval).reshape(-1)
+        self.reference = None if reference is None else _softmax(np.asarray(reference))
+        self.batch_size = batch_size
+        inputs = sorted({g.correction_consumer[1] for g in self.graphs.values()
+                         if g.correction_consumer is not None})
+        self._targets = tensor_values(self.base, inputs, self.x_fit, batch_size=batch_size)
+        self.baseline = self.measure(self.base)
+
+    def order(self, sites) -> list[str]:
+        """Sites in execution order (by their producer op)."""
+        return sorted(sites, key=lambda s: (self.graphs[s].producer, s))
+
+    def build(self, configs: Mapping[str, SiteConfig], *, correct: bool = True) -> bytes:
+        """The baseline with ``configs`` written in, each site's consumer corrected in turn.
+
+        Sites are taken in execution order. Each one's correction is a per-channel least-squares
+        fit, on ``x_fit``, of the baseline's consumer input against the consumer input of the model
+        with this site (and the corrected sites before it) changed, so it also absorbs drift from
+        upstream sites.
+        """
+        unknown = sorted(set(configs) - set(self.graphs))
+        if unknown:
+            raise AAError(f"Unknown sites in the plan: {unknown}. Known: {sorted(self.graphs)}.")
+        edits: dict[str, quantedit.SiteEdit] = {}
+        for site in self.order(configs):
+            config, graph = configs[site], self.graphs[site]
+            if config == SiteConfig():
+                continue
+            edits[site] = site_edit(config, graph)
+            if correct and graph.correction_consumer is not None:
+                t_in = graph.correction_consumer[1]
+                trial = quantedit.apply_edits(self.base, self.graphs, edits)
+                got = tensor_values(trial, [t_in], self.x_fit, batch_size=self.batch_size)[t_in]
+                a, b = _affine_fit(got, self._targets[t_in])
+                edits[site] = dataclasses.replace(edits[site], correction=(a, b))
+        return quantedit.apply_edits(self.base, self.graphs, edits)
+
+    def measure(self, tflite: bytes) -> Metrics:
+        """Runs ``tflite`` on the evaluation data and compares it to the labels and the float model."""
+        interp = load_interpreter(tflite)
+        out = interp.get_output_details()[0]
+        outs = [dequantize(interp.get_tensor(out["index"]).copy(), out)
+                for _ in batches(interp, self.x_eval, batch_size=self.batch_size)]
+        outputs = np.concatenate(outs)
+        top = np.argmax(outputs.reshape(len(outputs), -1), axis=1)
+        acc = None if self.y_eval is None else float(np.mean(top == self.y_eval))
+        agree = kl = None
+        if self.reference is not None:
+            agree = float(np.mean(top == np.argmax(self.reference, axis=1)))
+            p, q = self.reference, _softmax(outputs)
+            kl = float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
+        return Metrics(acc, agree, kl, outputs)
+
+    def loss(self, m: Metrics) -> float:
+        """Points lost against the baseline (accuracy with labels, else agreement), >= 0 is worse."""
+        if m.accuracy is not None:
+            return 100.0 * (self.baseline.accuracy - m.accuracy)
+        return 100.0 * (self.baseline.agreement - m.agreement)
+
+    def planning_loss(self, m: Metrics) -> float:
+        """The loss the planner ranks by: points lost (never below 0) plus the KL tie-breaker."""
+        extra = 0.0
+        if m.kl is not None and self.baseline.kl is not None:
+            extra = KL_WEIGHT * max(m.kl - self.baseline.kl, 0.0)
+        return max(self.loss(m), 0.0) + extra
+
+    def nonzeros(self, tflite: bytes, tensors: Sequence[int]) -> dict[int, int]:
+        """Worst case over ``x_fit`` of each tensor's non-zero count in one sample."""
+        interp = load_interpreter(tflite, preserve_all_tensors=True)
+        details = {d["index"]: d for d in interp.get_tensor_details()}
+        worst = dict.fromkeys(tensors, 0)
+        for _ in batches(interp, self.x_fit, batch_size=self.batch_size):
+            for t in tensors:
+                q = interp.get_tensor(t)
+                zp = details[t]["quantization"][1]
+                nz = np.count_nonzero(q.reshape(len(q), -1) != zp, axis=1)
+                worst[t] = max(worst[t], int(nz.max()))
+        return worst
+
+
+def _affine_fit(got: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares ``target ~ a * got + b`` per index of the last axis; ``a`` kept positive
+    (max pooling between a site and its consumer commutes only with a positive scale)."""
+    c = got.shape[-1]
+    g = got.reshape(-1, c).astype(np.float64)
+    t = target.reshape(-1, c).astype(np.float64)
+    mg, mt = g.mean(axis=0), t.mean(axis=0)
+    var = ((g - mg) ** 2).mean(axis=0)
+    cov = ((g - mg) * (t - mt)).mean(axis=0)
+    a = np.where(var > 1e-12, cov / np.maximum(var, 1e-12), 1.0)
+    a = np.where(a > 1e-3, a, 1.0)
+    return a, mt - a * mg
