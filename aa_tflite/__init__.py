@@ -2,9 +2,9 @@
 
 Example:
     >>> import aa_tflite
-    >>> exported = aa_tflite.exporter(model, {"conv1_relu": aa_tflite.SiteConfig(threshold=0.1)},
-    ...                             representative_data=x_cal)  # doctest: +SKIP
-    >>> aa_tflite.evaluate(exported.tflite, x_val, y_val)  # doctest: +SKIP
+    >>> result = aa_tflite.convert(model, budget_kb=48, representative_data=x_cal,
+    ...                            eval_data=(x_val, y_val))  # doctest: +SKIP
+    >>> result.save("out/model")  # doctest: +SKIP
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -34,6 +34,7 @@ _LAZY = {
     "AAReLU": "aa_tflite.layers",
     "memory_report": "aa_tflite.memory", "plan_tensors": "aa_tflite.memory",
     "tflm_arena": "aa_tflite.memory",
+    "Report": "aa_tflite.pipeline", "Result": "aa_tflite.pipeline", "convert": "aa_tflite.pipeline",
     "Rewritten": "aa_tflite.rewriter", "rewrite": "aa_tflite.rewriter",
     "evaluate": "aa_tflite.runtime", "load_interpreter": "aa_tflite.runtime",
 }
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from aa_tflite.exporter import Exported, export, to_tflite
     from aa_tflite.layers import AAReLU
     from aa_tflite.memory import memory_report, plan_tensors, tflm_arena
+    from aa_tflite.pipeline import Report, Result, convert
     from aa_tflite.rewriter import Rewritten, rewrite
     from aa_tflite.runtime import evaluate, load_interpreter
 
@@ -71,12 +73,15 @@ __all__ = [
     "MemoryMode",
     "MemoryReport",
     "Plan",
+    "Report",
+    "Result",
     "Rewritten",
     "Site",
     "SiteConfig",
     "SiteKind",
     "SiteStats",
     "TflmArena",
+    "convert",
     "evaluate",
     "export",
     "load_default",

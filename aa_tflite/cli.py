@@ -6,10 +6,8 @@ Thin: parse, call the library, print.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,25 +25,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("model", help="path to a .tflite file")
     p.add_argument("--no-tflm", action="store_true", help="skip measuring the TFLM arena")
 
-    p = sub.add_parser("convert", help="Keras model -> int8 .tflite with thresholds")
+    p = sub.add_parser("convert", help="Keras model + memory budget -> mixed int8/int4 .tflite")
     p.add_argument("model", help="path to a .keras model")
+    p.add_argument("--budget-kb", type=float,
+                   help="activation memory budget in KiB (1024 B); see --memory")
     p.add_argument("--data", required=True,
                    help=".npz with calibration inputs under 'x' (or its only array)")
-    p.add_argument("--eval", help=".npz with held-out 'x' and labels 'y' to report accuracy")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--plan", help="plan JSON (per-site thresholds) to apply")
-    p.add_argument("--sparsity-points", type=float, default=0.0,
-                   help="without --plan: at every site, the threshold that adds this many points "
-                        "of sparsity on the calibration data (0 = plain int8)")
-    p.add_argument("--lowering", choices=["shift", "exact"], default=None,
-                   help="threshold lowering (default: the plan's, else shift: no run-time cost)")
+    p.add_argument("--eval", help=".npz with 'x' and labels 'y': the loss becomes the top-1 drop "
+                                  "(without it: disagreement with the float model)")
+    p.add_argument("--out", required=True,
+                   help="output prefix: writes PREFIX.tflite, .plan.json, .report.json/.md, plots")
+    p.add_argument("--memory", choices=["packed", "packed+sparse", "tflm"], default="packed",
+                   help="what the budget counts (default packed)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="fail unless the verified loss is at most this many points")
+    p.add_argument("--plan", help="plan JSON to write instead of searching (from a .plan.json)")
     p.add_argument("--io", choices=["int8", "float32"], default="int8",
                    help="model input/output type (default int8)")
+    p.add_argument("--no-tflm", action="store_true", help="skip measuring the TFLM arena")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("demo", help="the main job on the embedded digits model")
-    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    p.add_argument("--sparsity-points", type=float, default=10.0,
-                   help="threshold level: points of sparsity added at every site (default 10)")
+    p.add_argument("--out", default="demo_out/digits", help="output prefix (default demo_out/digits)")
+    p.add_argument("--budget-fraction", type=float, default=0.6,
+                   help="budget as a fraction of the int8 packed peak (default 0.6)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
 
@@ -84,78 +88,20 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _convert_job(model, x_cal: np.ndarray, *, out: str, name: str, plan=None,
-                 sparsity_points: float = 0.0, lowering: str | None = None,
-                 io_dtype: str = "int8", x_val: np.ndarray | None = None,
-                 y_val: np.ndarray | None = None) -> dict:
-    """Exports baseline and thresholded models, measures them, writes the files, returns the
-    report dict."""
-    from aa_tflite import calibrate, memory, report, runtime
-    from aa_tflite.exporter import export
-    from aa_tflite.files import atomic_write
-    from aa_tflite.types import Plan, SiteConfig
-
-    t0 = time.time()
-    base = export(model, representative_data=x_cal, io_dtype=io_dtype)
-    stats = calibrate.site_statistics(base.tflite, base.site_tensors, x_cal)
-    if plan is None:
-        sites = {}
-        if sparsity_points > 0:
-            sites = {s: SiteConfig(threshold=calibrate.thresholds_for_sparsity(
-                st, [sparsity_points])[0]) for s, st in stats.items()}
-        plan = Plan(sites, lowering=lowering or "shift")
-    if any(cfg.threshold > 0 for cfg in plan.sites.values()):
-        out_model = export(model, plan, representative_data=x_cal, io_dtype=io_dtype,
-                           lowering=lowering)
-    else:  # the identity plan: the baseline is already that model
-        out_model = base
-    x_measure = x_val if x_val is not None else x_cal
-    tensors = {s: t for s, t in out_model.site_tensors.items() if t is not None}
-    values = calibrate.tensor_values(out_model.tflite, sorted(set(tensors.values())), x_measure)
-    _, layout = memory.plan_tensors(out_model.tflite)
-    nbytes = {t.index: t.nbytes for t in layout}
-    rows = [{"site": s.name, "threshold": plan.get(s.name).threshold,
-             "clip": plan.get(s.name).clip or s.native_clip, "bits": int(plan.get(s.name).bits),
-             "sparsity": float(np.mean(values[tensors[s.name]] == 0))
-             if s.name in tensors else None,
-             "bytes": nbytes.get(tensors.get(s.name, -1))} for s in out_model.sites]
-    mem_base = memory.memory_report(base.tflite)
-    mem_out = memory.memory_report(out_model.tflite)
-    result = {"model": name, "lowering": plan.lowering.value, "seconds": None,
-              "memory_int8_baseline": mem_base.to_dict(), "memory": mem_out.to_dict(),
-              "sites": rows, "accuracy": {}}
-    if x_val is not None and y_val is not None:
-        float_pred = np.argmax(np.asarray(model.predict(x_val, verbose=0)), axis=1)
-        result["accuracy"] = {"float": float(np.mean(float_pred == y_val)),
-                              "int8": runtime.evaluate(base.tflite, x_val, y_val),
-                              "thresholded": runtime.evaluate(out_model.tflite, x_val, y_val)}
-    result["seconds"] = round(time.time() - t0, 2)
-    md = [f"# aa_tflite report: {name}", "",
-          f"Lowering: {plan.lowering.value}. Time: {result['seconds']} s.", ""]
-    if result["accuracy"]:
-        a = result["accuracy"]
-        md += [f"Top-1 on held-out data: float {a['float']:.4f}, int8 {a['int8']:.4f}, "
-               f"thresholded {a['thresholded']:.4f}", ""]
-    md += ["## Memory (this model)", "", "```", *report.memory_lines(mem_out), "```", "",
-           "## Memory (plain int8 baseline)", "", "```", *report.memory_lines(mem_base), "```",
-           "", report.MEMORY_NOTE, "", "## Sites", "", *report.site_table(rows), ""]
-    prefix = os.path.join(out, name)
-    atomic_write(prefix + ".tflite", out_model.tflite)
-    atomic_write(prefix + ".plan.json", plan.to_json())
-    atomic_write(prefix + ".report.json", json.dumps(result, indent=2, sort_keys=True))
-    atomic_write(prefix + ".report.md", "\n".join(md))
-    result["markdown"] = "\n".join(md)
-    result["files"] = [prefix + ext for ext in (".tflite", ".plan.json", ".report.json",
-                                                 ".report.md")]
-    return result
+def _print_result(result, files) -> None:
+    print(result.report.to_markdown())
+    print("Wrote: " + ", ".join(files))
 
 
 def _convert(args: argparse.Namespace) -> int:
     import keras
 
     from aa_tflite import layers  # noqa: F401  (registers AAReLU)
+    from aa_tflite.pipeline import convert
     from aa_tflite.types import AAError, Plan
 
+    if args.budget_kb is None and args.plan is None:
+        raise AAError("Give --budget-kb N (KiB of activation memory), or --plan FILE.")
     if not os.path.exists(args.model):
         raise AAError(f"Model file {args.model!r} does not exist.")
     try:
@@ -164,33 +110,48 @@ def _convert(args: argparse.Namespace) -> int:
         raise AAError(f"Could not load {args.model} as a Keras model: {e}. Save it with "
                       "model.save('model.keras').") from e
     x_cal, _ = _load_npz(args.data, "--data")
-    x_val = y_val = None
+    eval_data = None
     if args.eval:
         x_val, y_val = _load_npz(args.eval, "--eval")
+        eval_data = x_val if y_val is None else (x_val, y_val)
     plan = None
     if args.plan:
         with open(args.plan) as f:
             plan = Plan.from_json(f.read())
-    name = os.path.splitext(os.path.basename(args.model))[0]
-    result = _convert_job(model, x_cal, out=args.out, name=name, plan=plan,
-                          sparsity_points=args.sparsity_points, lowering=args.lowering,
-                          io_dtype=args.io, x_val=x_val, y_val=y_val)
-    print(result["markdown"])
-    print("Wrote: " + ", ".join(result["files"]))
+    result = convert(model, budget_kb=args.budget_kb,
+                     representative_data=x_cal, eval_data=eval_data, memory=args.memory,
+                     max_accuracy_drop=args.max_accuracy_drop, plan=plan, io_dtype=args.io,
+                     measure_tflm=not args.no_tflm, progress=not args.no_progress)
+    _print_result(result, result.save(args.out))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from aa_tflite import memory, runtime
     from aa_tflite.embedded import load_default
+    from aa_tflite.exporter import to_tflite
+    from aa_tflite.pipeline import convert
+    from aa_tflite.types import AAError
 
+    if not 0 < args.budget_fraction <= 1:
+        raise AAError(f"--budget-fraction must be in (0, 1]. Received: {args.budget_fraction}")
     model, x_cal, x_val, y_val = load_default()
+    half = len(x_val) // 2
+    int8_peak = memory.plan_tensors(to_tflite(model, x_cal))[0]
+    budget_kb = args.budget_fraction * int8_peak / 1024
     print(f"Embedded model: {model.name}, {model.count_params():,} parameters, input "
-          f"{tuple(model.inputs[0].shape[1:])}; {len(x_cal)} calibration and {len(x_val)} "
-          f"held-out samples (scikit-learn digits).\n")
-    result = _convert_job(model, x_cal, out=args.out, name="digits",
-                          sparsity_points=args.sparsity_points, x_val=x_val, y_val=y_val)
-    print(result["markdown"])
-    print("Wrote: " + ", ".join(result["files"]))
+          f"{tuple(model.inputs[0].shape[1:])} (scikit-learn digits). int8 packed activation "
+          f"peak {int8_peak:,} B; budget {args.budget_fraction:.0%} of it = {budget_kb:.2f} KiB.\n"
+          f"Planning with {len(x_cal)} calibration and {half} labelled samples; "
+          f"{len(x_val) - half} more are held out.\n")
+    result = convert(model, budget_kb=budget_kb, representative_data=x_cal,
+                     eval_data=(x_val[:half], y_val[:half]), progress=not args.no_progress)
+    files = result.save(args.out)
+    _print_result(result, files)
+    held = (runtime.evaluate(result.baseline_tflite, x_val[half:], y_val[half:]),
+            runtime.evaluate(result.tflite, x_val[half:], y_val[half:]))
+    print(f"Held-out top-1 ({len(x_val) - half} samples the planner did not see): "
+          f"int8 {held[0]:.4f}, planned {held[1]:.4f}.")
     return 0
 
 

@@ -22,7 +22,7 @@ from aa_tflite import memory as memory_mod
 from aa_tflite import planner, quantedit, report
 from aa_tflite.calibrate import tensor_values
 from aa_tflite.files import atomic_write
-from aa_tflite.sensitivity import Bench, candidates, four_bit_clip, sparse_bytes
+from aa_tflite.sensitivity import Bench, candidates, four_bit_clip, min_clip, sparse_bytes
 from aa_tflite.types import AAError, Bits, BudgetError, MemoryMode, MemoryReport, Plan, SiteConfig
 
 __all__ = ["Report", "Result", "SiteRow", "convert"]
@@ -52,7 +52,7 @@ class Report:
 
     model: str
     memory_mode: str
-    budget_bytes: int
+    budget_bytes: int | None
     metric: str
     float_score: float
     int8_score: float
@@ -79,12 +79,15 @@ class Report:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=float)
 
     def to_markdown(self) -> str:
-        kib = self.budget_bytes / 1024
         m = self.planned_memory
+        if self.budget_bytes is None:
+            budget = "Budget: none (a given plan was written)."
+        else:
+            met = "yes" if self._budget_figure() <= self.budget_bytes else "NO"
+            budget = (f"Budget: {self.budget_bytes / 1024:.2f} KiB ({self.budget_bytes:,} B) of "
+                      f"`{self.memory_mode}` activation memory. Met: {met}.")
         lines = [
-            f"# aa_tflite report: {self.model}", "",
-            f"Budget: {kib:.2f} KiB ({self.budget_bytes:,} B) of `{self.memory_mode}` activation "
-            f"memory. Met: {'yes' if self._budget_figure() <= self.budget_bytes else 'NO'}.", "",
+            f"# aa_tflite report: {self.model}", "", budget, "",
             f"| | float | int8 | planned |", "|---|---|---|---|",
             f"| {self.metric} | {self.float_score:.4f} | {self.int8_score:.4f} | "
             f"{self.planned_score:.4f} |",
@@ -200,7 +203,7 @@ def _check_budget(budget_kb) -> float:
     return float(budget_kb)
 
 
-def convert(model, *, budget_kb: float, representative_data: np.ndarray,
+def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
             eval_data: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
             memory: MemoryMode | str = MemoryMode.PACKED, max_accuracy_drop: float | None = None,
             plan: Plan | None = None, sparsity_points: Sequence[float] = (10.0, 20.0, 30.0),
@@ -216,6 +219,7 @@ def convert(model, *, budget_kb: float, representative_data: np.ndarray,
     Args:
         model: A trained Keras 3 model (Sequential or Functional). It is not modified.
         budget_kb: Activation memory budget in KiB (1024 bytes), in the sense of ``memory``.
+            May be None only with ``plan``.
         representative_data: Calibration inputs ``(N, *input_shape)``; 100-500 samples is typical.
         eval_data: ``(x, y)`` with integer labels (the loss is the top-1 drop), or ``x`` alone, or
             None (the loss is the top-1 disagreement with the float model, on
@@ -253,7 +257,9 @@ def convert(model, *, budget_kb: float, representative_data: np.ndarray,
     seconds: dict[str, float] = {}
     if not isinstance(model, keras.Model):
         raise AAError(f"model must be a keras.Model. Received: {type(model).__name__}")
-    budget = int(_check_budget(budget_kb) * 1024)
+    if budget_kb is None and plan is None:
+        raise AAError("budget_kb is required (KiB of activation memory), unless a plan is given.")
+    budget = None if budget_kb is None else int(_check_budget(budget_kb) * 1024)
     try:
         mode = MemoryMode(memory)
     except ValueError as e:
@@ -340,7 +346,7 @@ def convert(model, *, budget_kb: float, representative_data: np.ndarray,
     int8_score = _score(bench.baseline)
     if mode == MemoryMode.TFLM:
         arena = memory_mod.tflm_arena(base.tflite)
-        if arena.total > budget:
+        if budget is not None and arena.total > budget:
             raise BudgetError(
                 f"memory='tflm' means the arena stock TFLite Micro allocates, {arena.total:,} B "
                 f"({arena.total / 1024:.2f} KiB) for this model's int8 baseline. AA-ReLU cannot "
@@ -492,7 +498,8 @@ def _complete(sites: Mapping[str, SiteConfig], graphs, values, site_t) -> dict[s
     out = {}
     for s, c in sites.items():
         if c.bits == Bits.INT4 and c.clip is None:
-            c = dataclasses.replace(c, clip=four_bit_clip(values[site_t[s]], c.threshold))
+            c = dataclasses.replace(c, clip=min_clip(four_bit_clip(values[site_t[s]], c.threshold),
+                                                    graphs[s]))
         out[s] = c
     return out
 

@@ -62,7 +62,8 @@ def save_plots(report, prefix: str) -> list[str]:
     ax.plot([base_mem], [report.int8_score], "s", color="gray", label="int8 baseline")
     ax.plot([planned_mem], [report.planned_score], "*", ms=14, color="red",
             label="chosen plan (verified)")
-    ax.axvline(report.budget_bytes, color="red", ls="--", lw=1, label="budget")
+    if report.budget_bytes is not None:
+        ax.axvline(report.budget_bytes, color="red", ls="--", lw=1, label="budget")
     ax.set_xlabel(f"{report.memory_mode} activation peak (bytes)")
     ax.set_ylabel(report.metric)
     ax.set_title(f"{report.model}: {report.metric} against memory")

@@ -66,6 +66,9 @@ class SiteGraph:
         can_requantize: Bits and clip can change (no tied op, the producer clamps at zero).
         can_threshold: A threshold can be folded into the producer's bias.
         notes: Why an edit is not offered, in words for the report.
+        scale: The baseline's scale of the site tensor (the int8 step).
+        can_equalize: Its channels can be rescaled (per-channel producer, a ReLU, one weighted
+            consumer that divides the scales out).
     """
 
     name: str
@@ -78,6 +81,8 @@ class SiteGraph:
     can_requantize: bool
     can_threshold: bool
     notes: tuple[str, ...]
+    scale: float = 0.0
+    can_equalize: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +95,17 @@ class SiteEdit:
         zero_point: New zero point (with ``scale``).
         correction: Per-channel ``(a, b)`` over the last axis of the correction consumer's input,
             folded into that consumer, or None.
+        channel_scale: Per-output-channel factors ``s`` for the producer (its filter scales and
+            bias are multiplied by them, the int8 kernel is unchanged), or None. With ReLU,
+            ``relu(s * x) = s * relu(x)``, so this equalizes channel ranges before a per-tensor
+            4-bit scale; the consumer's correction divides them out again.
     """
 
     threshold: float = 0.0
     scale: float | None = None
     zero_point: int | None = None
     correction: tuple[np.ndarray, np.ndarray] | None = None
+    channel_scale: np.ndarray | None = None
 
 
 def _consumers(ops) -> dict[int, list]:
@@ -175,7 +185,10 @@ def analyse(tflite: bytes, site_tensors: Mapping[str, int | None]) -> dict[str, 
                          "not one weighted op")
         out[site] = SiteGraph(site, tensor, tuple(group), prod.index, prod.name,
                               tuple(sorted({op.index for op, _, _ in weighted})), corr,
-                              clamps and not tied, can_threshold, tuple(notes))
+                              clamps and not tied, can_threshold, tuple(notes),
+                              float(tensors[root].scale[0]) if tensors[root].scale else 0.0,
+                              clamps and not tied and can_threshold and corr is not None
+                              and len(tensors[prod.inputs[1]].scale) > 1)
     return out
 
 
@@ -232,6 +245,7 @@ def apply_edits(tflite: bytes, graphs: Mapping[str, SiteGraph],
         users[t.buffer] = users.get(t.buffer, 0) + 1
     new_params: dict[int, tuple[float, int]] = {}
     shifts: dict[int, float] = {}
+    scales: dict[int, np.ndarray] = {}
     corrections: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for site, edit in edits.items():
         g = graphs.get(site)
@@ -253,17 +267,23 @@ def apply_edits(tflite: bytes, graphs: Mapping[str, SiteGraph],
             if g.correction_consumer is None:
                 raise AAError(f"Site {site!r} has no single weighted consumer to correct.")
             corrections[g.correction_consumer[0]] = edit.correction
-    touched = set(shifts) | set(corrections) | {op.index for op in ops if op.name in _WEIGHTED
+        if edit.channel_scale is not None:
+            if not g.can_equalize:
+                raise AAError(f"Site {site!r} cannot rescale its channels: it needs a per-channel "
+                              "producer and one weighted consumer.")
+            scales[g.producer] = np.asarray(edit.channel_scale, np.float64).reshape(-1)
+    touched = set(shifts) | set(corrections) | set(scales) | {op.index for op in ops if op.name in _WEIGHTED
                                                  and op.inputs[0] in new_params}
     for k in sorted(touched):
         _requantize(model, ops[k], tensors, new_params, shifts.get(k, 0.0), corrections.get(k),
-                    users)
+                    scales.get(k), users)
     for t, (scale, zp) in new_params.items():
         _set_quant(graph.tensors[t], [scale], [zp], 0)
     return flatbuffer.write(model)
 
 
-def _requantize(model, op, tensors, new_params, shift: float, correction, users) -> None:
+def _requantize(model, op, tensors, new_params, shift: float, correction, channel_scale,
+                users) -> None:
     graph = model.subgraphs[0]
     inp, wt = op.inputs[0], op.inputs[1]
     bias_t = op.inputs[2] if len(op.inputs) > 2 else -1
@@ -301,6 +321,16 @@ def _requantize(model, op, tensors, new_params, shift: float, correction, users)
         else:  # CONV_2D (out, kh, kw, in); at padded borders the bias term is approximate
             bias = bias + w.reshape(w.shape[0], -1, w.shape[-1]).sum(axis=1) @ b
             w = w * a
+    if channel_scale is not None:
+        if len(channel_scale) != n_out:
+            raise AAError(f"{op.name} (op {op.index}) has {n_out} output channels, but "
+                          f"{len(channel_scale)} channel scales were given.")
+        w = w * channel_scale.reshape(bshape)
+        bias = bias * channel_scale
+        if correction is None:  # the int8 kernel stays; its per-channel scales absorb s
+            new_scale = f_scale * channel_scale
+            _set_quant(graph.tensors[wt], new_scale, np.zeros(n_out, np.int64), dim)
+    if correction is not None:
         per = np.moveaxis(np.abs(w), dim, 0).reshape(n_out, -1).max(axis=1)
         if len(w_info.scale) == 1:
             per = np.full(n_out, per.max())

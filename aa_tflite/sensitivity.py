@@ -23,7 +23,7 @@ from aa_tflite.calibrate import tensor_values
 from aa_tflite.runtime import batches, dequantize, load_interpreter
 from aa_tflite.types import AAError, Bits, MemoryMode, SiteConfig
 
-__all__ = ["KL_WEIGHT", "Bench", "Metrics", "candidates", "four_bit_clip", "site_edit",
+__all__ = ["KL_WEIGHT", "Bench", "Metrics", "candidates", "four_bit_clip", "min_clip", "site_edit",
            "sparse_bytes"]
 
 KL_WEIGHT = 10.0  # loss points per nat of added output KL; only matters between equal top-1 losses
@@ -85,6 +85,12 @@ def four_bit_clip(values: np.ndarray, threshold: float = 0.0) -> float:
     return best[1] if best else float(pos.max())
 
 
+def min_clip(clip: float, graph: quantedit.SiteGraph) -> float:
+    """``clip``, raised so the 4-bit step is never finer than the site's int8 step (a finer step
+    only spreads the same int8 values thinner, and a tiny scale overflows the kernel's clamp)."""
+    return max(float(clip), 15.0 * graph.scale)
+
+
 def site_edit(config: SiteConfig, graph: quantedit.SiteGraph) -> quantedit.SiteEdit:
     """The flatbuffer edit (without correction) that writes ``config`` at a site."""
     if config.bits == Bits.INT4 and config.clip is None:
@@ -124,7 +130,8 @@ def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: Memory
         if t > 0:
             out.append(SiteConfig(threshold=t))
         if graph.can_requantize:
-            out.append(SiteConfig(threshold=t, clip=four_bit_clip(v, t), bits=Bits.INT4))
+            out.append(SiteConfig(threshold=t, clip=min_clip(four_bit_clip(v, t), graph),
+                                  bits=Bits.INT4))
     return out
 
 
@@ -139,6 +146,8 @@ class Bench:
         y_eval: Their labels, or None.
         reference: The float model's outputs on ``x_eval``, or None.
         batch_size: Samples per invocation.
+        equalize: Give 4-bit sites per-channel ranges where the graph allows
+            (``SiteGraph.can_equalize``).
 
     Example:
         >>> bench = Bench(base, graphs, x_fit=x_cal, x_eval=x_val, y_eval=y_val,
@@ -148,7 +157,8 @@ class Bench:
 
     def __init__(self, base: bytes, graphs: Mapping[str, quantedit.SiteGraph], *,
                  x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray | None,
-                 reference: np.ndarray | None, batch_size: int = 64) -> None:
+                 reference: np.ndarray | None, batch_size: int = 64,
+                 equalize: bool = True) -> None:
         if y_eval is None and reference is None:
             raise AAError("Sensitivity needs labels or the float model's outputs to compare to.")
         self.base, self.graphs = bytes(base), dict(graphs)
@@ -156,10 +166,31 @@ class Bench:
         self.y_eval = None if y_eval is None else np.asarray(y_eval).reshape(-1)
         self.reference = None if reference is None else _softmax(np.asarray(reference))
         self.batch_size = batch_size
+        self.equalize = equalize
+        self._site_values: dict[str, np.ndarray] = {}
         inputs = sorted({g.correction_consumer[1] for g in self.graphs.values()
                          if g.correction_consumer is not None})
         self._targets = tensor_values(self.base, inputs, self.x_fit, batch_size=batch_size)
         self.baseline = self.measure(self.base)
+
+    def _equalized(self, site: str, config: SiteConfig,
+                   graph: quantedit.SiteGraph) -> quantedit.SiteEdit:
+        """A 4-bit edit with per-channel ranges equalized: each channel gets its own 16-level
+        clip (from the data), scaled up to the largest one so one tensor scale serves all."""
+        if site not in self._site_values:
+            t = graph.tensor
+            self._site_values[site] = tensor_values(self.base, [t], self.x_fit,
+                                                    batch_size=self.batch_size)[t]
+        v = self._site_values[site]
+        v = v.reshape(-1, v.shape[-1])
+        clips = np.array([four_bit_clip(v[:, c], config.threshold) if np.any(v[:, c] >
+                                                                            config.threshold)
+                          else 0.0 for c in range(v.shape[1])])
+        top = min_clip(float(clips.max()) if clips.max() > 0 else 1.0, graph)
+        scale = np.where(clips > 0, top / np.maximum(clips, 1e-30), 1.0)
+        scale = np.clip(scale, 1.0, 1e4)
+        return quantedit.SiteEdit(threshold=config.threshold, scale=top / 15.0,
+                                  zero_point=quantedit.FOUR_BIT_ZERO_POINT, channel_scale=scale)
 
     def order(self, sites) -> list[str]:
         """Sites in execution order (by their producer op)."""
@@ -182,6 +213,8 @@ class Bench:
             if config == SiteConfig():
                 continue
             edits[site] = site_edit(config, graph)
+            if correct and self.equalize and config.bits == Bits.INT4 and graph.can_equalize:
+                edits[site] = self._equalized(site, config, graph)
             if correct and graph.correction_consumer is not None:
                 t_in = graph.correction_consumer[1]
                 trial = quantedit.apply_edits(self.base, self.graphs, edits)

@@ -8,7 +8,28 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["mobilenet_v2", "resnet18", "vgg16"]
+import numpy as np
+
+__all__ = ["calibrate_batchnorm", "mobilenet_v2", "resnet18", "vgg16"]
+
+
+def calibrate_batchnorm(model: keras.Model, x: np.ndarray) -> keras.Model:
+    """Sets every BatchNormalization's moving mean and variance to its input's statistics on ``x``.
+
+    With random weights and BN's initial statistics (mean 0, variance 1), activations shrink layer
+    after layer until deep ReLUs output only zeros, which makes a useless benchmark. Normalising
+    each BN on real inputs, in order (a data-dependent initialisation), keeps every layer alive.
+    Modifies ``model`` in place and returns it.
+    """
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        probe = keras.Model(model.inputs, layer.input)
+        v = np.asarray(probe.predict(x, verbose=0))
+        axes = tuple(range(v.ndim - 1))
+        layer.moving_mean.assign(v.mean(axis=axes))
+        layer.moving_variance.assign(v.var(axis=axes))
+    return model
 
 
 def _conv_bn(x, filters: int, kernel: int, strides: int, name: str, relu: bool = True):

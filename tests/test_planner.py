@@ -1,0 +1,107 @@
+"""The greedy planner, with fake sensitivities: a pure function, no TensorFlow needed."""
+
+import subprocess
+import sys
+
+import pytest
+
+from aa_tflite.planner import Buffer, Option, greedy, live_excess, peak, smallest
+from aa_tflite.types import BudgetError, SiteConfig
+
+FOUR = SiteConfig(clip=1.0, bits=4)
+
+
+def _chain():
+    """input(100) -> a(400) -> b(400) -> c(100): the peak is a + b = 800."""
+    buffers = [Buffer(0, 0, 1, 100), Buffer(1, 1, 2, 400), Buffer(2, 2, 3, 400),
+               Buffer(3, 3, 3, 100)]
+    options = {
+        "a": [Option("a", FOUR, 1.0, {1: 200})],
+        "b": [Option("b", FOUR, 0.1, {2: 200})],
+        "c": [Option("c", FOUR, 0.0, {3: 50})],  # free, but c is never at the peak
+    }
+    return buffers, options
+
+
+def test_peak_is_the_greedy_layout():
+    buffers, _ = _chain()
+    assert peak(buffers) == 800
+    assert peak(buffers, {"a": Option("a", FOUR, 0, {1: 200})}) == 600
+
+
+def test_takes_the_cheapest_move_that_saves_memory_and_stops_at_the_budget():
+    buffers, options = _chain()
+    search = greedy(buffers, options, 650)
+    assert set(search.choice) == {"b"}  # b saves as much as a for a tenth of the loss
+    assert search.peak == 600 and search.predicted_loss == pytest.approx(0.1)
+    assert [s.site for s in search.steps] == ["b"]
+
+
+def test_a_free_move_off_the_peak_is_never_taken():
+    buffers, options = _chain()
+    search = greedy(buffers, options, 400)
+    assert "c" not in search.choice
+    assert set(search.choice) == {"a", "b"} and search.peak == 400
+
+
+def test_recomputes_the_peak_after_each_move():
+    # Two phases: a+b live together (700), then b+d (650). Shrinking a moves the peak to b+d.
+    buffers = [Buffer(0, 0, 1, 300), Buffer(1, 1, 2, 400), Buffer(2, 2, 3, 250)]
+    options = {"s0": [Option("s0", FOUR, 0.0, {0: 150})],
+               "s2": [Option("s2", FOUR, 0.5, {2: 125})],
+               "s1": [Option("s1", FOUR, 5.0, {1: 200})]}
+    search = greedy(buffers, options, 550)
+    assert [s.site for s in search.steps] == ["s0", "s2"]
+    assert [s.peak for s in search.steps] == [650, 550]
+
+
+def test_no_move_needed_when_the_baseline_fits():
+    buffers, options = _chain()
+    search = greedy(buffers, options, 10_000)
+    assert search.choice == {} and search.peak == 800
+
+
+def test_an_impossible_budget_names_the_smallest_figure_and_its_plan():
+    buffers, options = _chain()
+    with pytest.raises(BudgetError, match="smallest activation memory any plan reaches is "
+                                          r"0\.39 KiB \(400 B\)") as err:
+        greedy(buffers, options, 300)
+    assert err.value.smallest_bytes == 400
+    assert set(err.value.plan) == {"a", "b", "c"}
+    assert smallest(buffers, options).peak == 400
+
+
+def test_banned_options_are_not_used():
+    buffers, options = _chain()
+    search = greedy(buffers, options, 650, banned=frozenset({("b", FOUR)}))
+    assert set(search.choice) == {"a"}
+    with pytest.raises(BudgetError):
+        greedy(buffers, options, 400, banned=frozenset({("b", FOUR)}))
+
+
+def test_the_cheaper_of_two_options_of_one_site_is_chosen():
+    buffers, _ = _chain()
+    t = SiteConfig(threshold=0.5)
+    options = {"a": [Option("a", t, 0.3, {1: 300}), Option("a", FOUR, 2.0, {1: 200})]}
+    assert greedy(buffers, options, 700).choice["a"].config == t
+    assert greedy(buffers, options, 600).choice["a"].config == FOUR
+
+
+def test_excess_breaks_ties_when_the_peak_cannot_move():
+    # Two equal peaks at different times: shrinking one alone does not lower the peak.
+    buffers = [Buffer(0, 0, 0, 500), Buffer(1, 1, 1, 500)]
+    options = {"x": [Option("x", FOUR, 0.0, {0: 250})], "y": [Option("y", FOUR, 0.0, {1: 250})]}
+    assert live_excess(buffers, {}, 400) == 200
+    search = greedy(buffers, options, 400)
+    assert search.peak == 250 and set(search.choice) == {"x", "y"}
+
+
+def test_search_is_deterministic():
+    buffers, options = _chain()
+    assert greedy(buffers, options, 400) == greedy(buffers, options, 400)
+
+
+def test_planner_imports_no_tensorflow():
+    code = ("import sys, aa_tflite.planner, aa_tflite.quantedit; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,152 @@
+"""Flatbuffer edits: 4-bit tensors hold 16 levels for any input, nothing is added at run time."""
+
+import numpy as np
+import pytest
+
+from aa_tflite import flatbuffer, memory, quantedit
+from aa_tflite.calibrate import tensor_values
+from aa_tflite.runtime import evaluate, load_interpreter, quantize
+from aa_tflite.sensitivity import four_bit_clip, site_edit
+from aa_tflite.types import AAError, Bits, SiteConfig
+
+DIGITS_SITES = {"conv1_relu": 14, "conv2_relu": 15, "conv3_relu": 17, "fc1_relu": 22}
+
+
+def _all_four_bit(tflite, sites, x):
+    graphs = quantedit.analyse(tflite, sites)
+    values = tensor_values(tflite, list(sites.values()), x)
+    edits = {s: site_edit(SiteConfig(clip=four_bit_clip(values[t]), bits=Bits.INT4), graphs[s])
+             for s, t in sites.items()}
+    return graphs, quantedit.apply_edits(tflite, graphs, edits)
+
+
+def _adversarial(shape, rng):
+    """Inputs far outside the calibration range, in int8 terms: extremes, noise, checkerboards."""
+    n = (8, *shape)
+    out = [np.full(n, 127, np.int8), np.full(n, -128, np.int8),
+           rng.randint(-128, 128, size=n).astype(np.int8)]
+    board = np.indices(shape).sum(axis=0) % 2
+    out.append(np.broadcast_to(np.where(board, 127, -128), n).astype(np.int8))
+    return out
+
+
+def _levels_per_tensor(tflite, tensors, raw_inputs):
+    interp = load_interpreter(tflite, preserve_all_tensors=True)
+    inp = interp.get_input_details()[0]
+    seen = {t: set() for t in tensors}
+    for batch in raw_inputs:
+        interp.resize_tensor_input(inp["index"], list(batch.shape))
+        interp.allocate_tensors()
+        interp.set_tensor(inp["index"], batch)
+        interp.invoke()
+        for t in tensors:
+            seen[t] |= set(np.unique(interp.get_tensor(t)).tolist())
+    return seen
+
+
+@pytest.mark.parametrize("which", ["digits", "mnist1d"])
+def test_four_bit_sites_hold_at_most_16_levels_on_real_and_adversarial_inputs(
+        which, digits, digits_tflite, mnist1d_tflite):
+    rng = np.random.RandomState(0)
+    if which == "digits":
+        tflite, x = digits_tflite, digits.x_val
+        sites = DIGITS_SITES
+    else:
+        from tests.conftest import FIXTURES
+
+        tflite = mnist1d_tflite
+        x = np.load(f"{FIXTURES}/mnist1d_cal.npz")["x"]
+        sites = {"conv1_relu": 20, "conv2_relu": 23, "conv3_relu": 30, "fc1_relu": 31}
+    graphs, edited = _all_four_bit(tflite, sites, x[:100])
+    inp = load_interpreter(edited).get_input_details()[0]
+    real = [quantize(x[i:i + 50], inp) for i in range(0, len(x), 50)]
+    real += [quantize(x[:50] * 5.0, inp)]  # 5x the calibration range
+    shape = tuple(int(d) for d in inp["shape"][1:])
+    group = sorted({t for g in graphs.values() for t in g.group})
+    assert len(group) > len(sites) - 1  # pass-through outputs (pool, reshape) are checked too
+    for name, batches in (("real", real), ("adversarial", _adversarial(shape, rng))):
+        seen = _levels_per_tensor(edited, group, batches)
+        for t, levels in seen.items():
+            assert len(levels) <= 16, (name, t, sorted(levels))
+            assert min(levels) >= quantedit.FOUR_BIT_ZERO_POINT and max(levels) <= 127
+        if name == "adversarial":  # saturation at the top level, not wrap-around
+            assert any(127 in levels for levels in seen.values())
+
+
+def test_four_bit_edit_adds_no_op_or_tensor_and_keeps_the_tflm_arena(digits, digits_tflite):
+    _, edited = _all_four_bit(digits_tflite, DIGITS_SITES, digits.x_cal)
+    ops0, t0 = flatbuffer.describe(flatbuffer.read(digits_tflite))
+    ops1, t1 = flatbuffer.describe(flatbuffer.read(edited))
+    assert [(o.name, o.inputs, o.outputs) for o in ops0] == [(o.name, o.inputs, o.outputs)
+                                                             for o in ops1]
+    assert [(t.shape, t.dtype) for t in t0] == [(t.shape, t.dtype) for t in t1]
+    assert t1[14].zero_point == (112,) and t0[14].zero_point == (-128,)
+    assert memory.tflm_arena(edited) == memory.tflm_arena(digits_tflite)
+    assert evaluate(edited, digits.x_val, digits.y_val) >= evaluate(
+        digits_tflite, digits.x_val, digits.y_val) - 0.02
+
+
+def test_edited_model_runs_in_tflite_micro_like_in_litert(digits, digits_tflite):
+    from tflite_micro import runtime as tflm
+
+    _, edited = _all_four_bit(digits_tflite, DIGITS_SITES, digits.x_cal)
+    litert = load_interpreter(edited)
+    litert.allocate_tensors()
+    inp, out = litert.get_input_details()[0], litert.get_output_details()[0]
+    micro = tflm.Interpreter.from_bytes(edited, arena_size=64 * 1024)
+    for i in range(20):
+        q = quantize(digits.x_val[i:i + 1], inp)
+        litert.set_tensor(inp["index"], q)
+        litert.invoke()
+        micro.set_input(q, 0)
+        micro.invoke()
+        a, b = micro.get_output(0).astype(int), litert.get_tensor(out["index"]).astype(int)
+        assert np.abs(a - b).max() <= 1  # TFLM's reference kernels round like LiteRT's, +-1
+        assert a.argmax() == b.argmax()
+
+
+def test_empty_edit_is_the_same_bytes_and_analysis_finds_groups(digits_tflite):
+    graphs = quantedit.analyse(digits_tflite, DIGITS_SITES)
+    assert quantedit.apply_edits(digits_tflite, graphs, {}) == digits_tflite
+    assert graphs["conv2_relu"].group == (15, 16)  # the max-pool output shares its parameters
+    assert graphs["conv3_relu"].group == (17, 21)  # so does the flatten reshape
+    assert graphs["conv3_relu"].correction_consumer == (8, 21)
+    assert all(g.can_requantize and g.can_threshold for g in graphs.values())
+
+
+def test_threshold_edit_matches_the_keras_shift_export(digits, digits_tflite):
+    from aa_tflite.exporter import export
+
+    t = 0.05
+    graphs = quantedit.analyse(digits_tflite, DIGITS_SITES)
+    ours = quantedit.apply_edits(digits_tflite, graphs,
+                                 {"conv1_relu": quantedit.SiteEdit(threshold=t)})
+    keras_way = export(digits.model, {"conv1_relu": SiteConfig(threshold=t)},
+                       representative_data=digits.x_cal, bias_correction=False).tflite
+    a = np.asarray(evaluate(ours, digits.x_val)).argmax(1)
+    b = np.asarray(evaluate(keras_way, digits.x_val)).argmax(1)
+    assert np.mean(a == b) >= 0.98
+    zeros = [np.mean(tensor_values(m, [14], digits.x_val)[14] == 0) for m in (ours, keras_way)]
+    assert abs(zeros[0] - zeros[1]) < 0.01
+    assert zeros[0] > np.mean(tensor_values(digits_tflite, [14], digits.x_val)[14] == 0) + 0.05
+
+
+def test_edits_that_cannot_be_made_are_refused(digits_tflite):
+    graphs = quantedit.analyse(digits_tflite, DIGITS_SITES)
+    with pytest.raises(AAError, match="Unknown site"):
+        quantedit.apply_edits(digits_tflite, graphs, {"nope": quantedit.SiteEdit(threshold=1)})
+    with pytest.raises(AAError, match="positive"):
+        quantedit.apply_edits(digits_tflite, graphs,
+                              {"conv1_relu": quantedit.SiteEdit(scale=-1.0, zero_point=112)})
+
+
+def test_residual_add_site_is_not_offered_a_threshold(tiny_model, tiny_data):
+    from aa_tflite.exporter import export
+
+    exported = export(tiny_model, None, representative_data=tiny_data)
+    graphs = quantedit.analyse(exported.tflite, exported.site_tensors)
+    assert graphs["act"].producer_op == "ADD"
+    assert not graphs["act"].can_threshold
+    assert any("threshold not offered" in n for n in graphs["act"].notes)
+    with pytest.raises(AAError, match="cannot take a threshold"):
+        quantedit.apply_edits(exported.tflite, graphs, {"act": quantedit.SiteEdit(threshold=0.1)})
