@@ -88,7 +88,7 @@ class Report:
                       f"`{self.memory_mode}` activation memory. Met: {met}.")
         lines = [
             f"# aa_tflite report: {self.model}", "", budget, "",
-            f"| | float | int8 | planned |", "|---|---|---|---|",
+            "| | float | int8 | planned |", "|---|---|---|---|",
             f"| {self.metric} | {self.float_score:.4f} | {self.int8_score:.4f} | "
             f"{self.planned_score:.4f} |",
             f"| packed activation peak (B) | - | {self.int8_memory.packed_peak:,} | "

@@ -272,8 +272,8 @@ def apply_edits(tflite: bytes, graphs: Mapping[str, SiteGraph],
                 raise AAError(f"Site {site!r} cannot rescale its channels: it needs a per-channel "
                               "producer and one weighted consumer.")
             scales[g.producer] = np.asarray(edit.channel_scale, np.float64).reshape(-1)
-    touched = set(shifts) | set(corrections) | set(scales) | {op.index for op in ops if op.name in _WEIGHTED
-                                                 and op.inputs[0] in new_params}
+    rescaled = {op.index for op in ops if op.name in _WEIGHTED and op.inputs[0] in new_params}
+    touched = set(shifts) | set(corrections) | set(scales) | rescaled
     for k in sorted(touched):
         _requantize(model, ops[k], tensors, new_params, shifts.get(k, 0.0), corrections.get(k),
                     scales.get(k), users)

@@ -7,7 +7,6 @@ with the float model.
 from __future__ import annotations
 
 import keras
-
 import numpy as np
 
 __all__ = ["calibrate_batchnorm", "mobilenet_v2", "resnet18", "vgg16"]
