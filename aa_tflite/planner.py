@@ -10,6 +10,7 @@ when one tensor shrinks), until the peak fits the budget.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -131,7 +132,7 @@ def smallest(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]])
 def _describe(search: Search) -> str:
     if not search.choice:
         return "the int8 baseline"
-    return ", ".join(f"{s}: {o.config.bits}-bit T={o.config.threshold:.3g}"
+    return ", ".join(f"{s}: {int(o.config.bits)}-bit T={o.config.threshold:.3g}"
                      for s, o in sorted(search.choice.items()))
 
 
@@ -166,7 +167,7 @@ def greedy(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], b
             f"The budget of {budget / 1024:.2f} KiB ({budget} B) cannot be met: the smallest "
             f"activation memory any plan reaches is {floor.peak / 1024:.2f} KiB ({floor.peak} B), "
             f"with {_describe(floor)}. Raise budget_kb to at least "
-            f"{-(-floor.peak // 1024)}, or allow more options (4-bit, thresholds).",
+            f"{math.ceil(floor.peak / 10.24) / 100:.2f}, or allow more options (4-bit, thresholds).",
             smallest_bytes=floor.peak, plan=floor.configs())
     alive = _alive(buffers)
     choice: dict[str, Option] = {}

@@ -24,41 +24,63 @@ def test_inspect_prints_ops_tensors_and_memory(capsys):
         assert label in out
 
 
-def test_convert_with_eval_writes_all_files(tmp_path, digits, capsys):
+def test_convert_with_budget_writes_all_files(tmp_path, digits, capsys):
     model_path = tmp_path / "digits.keras"
     digits.model.save(model_path)
     np.savez(tmp_path / "cal.npz", x=digits.x_cal)
-    np.savez(tmp_path / "val.npz", x=digits.x_val, y=digits.y_val)
-    out = tmp_path / "out"
-    rc = _run(["convert", str(model_path), "--data", str(tmp_path / "cal.npz"),
-               "--eval", str(tmp_path / "val.npz"), "--out", str(out), "--sparsity-points", "10"])
+    np.savez(tmp_path / "val.npz", x=digits.x_val[:250], y=digits.y_val[:250])
+    prefix = tmp_path / "out" / "digits"
+    rc = _run(["convert", str(model_path), "--budget-kb", "1.8", "--data",
+               str(tmp_path / "cal.npz"), "--eval", str(tmp_path / "val.npz"), "--out",
+               str(prefix), "--no-progress"])
     assert rc == 0
-    report = json.loads((out / "digits.report.json").read_text())
-    assert report["accuracy"]["int8"] > 0.95
-    assert report["memory"]["tflm"]["head"] == report["memory_int8_baseline"]["tflm"]["head"]
-    plan = Plan.from_json((out / "digits.plan.json").read_text())
-    assert set(plan.sites) == {"conv1_relu", "conv2_relu", "conv3_relu", "fc1_relu"}
-    assert all(cfg.threshold > 0 for cfg in plan.sites.values())
-    assert (out / "digits.tflite").read_bytes()[4:8] == b"TFL3"
-    assert "| site | threshold |" in (out / "digits.report.md").read_text()
-    # A plan file round-trips through --plan and gives the same model.
+    report = json.loads((tmp_path / "out" / "digits.report.json").read_text())
+    assert report["planned_memory"]["packed_peak"] <= report["budget_bytes"] == int(1.8 * 1024)
+    assert report["planned_memory"]["tflm"]["total"] <= report["int8_memory"]["tflm"]["total"]
+    plan = Plan.from_json((tmp_path / "out" / "digits.plan.json").read_text())
+    assert any(cfg.bits == 4 for cfg in plan.sites.values())
+    for ext in (".tflite", ".report.md", ".sensitivity.png", ".memory.png"):
+        assert (tmp_path / "out" / f"digits{ext}").exists()
+    assert "Met: yes" in capsys.readouterr().out
+    # The plan file round-trips through --plan and gives the same model.
     rc = _run(["convert", str(model_path), "--data", str(tmp_path / "cal.npz"), "--out",
-               str(tmp_path / "again"), "--plan", str(out / "digits.plan.json")])
+               str(tmp_path / "again" / "digits"), "--plan",
+               str(tmp_path / "out" / "digits.plan.json"), "--no-tflm", "--no-progress"])
     assert rc == 0
-    assert (tmp_path / "again" / "digits.tflite").read_bytes() == (out / "digits.tflite").read_bytes()
+    assert (tmp_path / "again" / "digits.tflite").read_bytes() == \
+        (tmp_path / "out" / "digits.tflite").read_bytes()
 
 
-def test_demo_runs_and_reports(tmp_path, capsys):
-    assert _run(["demo", "--out", str(tmp_path)]) == 0
+def test_convert_needs_a_budget_or_a_plan(tmp_path, capsys):
+    rc = _run(["convert", "m.keras", "--data", "x.npz", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "--budget-kb" in capsys.readouterr().err
+
+
+def test_an_unmeetable_budget_exits_2_with_the_smallest_figure(tmp_path, digits, capsys):
+    model_path = tmp_path / "digits.keras"
+    digits.model.save(model_path)
+    np.savez(tmp_path / "cal.npz", x=digits.x_cal)
+    rc = _run(["convert", str(model_path), "--budget-kb", "0.2", "--data",
+               str(tmp_path / "cal.npz"), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2
+    assert "smallest activation memory any plan reaches" in capsys.readouterr().err
+    assert not (tmp_path / "o.tflite").exists()
+
+
+def test_demo_plans_to_the_budget_and_reports(tmp_path, capsys):
+    assert _run(["demo", "--out", str(tmp_path / "digits"), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "Top-1 on held-out data: float" in out
-    assert "TFLM arena (real)" in out
-    assert sorted(os.listdir(tmp_path)) == ["digits.plan.json", "digits.report.json",
-                                           "digits.report.md", "digits.tflite"]
+    assert "Met: yes" in out and "TFLM arena, real" in out
+    assert "Held-out top-1 (250 samples the planner did not see)" in out
+    assert sorted(os.listdir(tmp_path)) == ["digits.memory.png", "digits.plan.json",
+                                           "digits.report.json", "digits.report.md",
+                                           "digits.sensitivity.png", "digits.tflite"]
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["convert", "missing.keras", "--data", "x.npz", "--out", "o"], "does not exist"),
+    (["convert", "missing.keras", "--budget-kb", "4", "--data", "x.npz", "--out", "o"],
+     "does not exist"),
     (["inspect", "missing.tflite"], "No such file"),
 ])
 def test_errors_are_reported_not_raised(argv, fragment, capsys):
@@ -70,7 +92,7 @@ def test_bad_npz_is_a_clear_error(tmp_path, digits, capsys):
     model_path = tmp_path / "m.keras"
     digits.model.save(model_path)
     np.savez(tmp_path / "two.npz", a=np.zeros(3), b=np.zeros(3))
-    rc = _run(["convert", str(model_path), "--data", str(tmp_path / "two.npz"), "--out",
-               str(tmp_path)])
+    rc = _run(["convert", str(model_path), "--budget-kb", "4", "--data",
+               str(tmp_path / "two.npz"), "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "name the inputs 'x'" in capsys.readouterr().err

@@ -1,0 +1,154 @@
+"""convert(): budget met, plan and report, files, determinism, errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+import aa_tflite
+from aa_tflite import memory, quantedit
+from aa_tflite.calibrate import tensor_values
+from aa_tflite.runtime import evaluate
+from aa_tflite.types import AAError, Bits, BudgetError, Plan, SiteConfig
+
+INT8_PEAK = 3072  # the embedded digits model (pinned in test_memory against TFLM)
+
+
+def _convert(digits, **kw):
+    kw.setdefault("budget_kb", 0.6 * INT8_PEAK / 1024)
+    kw.setdefault("eval_data", (digits.x_val[:250], digits.y_val[:250]))
+    return aa_tflite.convert(digits.model, representative_data=digits.x_cal, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def result(digits):
+    return _convert(digits)
+
+
+def test_budget_is_met_with_four_bit_sites_and_little_loss(result, digits):
+    rep = result.report
+    assert rep.int8_memory.packed_peak == INT8_PEAK
+    assert rep.planned_memory.packed_peak <= rep.budget_bytes == int(0.6 * INT8_PEAK)
+    four = [r.site for r in rep.sites if r.bits == Bits.INT4]
+    assert four and set(four) == {s for s, c in result.plan.sites.items() if c.bits == 4}
+    # The figure in the report is the planner's over the real file, with 4-bit tensors packed.
+    graphs = quantedit.analyse(result.tflite, {r.site: r.tensor for r in rep.sites})
+    bits = {t: 4 for s in four for t in graphs[s].group}
+    assert memory.plan_tensors(result.tflite, bits=bits)[0] == rep.planned_memory.packed_peak
+    held_out = evaluate(result.tflite, digits.x_val[250:], digits.y_val[250:])
+    base = evaluate(result.baseline_tflite, digits.x_val[250:], digits.y_val[250:])
+    assert held_out >= base - 0.015
+
+
+def test_planned_model_keeps_the_int8_tflm_arena_and_runs_there(result):
+    rep = result.report
+    assert rep.planned_memory.tflm is not None
+    assert rep.planned_memory.tflm.total <= rep.int8_memory.tflm.total
+    assert rep.planned_memory.weights == pytest.approx(rep.int8_memory.weights, rel=0.01)
+
+
+def test_four_bit_tensors_of_the_result_hold_16_levels(result, digits):
+    four = [r for r in result.report.sites if r.bits == 4]
+    values = tensor_values(result.tflite, [r.tensor for r in four], digits.x_val * 3)
+    for r in four:
+        assert len(np.unique(values[r.tensor])) <= 16
+
+
+def test_report_has_scores_memory_sites_and_time(result):
+    rep = result.report
+    assert rep.metric == "top-1 accuracy"
+    assert 0.9 < rep.float_score <= 1 and 0.9 < rep.int8_score <= 1
+    assert rep.verified_loss == pytest.approx(100 * (rep.int8_score - rep.planned_score))
+    assert rep.seconds["total"] > 0 and rep.options_measured == len(rep.sensitivity) == 4
+    md = rep.to_markdown()
+    for text in ("packed activation peak", "packed+sparse peak", "TFLM arena, real", "weights",
+                 "| conv1_relu |", "Met: yes", "zero point 112"):
+        assert text in md
+    assert rep.planned_sparse_peak <= rep.planned_memory.packed_peak
+    assert json.loads(rep.to_json())["budget_bytes"] == rep.budget_bytes
+
+
+def test_plan_round_trips_and_save_writes_every_file(result, tmp_path):
+    assert Plan.from_json(result.plan.to_json()) == result.plan
+    files = result.save(tmp_path / "sub" / "digits")
+    names = sorted(p.split("/")[-1] for p in files)
+    assert names == ["digits.memory.png", "digits.plan.json", "digits.report.json",
+                     "digits.report.md", "digits.sensitivity.png", "digits.tflite"]
+    assert (tmp_path / "sub" / "digits.tflite").read_bytes() == result.tflite
+    for png in ("digits.memory.png", "digits.sensitivity.png"):
+        assert (tmp_path / "sub" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in (tmp_path / "sub").iterdir() if p.name.startswith(".")]
+
+
+def test_same_inputs_give_the_same_bytes(result, digits):
+    again = _convert(digits, measure_tflm=False)
+    assert again.tflite == result.tflite
+    assert again.plan.to_json() == result.plan.to_json()
+
+
+def test_a_given_plan_is_written_without_search(result, digits):
+    plan = Plan({"conv2_relu": SiteConfig(bits=4)})  # no clip: one is chosen from the data
+    out = _convert(digits, budget_kb=None, plan=plan, measure_tflm=False)
+    assert out.plan.sites["conv2_relu"].clip > 0 and out.report.options_measured == 0
+    assert "Budget: none" in out.report.to_markdown()
+    with pytest.raises(AAError, match="sites this model does not have"):
+        _convert(digits, budget_kb=None, plan=Plan({"nope": SiteConfig(bits=4)}))
+
+
+def test_user_model_is_not_modified(digits):
+    before = [w.copy() for w in digits.model.get_weights()]
+    _convert(digits, measure_tflm=False)
+    assert all(np.array_equal(a, b) for a, b in zip(before, digits.model.get_weights()))
+
+
+def test_impossible_budget_names_the_smallest_figure(digits):
+    with pytest.raises(BudgetError, match="smallest activation memory any plan reaches") as err:
+        _convert(digits, budget_kb=0.5, measure_tflm=False)
+    assert err.value.smallest_bytes > 512 and err.value.plan
+
+
+def test_max_accuracy_drop_is_enforced(digits):
+    # packed+sparse at a tight budget needs thresholds; allowing no loss at all cannot hold.
+    with pytest.raises(BudgetError, match="max_accuracy_drop"):
+        _convert(digits, budget_kb=1.0, memory="packed+sparse", max_accuracy_drop=0.0,
+                 measure_tflm=False)
+
+
+def test_packed_sparse_mode_uses_thresholds_and_meets_the_budget(digits):
+    out = _convert(digits, budget_kb=1.0, memory="packed+sparse", measure_tflm=False)
+    rep = out.report
+    assert rep.memory_mode == "packed+sparse"
+    assert rep.planned_sparse_peak <= rep.budget_bytes < rep.int8_sparse_peak
+    assert any(lab.startswith("8b T=") for v in rep.sensitivity.values() for lab, _, _ in v)
+
+
+def test_tflm_mode_is_honest(digits):
+    with pytest.raises(BudgetError, match="cannot\\s+shrink it"):
+        _convert(digits, budget_kb=2, memory="tflm")
+    out = _convert(digits, budget_kb=64, memory="tflm")
+    assert out.plan.sites == {} and out.tflite == out.baseline_tflite
+
+
+def test_without_labels_the_metric_is_agreement(digits):
+    out = _convert(digits, eval_data=None, measure_tflm=False)
+    assert out.report.metric == "top-1 agreement with float"
+    assert out.report.float_score == 1.0
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"budget_kb": -1}, "budget_kb must be a positive number"),
+    ({"budget_kb": "48"}, "budget_kb must be a positive number"),
+    ({"memory": "sparse"}, "memory must be one of"),
+    ({"max_accuracy_drop": -1}, "max_accuracy_drop must be"),
+    ({"budget_kb": None}, "budget_kb is required"),
+])
+def test_bad_options_are_clear_errors(digits, kwargs, fragment):
+    with pytest.raises(AAError, match=fragment):
+        _convert(digits, **kwargs)
+
+
+def test_bad_eval_data_is_a_clear_error(digits):
+    with pytest.raises(AAError, match="250 inputs and 10 labels"):
+        _convert(digits, eval_data=(digits.x_val[:250], digits.y_val[:10]))
+    with pytest.raises(AAError, match="keras.Model"):
+        aa_tflite.convert("model.keras", budget_kb=1, representative_data=digits.x_cal)
