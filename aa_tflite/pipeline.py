@@ -68,7 +68,8 @@ class Report:
     options_measured: int
     repairs: tuple[str, ...]
     seconds: Mapping[str, float]
-    curve: tuple[tuple[int, float], ...]  # (packed or sparse peak, predicted score) per greedy step
+    # Per greedy step down to the smallest plan: (peak, predicted score, verified score or None).
+    curve: tuple[tuple[int, float, float | None], ...]
     sensitivity: Mapping[str, tuple[tuple[str, float, int], ...]]  # site -> (option, loss, bytes)
     notes: tuple[str, ...]
 
@@ -208,7 +209,8 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
             memory: MemoryMode | str = MemoryMode.PACKED, max_accuracy_drop: float | None = None,
             plan: Plan | None = None, sparsity_points: Sequence[float] = (10.0, 20.0, 30.0),
             max_fit_samples: int = 128, max_eval_samples: int = 500, io_dtype: str = "int8",
-            measure_tflm: bool = True, progress: bool = True, batch_size: int = 64) -> Result:
+            measure_tflm: bool = True, progress: bool = True, batch_size: int = 64,
+            curve_points: int = 8) -> Result:
     """Converts a Keras ReLU model to the mixed-precision int8/int4 ``.tflite`` that fits a budget.
 
     Example:
@@ -239,6 +241,8 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
         measure_tflm: Measure the real TFLM arena of the baseline and the result.
         progress: Show a progress bar over the sensitivity measurements.
         batch_size: Samples per interpreter invocation.
+        curve_points: Points of the accuracy-memory curve (the greedy path continued to the
+            smallest plan) to build and verify in the interpreter; 0 skips the curve.
 
     Returns:
         A ``Result``.
@@ -322,11 +326,11 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
     measured = 0
     points: dict[tuple[str, SiteConfig], float] = {}  # single-site loss in points
     if plan is None and mode != MemoryMode.TFLM:
-        todo = [(s, c) for s in bench.order(graphs)
-                for c in candidates(graphs[s], values[site_t[s]], memory=mode,
+        todo = [(s, label, c) for s in bench.order(graphs)
+                for label, c in candidates(graphs[s], values[site_t[s]], memory=mode,
                                     sparsity_points=sparsity_points)]
         bar = tqdm(todo, desc="sensitivity", unit="option", disable=not progress)
-        for site, config in bar:
+        for site, label, config in bar:
             variant = bench.build({site: config})
             metrics = bench.measure(variant)
             nbytes = option_bytes(site, config, variant)
@@ -334,7 +338,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
             options.setdefault(site, []).append(opt)
             points[(site, config)] = bench.loss(metrics)
             sensitivity.setdefault(site, []).append(
-                (_label(config), round(bench.loss(metrics), 4), sum(nbytes.values())))
+                (label, round(bench.loss(metrics), 4), sum(nbytes.values())))
             measured += 1
         bar.close()
     seconds["sensitivity"] = time.perf_counter() - t
@@ -386,8 +390,6 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
                                                         or vloss <= max_accuracy_drop)
             if fits and (best is None or vloss < best[2]):
                 best = (search, tfl, vloss, metrics, predicted)
-            if attempt == 0:
-                curve = [(s.peak, int8_score - s.predicted_loss / 100.0) for s in search.steps]
             if ok:
                 break
             if not fits:
@@ -414,6 +416,10 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
                 smallest_bytes=search.peak, plan=search.configs())
         chosen = search.configs()
     seconds["search+verify"] = time.perf_counter() - t
+    if options and curve_points > 0:
+        t = time.perf_counter()
+        curve = _curve(bench, planning_buffers, options, int8_score, curve_points)
+        seconds["curve"] = time.perf_counter() - t
 
     # --- final model and report --------------------------------------------------------------
     t = time.perf_counter()
@@ -472,6 +478,22 @@ def _label(c: SiteConfig) -> str:
     if c.threshold:
         s += f" T={c.threshold:.3g}"
     return s
+
+
+def _curve(bench: Bench, buffers, options, int8_score: float, points: int
+           ) -> list[tuple[int, float, float | None]]:
+    """The greedy path from int8 down to the smallest plan; ``points`` of its steps verified."""
+    floor = planner.smallest(buffers, options)
+    steps = planner.greedy(buffers, options, floor.peak).steps
+    if not steps:
+        return []
+    pick = set(np.linspace(0, len(steps) - 1, min(points, len(steps))).round().astype(int))
+    out, configs = [], {}
+    for k, step in enumerate(steps):
+        configs[step.site] = step.config
+        verified = _score(bench.measure(bench.build(configs))) if k in pick else None
+        out.append((step.peak, int8_score - step.predicted_loss / 100.0, verified))
+    return out
 
 
 def _figure(mode: MemoryMode, tflite: bytes, search: planner.Search,

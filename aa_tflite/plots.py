@@ -29,8 +29,7 @@ def save_plots(report, prefix: str) -> list[str]:
     written = []
     sites = list(report.sensitivity)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(sites) + 2), 4))
-    labels = sorted({lab for v in report.sensitivity.values() for lab, _, _ in v},
-                    key=lambda s: (s.split()[0], s))
+    labels = list(dict.fromkeys(lab for v in report.sensitivity.values() for lab, _, _ in v))
     width = 0.8 / max(len(labels), 1)
     for k, lab in enumerate(labels):
         xs, ys = [], []
@@ -56,9 +55,13 @@ def save_plots(report, prefix: str) -> list[str]:
     base_mem = report.int8_sparse_peak if key else report.int8_memory.packed_peak
     planned_mem = report.planned_sparse_peak if key else report.planned_memory.packed_peak
     if report.curve:
-        xs = [base_mem] + [m for m, _ in report.curve]
-        ys = [report.int8_score] + [a for _, a in report.curve]
-        ax.plot(xs, ys, "o-", ms=3, label="greedy path (predicted)")
+        xs = [base_mem] + [c[0] for c in report.curve]
+        ys = [report.int8_score] + [c[1] for c in report.curve]
+        ax.plot(xs, ys, "-", color="tab:blue", alpha=0.6,
+                label="greedy path (predicted: int8 minus summed single-site losses)")
+        ver = [(c[0], c[2]) for c in report.curve if c[2] is not None]
+        if ver:
+            ax.plot(*zip(*ver), "o", color="tab:blue", label="greedy path (verified plans)")
     ax.plot([base_mem], [report.int8_score], "s", color="gray", label="int8 baseline")
     ax.plot([planned_mem], [report.planned_score], "*", ms=14, color="red",
             label="chosen plan (verified)")

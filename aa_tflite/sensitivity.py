@@ -110,28 +110,33 @@ def sparse_bytes(elements: int, nonzeros: int, bits: int) -> int:
 
 
 def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: MemoryMode,
-               sparsity_points: Sequence[float] = (10.0, 20.0, 30.0)) -> list[SiteConfig]:
-    """A site's candidate configs, from its calibration values.
+               sparsity_points: Sequence[float] = (10.0, 20.0, 30.0)
+               ) -> list[tuple[str, SiteConfig]]:
+    """A site's candidate configs, labelled, from its calibration values.
 
     With ``memory="packed"`` only 4-bit saves memory, so the candidate is 4-bit at the clip
     ``four_bit_clip`` picks. With ``"packed+sparse"`` thresholds save memory too: the thresholds
     that add each of ``sparsity_points`` points of zeros, at 8 and at 4 bits.
+
+    Returns:
+        ``(label, config)`` pairs; labels such as ``"4b"`` or ``"8b +10pt"`` are the same across
+        sites, so reports and plots can line sites up.
     """
     v = np.asarray(values, np.float64).reshape(-1)
-    thresholds = [0.0]
+    thresholds = [("", 0.0)]
     if memory == MemoryMode.PACKED_SPARSE and graph.can_threshold:
         zero = float(np.mean(v <= 0))
         for p in sparsity_points:
             t = float(np.quantile(v, min(zero + p / 100.0, 0.995)))
-            if t > 0 and all(abs(t - u) > 1e-9 for u in thresholds):
-                thresholds.append(t)
+            if t > 0 and all(abs(t - u) > 1e-9 for _, u in thresholds):
+                thresholds.append((f" +{p:g}pt", t))
     out = []
-    for t in thresholds:
+    for tag, t in thresholds:
         if t > 0:
-            out.append(SiteConfig(threshold=t))
+            out.append((f"8b{tag}", SiteConfig(threshold=t)))
         if graph.can_requantize:
-            out.append(SiteConfig(threshold=t, clip=min_clip(four_bit_clip(v, t), graph),
-                                  bits=Bits.INT4))
+            out.append((f"4b{tag}", SiteConfig(threshold=t, clip=min_clip(four_bit_clip(v, t), graph),
+                                               bits=Bits.INT4)))
     return out
 
 

@@ -86,16 +86,16 @@ def test_four_bit_edit_adds_no_op_or_tensor_and_keeps_the_tflm_arena(digits, dig
         digits_tflite, digits.x_val, digits.y_val) - 0.02
 
 
-def test_edited_model_runs_in_tflite_micro_like_in_litert(digits, digits_tflite):
+def assert_runs_in_tflite_micro_like_litert(tflite, x, n=20):
+    """Invokes ``tflite`` in TFLM and LiteRT on ``n`` samples: outputs within one step, same top-1."""
     from tflite_micro import runtime as tflm
 
-    _, edited = _all_four_bit(digits_tflite, DIGITS_SITES, digits.x_cal)
-    litert = load_interpreter(edited)
+    litert = load_interpreter(tflite)
     litert.allocate_tensors()
     inp, out = litert.get_input_details()[0], litert.get_output_details()[0]
-    micro = tflm.Interpreter.from_bytes(edited, arena_size=64 * 1024)
-    for i in range(20):
-        q = quantize(digits.x_val[i:i + 1], inp)
+    micro = tflm.Interpreter.from_bytes(tflite, arena_size=256 * 1024)
+    for i in range(n):
+        q = quantize(x[i:i + 1], inp)
         litert.set_tensor(inp["index"], q)
         litert.invoke()
         micro.set_input(q, 0)
@@ -103,6 +103,31 @@ def test_edited_model_runs_in_tflite_micro_like_in_litert(digits, digits_tflite)
         a, b = micro.get_output(0).astype(int), litert.get_tensor(out["index"]).astype(int)
         assert np.abs(a - b).max() <= 1  # TFLM's reference kernels round like LiteRT's, +-1
         assert a.argmax() == b.argmax()
+
+
+def test_edited_model_runs_in_tflite_micro_like_in_litert(digits, digits_tflite):
+    _, edited = _all_four_bit(digits_tflite, DIGITS_SITES, digits.x_cal)
+    assert_runs_in_tflite_micro_like_litert(edited, digits.x_val)
+
+
+def test_residual_and_nested_sites_go_four_bit_at_zero_cost(tiny_model, tiny_data):
+    from aa_tflite.exporter import export
+
+    exported = export(tiny_model, None, representative_data=tiny_data)
+    sites = {s: t for s, t in exported.site_tensors.items() if t is not None}
+    graphs, edited = _all_four_bit(exported.tflite, sites, tiny_data)
+    assert {"act", "inner/iconv_relu", "inner/irelu6", "c1_relu", "fc_relu"} <= set(sites)
+    assert all(g.can_requantize for g in graphs.values())  # ADD rescales: no tie there
+    ops0, _ = flatbuffer.describe(flatbuffer.read(exported.tflite))
+    ops1, _ = flatbuffer.describe(flatbuffer.read(edited))
+    assert [o.name for o in ops0] == [o.name for o in ops1]
+    inp = load_interpreter(edited).get_input_details()[0]
+    group = sorted({t for g in graphs.values() for t in g.group})
+    batches = [quantize(tiny_data, inp), quantize(tiny_data * 10, inp)]
+    batches += _adversarial(tuple(int(d) for d in inp["shape"][1:]), np.random.RandomState(1))
+    for t, levels in _levels_per_tensor(edited, group, batches).items():
+        assert len(levels) <= 16, (t, sorted(levels))
+    assert_runs_in_tflite_micro_like_litert(edited, tiny_data)
 
 
 def test_empty_edit_is_the_same_bytes_and_analysis_finds_groups(digits_tflite):
