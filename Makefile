@@ -16,7 +16,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
 install-test: $(BIN)/python
-	$(BIN)/pip install -q -e ".[test,plots]"
+	$(BIN)/pip install -q -e ".[test]"
 
 # tflite-runtime (what Raspberry Pi / Coral users run) needs numpy<2: its own environment.
 pi-env:
@@ -34,6 +34,8 @@ test: install-test pi-env lint
 
 bench: install-test
 	$(BIN)/python -m benchmarks.lowering
+	$(BIN)/python -m benchmarks.plan_quality --no-progress
+	$(BIN)/python -m benchmarks.readme
 
 clean:
 	rm -rf $(VENV) $(PI_VENV) demo_out .pytest_cache

@@ -1,4 +1,4 @@
-"""Human-readable reports: memory figures side by side, and per-tensor / per-site tables."""
+"""Human-readable pieces of reports: memory figures side by side, and the per-tensor table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from aa_tflite.types import MemoryReport, TensorMemory
 
-__all__ = ["memory_lines", "site_table", "tensor_table"]
+__all__ = ["MEMORY_NOTE", "memory_lines", "tensor_table"]
 
 MEMORY_NOTE = ("Packed = activation peak with each tensor at its bit-width (int4 packed two per "
                "byte): real only on a runtime that packs activations. TFLM arena = what stock "
@@ -41,14 +41,3 @@ def tensor_table(layout: Sequence[TensorMemory], levels: Mapping[int, int] | Non
         rows.append(f"| {t.index} | `{name}` | {t.dtype} | {list(t.shape)} | {t.bits} | {lv} | "
                     f"{t.nbytes:,} | {t.first}-{t.last} | {t.offset:,} |")
     return rows
-
-
-def site_table(rows: Sequence[Mapping[str, object]]) -> list[str]:
-    """A markdown table of sites: name, threshold, clip, bits, sparsity, bytes."""
-    out = ["| site | threshold | clip | bits | sparsity | bytes |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        clip = "-" if r.get("clip") is None else f"{r['clip']:.3g}"
-        sp = "-" if r.get("sparsity") is None else f"{r['sparsity']:.1%}"
-        out.append(f"| {r['site']} | {r['threshold']:.4g} | {clip} | {r['bits']} | {sp} | "
-                   f"{r.get('bytes', '-')} |")
-    return out

@@ -33,6 +33,19 @@ def _agreement(tflite: bytes, x: np.ndarray, reference: np.ndarray) -> float:
                          .argmax(1)))
 
 
+def _kl(tflite: bytes, x: np.ndarray, reference: np.ndarray) -> float:
+    """Mean KL divergence (nats) of the model's softmax from the float model's."""
+    from aa_tflite.runtime import evaluate
+
+    def soft(z):
+        z = np.asarray(z, np.float64).reshape(len(z), -1)
+        e = np.exp(z - z.max(1, keepdims=True))
+        return np.clip(e / e.sum(1, keepdims=True), 1e-12, 1)
+
+    p, q = soft(reference), soft(evaluate(tflite, x))
+    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
+
+
 def _row(name: str, model, x_cal, plan_eval, x_test, y_test, *, progress: bool) -> dict:
     import aa_tflite
     from aa_tflite import memory, runtime
@@ -56,6 +69,7 @@ def _row(name: str, model, x_cal, plan_eval, x_test, y_test, *, progress: bool) 
         f = 1.0
         i8 = _agreement(base, x_test, reference)
         planned = _agreement(result.tflite, x_test, reference)
+    kl = {k: _kl(t, x_test, reference) for k, t in (("int8", base), ("planned", result.tflite))}
     arena = memory.tflm_arena(result.tflite)
     arena_int8 = memory.tflm_arena(base)
     rep = result.report
@@ -65,6 +79,7 @@ def _row(name: str, model, x_cal, plan_eval, x_test, y_test, *, progress: bool) 
             "budget_met": rep.planned_memory.packed_peak <= rep.budget_bytes,
             "tflm_arena_int8": arena_int8.total, "tflm_arena_planned": arena.total,
             "float": f, "int8": i8, "planned": planned, "drop_points": 100 * (i8 - planned),
+            "kl_from_float_int8": kl["int8"], "kl_from_float_planned": kl["planned"],
             "planning_seconds": round(seconds, 1), "options_measured": rep.options_measured,
             "four_bit_sites": sum(1 for r in rep.sites if r.bits == 4), "sites": len(rep.sites),
             "repairs": list(rep.repairs)}
@@ -101,6 +116,20 @@ def mobilenet(progress: bool) -> dict:
                 x[256:], None, progress=progress)
 
 
+def table(rows: list[dict]) -> list[str]:
+    """The results as markdown table lines (the README's section is generated from this)."""
+    out = ["| model | metric | int8 packed peak (B) | budget (B) | planned peak (B) | TFLM arena "
+           "int8 / planned (B) | float | int8 | planned | drop (pts) | planning (s) |",
+           "|" + "---|" * 11]
+    for r in rows:
+        out.append(f"| {r['model']} | {r['metric']} | {r['int8_packed_peak']:,} | "
+                   f"{r['budget_bytes']:,} | {r['planned_packed_peak']:,} | "
+                   f"{r['tflm_arena_int8']:,} / {r['tflm_arena_planned']:,} | {r['float']:.4f} | "
+                   f"{r['int8']:.4f} | {r['planned']:.4f} | {r['drop_points']:.2f} | "
+                   f"{r['planning_seconds']} |")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-mobilenet", action="store_true")
@@ -113,15 +142,7 @@ def main() -> None:
     elif args.skip_mobilenet:
         jobs.pop("mobilenet")
     rows = [job(not args.no_progress) for job in jobs.values()]
-    head = ("| model | int8 packed peak (B) | budget (B) | planned peak (B) | TFLM arena int8 / "
-            "planned (B) | float | int8 | planned | drop (pts) | planning (s) |")
-    print(head)
-    print("|" + "---|" * 10)
-    for r in rows:
-        print(f"| {r['model']} | {r['int8_packed_peak']:,} | {r['budget_bytes']:,} | "
-              f"{r['planned_packed_peak']:,} | {r['tflm_arena_int8']:,} / "
-              f"{r['tflm_arena_planned']:,} | {r['float']:.4f} | {r['int8']:.4f} | "
-              f"{r['planned']:.4f} | {r['drop_points']:.2f} | {r['planning_seconds']} |")
+    print("\n".join(table(rows)))
     old = {}
     if os.path.exists(RESULTS):
         with open(RESULTS) as f:

@@ -30,13 +30,22 @@ print(json.dumps({"backend": runtime.interpreter_backend(), "numpy": np.__versio
 
 
 @pytest.mark.pi
-def test_tflite_runtime_gives_the_same_outputs_as_litert():
+@pytest.mark.parametrize("variant", ["int8", "four_bit"])
+def test_tflite_runtime_gives_the_same_outputs_as_litert(variant, tmp_path):
     if not os.path.exists(PI_PYTHON):
         if os.environ.get("CI"):
             pytest.fail(".venv-pi is missing: run `make test`, which creates it.")
         pytest.skip(".venv-pi not created; `make test` creates it")
     model = os.path.join(FIXTURES, "mnist1d_int8.tflite")
     data = os.path.join(FIXTURES, "mnist1d_cal.npz")
+    if variant == "four_bit":  # every site at 4 bits through quantization-parameter edits
+        from tests.test_quantedit import MNIST1D_SITES, _all_four_bit
+
+        with open(model, "rb") as f:
+            _, edited = _all_four_bit(f.read(), MNIST1D_SITES, np.load(data)["x"])
+        model = str(tmp_path / "four_bit.tflite")
+        with open(model, "wb") as f:
+            f.write(edited)
     env = dict(os.environ, PYTHONPATH=ROOT)  # the runtime module needs only numpy + types
     done = subprocess.run([PI_PYTHON, "-c", _SCRIPT, model, data], capture_output=True,
                           text=True, env=env, timeout=300)

@@ -10,6 +10,7 @@ from aa_tflite.sensitivity import four_bit_clip, site_edit
 from aa_tflite.types import AAError, Bits, SiteConfig
 
 DIGITS_SITES = {"conv1_relu": 14, "conv2_relu": 15, "conv3_relu": 17, "fc1_relu": 22}
+MNIST1D_SITES = {"conv1_relu": 20, "conv2_relu": 23, "conv3_relu": 30, "fc1_relu": 31}
 
 
 def _all_four_bit(tflite, sites, x):
@@ -56,7 +57,7 @@ def test_four_bit_sites_hold_at_most_16_levels_on_real_and_adversarial_inputs(
 
         tflite = mnist1d_tflite
         x = np.load(f"{FIXTURES}/mnist1d_cal.npz")["x"]
-        sites = {"conv1_relu": 20, "conv2_relu": 23, "conv3_relu": 30, "fc1_relu": 31}
+        sites = MNIST1D_SITES
     graphs, edited = _all_four_bit(tflite, sites, x[:100])
     inp = load_interpreter(edited).get_input_details()[0]
     real = [quantize(x[i:i + 50], inp) for i in range(0, len(x), 50)]

@@ -43,3 +43,16 @@ def test_scale_builders_rewrite(builder, kwargs, n_sites):
     x = np.random.RandomState(0).rand(2, *kwargs["input_shape"]).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(new(x)), np.asarray(model(x)))
     keras.backend.clear_session()
+
+
+def test_calibrate_batchnorm_normalises_each_bn_on_the_data():
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="c")(i)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(i, keras.layers.ReLU()(x))
+    data = np.random.RandomState(0).rand(32, 8, 8, 3).astype(np.float32) * 5 + 3
+    imagenet.calibrate_batchnorm(model, data)
+    out = np.asarray(keras.Model(i, model.get_layer("bn").output)(data, training=False))
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0, atol=1e-3)
+    np.testing.assert_allclose(out.std(axis=(0, 1, 2)), 1, atol=1e-2)
