@@ -357,63 +357,19 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
                 "shrink it: TFLM stores 4-bit activations in int8 tensors and does not compress "
                 "zeros. Raise budget_kb, or plan with memory='packed' for a runtime that packs.",
                 smallest_bytes=arena.total, plan={})
-        chosen, verified = {}, bench.baseline
+        chosen, verified, built = {}, bench.baseline, base.tflite
         predicted = 0.0
         notes.append("memory='tflm': the int8 baseline already fits, and no AA option can "
                      "shrink the TFLM arena, so the plan is the plain int8 model.")
     elif plan is not None:
         chosen = _complete(plan.sites, graphs, values, site_t)
-        verified = bench.measure(bench.build(chosen))
+        built = bench.build(chosen)
+        verified = bench.measure(built)
         predicted = float("nan")
     else:
-        banned: set[tuple[str, SiteConfig]] = set()
-        best = None
-        internal_budget = budget
-        for attempt in range(_MAX_REPAIRS + 1):
-            try:
-                search = planner.greedy(planning_buffers, options, internal_budget,
-                                        banned=frozenset(banned))
-            except BudgetError:
-                if best is None:
-                    raise
-                repairs.append("No plan without the banned options fits; kept the best "
-                               "verified plan.")
-                break
-            tfl = bench.build(search.configs())
-            metrics = bench.measure(tfl)
-            vloss = bench.loss(metrics)
-            figure = _figure(mode, tfl, search, buffers, graphs, elements, bench)
-            predicted = sum(max(points[(s, o.config)], 0.0) for s, o in search.choice.items())
-            fits = figure <= budget
-            tol = max(0.5, 200.0 / len(x_eval))
-            ok = fits and vloss <= predicted + tol and (max_accuracy_drop is None
-                                                        or vloss <= max_accuracy_drop)
-            if fits and (best is None or vloss < best[2]):
-                best = (search, tfl, vloss, metrics, predicted)
-            if ok:
-                break
-            if not fits:
-                internal_budget -= figure - internal_budget if figure > internal_budget else 1
-                repairs.append(f"Attempt {attempt + 1}: measured {mode.value} peak {figure:,} B "
-                               f"is over the budget; searching again with "
-                               f"{internal_budget:,} B.")
-                continue
-            worst = max(search.choice.values(), key=lambda o: (o.loss, o.site))
-            banned.add((worst.site, worst.config))
-            repairs.append(f"Attempt {attempt + 1}: verified loss {vloss:.2f} points against "
-                           f"{predicted:.2f} predicted; undid {worst.site} "
-                           f"({_label(worst.config)}, single-site loss {worst.loss:.2f}) "
-                           "and searched again.")
-        if best is None:
-            raise BudgetError(f"No plan met the budget of {budget:,} B when verified.",
-                              smallest_bytes=None, plan=None)
-        search, _, _, verified, predicted = best
-        if max_accuracy_drop is not None and bench.loss(verified) > max_accuracy_drop:
-            raise BudgetError(
-                f"The budget of {budget_kb} KiB is met only with a verified loss of "
-                f"{bench.loss(verified):.2f} points, above max_accuracy_drop="
-                f"{max_accuracy_drop}. Raise budget_kb or max_accuracy_drop.",
-                smallest_bytes=search.peak, plan=search.configs())
+        search, built, verified, predicted = _search_and_repair(
+            bench, options, points, planning_buffers, buffers, budget, budget_kb, mode,
+            max_accuracy_drop, graphs, elements, repairs)
         chosen = search.configs()
     seconds["search+verify"] = time.perf_counter() - t
     if options and curve_points > 0:
@@ -424,8 +380,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
     # --- final model and report --------------------------------------------------------------
     t = time.perf_counter()
     final_plan = Plan(chosen)
-    tflite = bench.build(final_plan.sites)
-    final_metrics = bench.measure(tflite)
+    tflite, final_metrics = built, verified
     bits = {tt: 4 for s, c in chosen.items() if c.bits == Bits.INT4 for tt in graphs[s].group}
     planned_mem = memory_mod.memory_report(tflite, bits=bits, measure_tflm=measure_tflm)
     int8_mem = memory_mod.memory_report(base.tflite, measure_tflm=measure_tflm)
@@ -478,6 +433,60 @@ def _label(c: SiteConfig) -> str:
     if c.threshold:
         s += f" T={c.threshold:.3g}"
     return s
+
+
+def _search_and_repair(bench: Bench, options, points, planning_buffers, buffers, budget: int,
+                       budget_kb, mode: MemoryMode, max_accuracy_drop, graphs, elements,
+                       repairs: list[str]):
+    """Greedy search, then verify the whole plan in the interpreter; repair by banning the worst
+    move and searching again, up to ``_MAX_REPAIRS`` times. Returns the best verified plan that
+    fits: ``(search, tflite, metrics, predicted_loss)``."""
+    banned: set[tuple[str, SiteConfig]] = set()
+    best = None
+    internal_budget = budget
+    tol = max(0.5, 200.0 / len(bench.x_eval))  # two samples' worth of noise, at least 0.5 points
+    for attempt in range(_MAX_REPAIRS + 1):
+        try:
+            search = planner.greedy(planning_buffers, options, internal_budget,
+                                    banned=frozenset(banned))
+        except BudgetError:
+            if best is None:
+                raise
+            repairs.append("No plan without the banned options fits; kept the best verified plan.")
+            break
+        tfl = bench.build(search.configs())
+        metrics = bench.measure(tfl)
+        vloss = bench.loss(metrics)
+        figure = _figure(mode, tfl, search, buffers, graphs, elements, bench)
+        predicted = sum(max(points[(s, o.config)], 0.0) for s, o in search.choice.items())
+        fits = figure <= budget
+        if fits and (best is None or vloss < best[3]):
+            best = (search, tfl, metrics, vloss, predicted)
+        if fits and vloss <= predicted + tol and (max_accuracy_drop is None
+                                                  or vloss <= max_accuracy_drop):
+            break
+        if attempt == _MAX_REPAIRS:
+            repairs.append(f"Gave up after {_MAX_REPAIRS} repairs; kept the best verified plan.")
+            break
+        if not fits:
+            internal_budget -= max(figure - budget, 1)
+            repairs.append(f"Attempt {attempt + 1}: measured {mode.value} peak {figure:,} B is "
+                           f"over the budget; searching again with {internal_budget:,} B.")
+            continue
+        worst = max(search.choice.values(), key=lambda o: (o.loss, o.site))
+        banned.add((worst.site, worst.config))
+        repairs.append(f"Attempt {attempt + 1}: verified loss {vloss:.2f} points against "
+                       f"{predicted:.2f} predicted; undid {worst.site} ({_label(worst.config)}, "
+                       f"single-site loss {worst.loss:.2f}) and searched again.")
+    if best is None:
+        raise BudgetError(f"No plan met the budget of {budget:,} B when measured.")
+    search, tfl, metrics, vloss, predicted = best
+    if max_accuracy_drop is not None and vloss > max_accuracy_drop:
+        raise BudgetError(
+            f"The budget of {budget_kb} KiB is met only with a verified loss of {vloss:.2f} "
+            f"points, above max_accuracy_drop={max_accuracy_drop}. Raise budget_kb or "
+            "max_accuracy_drop.", smallest_bytes=search.peak, plan=search.configs())
+    return search, tfl, metrics, predicted
 
 
 def _curve(bench: Bench, buffers, options, int8_score: float, points: int

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import aa_tflite
-from aa_tflite import memory, quantedit
+from aa_tflite import memory, pipeline, quantedit
 from aa_tflite.calibrate import tensor_values
 from aa_tflite.runtime import evaluate
 from aa_tflite.types import AAError, Bits, BudgetError, Plan, SiteConfig
@@ -155,3 +155,31 @@ def test_bad_eval_data_is_a_clear_error(digits):
         _convert(digits, eval_data=(digits.x_val[:250], digits.y_val[:10]))
     with pytest.raises(AAError, match="keras.Model"):
         aa_tflite.convert("model.keras", budget_kb=1, representative_data=digits.x_cal)
+
+
+class _PenalisedBench(pipeline.Bench):
+    """A bench on which any plan of two or more sites verifies 5 points worse than measured:
+    losses that are not additive, which the repair step must notice."""
+
+    def build(self, configs, **kw):
+        self._multi = len([c for c in configs.values() if c != SiteConfig()]) > 1
+        return super().build(configs, **kw)
+
+    def measure(self, tflite):
+        m = super().measure(tflite)
+        if getattr(self, "_multi", False) and m.accuracy is not None:
+            m = type(m)(m.accuracy - 0.05, m.agreement, m.kl, m.outputs)
+        return m
+
+
+def test_a_plan_that_verifies_worse_than_predicted_is_repaired(digits, monkeypatch):
+    monkeypatch.setattr(pipeline, "Bench", _PenalisedBench)
+    out = _convert(digits, measure_tflm=False, curve_points=0)
+    repairs = out.report.repairs
+    assert repairs and "verified loss" in repairs[0] and "undid" in repairs[0]
+    # Both 4-bit sites are needed for this budget, so no repaired plan fits; the best is kept.
+    assert "kept the best verified plan" in repairs[-1]
+    assert out.report.planned_memory.packed_peak <= out.report.budget_bytes
+    assert out.report.verified_loss == pytest.approx(out.report.predicted_loss + 5, abs=0.5)
+    with pytest.raises(BudgetError, match="above max_accuracy_drop=1"):
+        _convert(digits, measure_tflm=False, curve_points=0, max_accuracy_drop=1)
