@@ -183,3 +183,9 @@ def test_a_plan_that_verifies_worse_than_predicted_is_repaired(digits, monkeypat
     assert out.report.verified_loss == pytest.approx(out.report.predicted_loss + 5, abs=0.5)
     with pytest.raises(BudgetError, match="above max_accuracy_drop=1"):
         _convert(digits, measure_tflm=False, curve_points=0, max_accuracy_drop=1)
+
+
+def test_float_io_models_are_planned_too(digits):
+    out = _convert(digits, io_dtype="float32", measure_tflm=False, curve_points=0)
+    assert out.report.planned_memory.packed_peak <= out.report.budget_bytes
+    assert evaluate(out.tflite, digits.x_val[250:], digits.y_val[250:]) > 0.95

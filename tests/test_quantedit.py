@@ -176,3 +176,28 @@ def test_residual_add_site_is_not_offered_a_threshold(tiny_model, tiny_data):
     assert any("threshold not offered" in n for n in graphs["act"].notes)
     with pytest.raises(AAError, match="cannot take a threshold"):
         quantedit.apply_edits(exported.tflite, graphs, {"act": quantedit.SiteEdit(threshold=0.1)})
+
+
+def test_a_site_feeding_a_concatenation_is_not_offered_four_bit():
+    import keras
+
+    from aa_tflite.exporter import export
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="a")(i)
+    b = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="b")(i)
+    x = keras.layers.Concatenate(name="cat")([a, b])
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(x)
+    model = keras.Model(i, keras.layers.Dense(3, name="out")(keras.layers.Flatten()(x)))
+    data = np.random.RandomState(0).rand(32, 8, 8, 3).astype(np.float32)
+    exported = export(model, None, representative_data=data)
+    graphs = quantedit.analyse(exported.tflite, exported.site_tensors)
+    for site in ("a_relu", "b_relu"):
+        assert not graphs[site].can_requantize
+        assert any("CONCATENATION" in n for n in graphs[site].notes)
+        assert graphs[site].can_threshold  # a threshold does not change the shared scale
+    assert graphs["c_relu"].can_requantize
+    with pytest.raises(AAError, match="cannot change its bits"):
+        quantedit.apply_edits(exported.tflite, graphs,
+                              {"a_relu": quantedit.SiteEdit(scale=0.1, zero_point=112)})
