@@ -22,7 +22,7 @@ from aa_tflite import memory as memory_mod
 from aa_tflite import planner, quantedit, report
 from aa_tflite.calibrate import tensor_values
 from aa_tflite.files import atomic_write
-from aa_tflite.sensitivity import Bench, candidates, four_bit_clip, min_clip, sparse_bytes
+from aa_tflite.sensitivity import Bench, candidates, sparse_bytes
 from aa_tflite.types import AAError, Bits, BudgetError, MemoryMode, MemoryReport, Plan, SiteConfig
 
 __all__ = ["Report", "Result", "SiteRow", "convert"]
@@ -104,7 +104,7 @@ class Report:
             "| site | bits | threshold | clip | sparsity | packed B | sparse B | loss | lowering |",
             "|---|---|---|---|---|---|---|---|---|"]
         for r in self.sites:
-            clip = "-" if r.clip is None else f"{r.clip:.4g}"
+            clip = f"{r.clip:.4g}" if r.clip is not None else "data" if r.bits == 4 else "-"
             sp = "-" if r.sparsity is None else f"{r.sparsity:.1%}"
             lines.append(f"| {r.site} | {r.bits} | {r.threshold:.4g} | {clip} | {sp} | "
                          f"{r.packed_bytes if r.packed_bytes is not None else '-'} | "
@@ -231,7 +231,8 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
             tensors zero-compressed, worst sample), or ``"tflm"`` (the stock TFLM arena, which
             AA cannot shrink).
         max_accuracy_drop: If given, the verified loss (points) must not exceed it.
-        plan: Skip the search and write this plan (its 4-bit sites need a clip).
+        plan: Skip the search and write this plan. A 4-bit site whose clip is None gets its
+            clips from the data (one per channel where the graph allows).
         sparsity_points: Threshold candidates for ``"packed+sparse"``: thresholds that add these
             many points of sparsity per site.
         max_fit_samples: Representative samples used to fit consumer corrections and measure
@@ -328,7 +329,8 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
     if plan is None and mode != MemoryMode.TFLM:
         todo = [(s, label, c) for s in bench.order(graphs)
                 for label, c in candidates(graphs[s], values[site_t[s]], memory=mode,
-                                    sparsity_points=sparsity_points)]
+                                           sparsity_points=sparsity_points,
+                                           per_channel=bench.per_channel(graphs[s]))]
         bar = tqdm(todo, desc="sensitivity", unit="option", disable=not progress)
         for site, label, config in bar:
             variant = bench.build({site: config})
@@ -362,7 +364,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
         notes.append("memory='tflm': the int8 baseline already fits, and no AA option can "
                      "shrink the TFLM arena, so the plan is the plain int8 model.")
     elif plan is not None:
-        chosen = _complete(plan.sites, graphs, values, site_t)
+        chosen = _complete(plan.sites, graphs)
         built = bench.build(chosen)
         verified = bench.measure(built)
         predicted = float("nan")
@@ -519,20 +521,13 @@ def _figure(mode: MemoryMode, tflite: bytes, search: planner.Search,
     return planner.peak(sized)
 
 
-def _complete(sites: Mapping[str, SiteConfig], graphs, values, site_t) -> dict[str, SiteConfig]:
-    """A user's plan, checked against the sites, with a data-chosen clip for 4-bit sites
-    that have none."""
+def _complete(sites: Mapping[str, SiteConfig], graphs) -> dict[str, SiteConfig]:
+    """A user's plan, checked against the sites."""
     unknown = sorted(set(sites) - set(graphs))
     if unknown:
         raise AAError(f"The plan names sites this model does not have: {unknown}. "
                       f"Its sites are: {sorted(graphs)}.")
-    out = {}
-    for s, c in sites.items():
-        if c.bits == Bits.INT4 and c.clip is None:
-            c = dataclasses.replace(c, clip=min_clip(four_bit_clip(values[site_t[s]], c.threshold),
-                                                    graphs[s]))
-        out[s] = c
-    return out
+    return dict(sites)
 
 
 def _zero_points(tflite: bytes, tensors) -> dict[int, tuple[float, int]]:
@@ -546,8 +541,10 @@ def _zero_points(tflite: bytes, tensors) -> dict[int, tuple[float, int]]:
 def _lowering_words(c: SiteConfig, g: quantedit.SiteGraph, q: tuple[float, int] | None) -> str:
     parts = []
     if c.bits == Bits.INT4 and q is not None:
-        parts.append(f"4-bit: int8 tensor, zero point {q[1]}, scale {q[0]:.4g} (16 levels, "
-                     "no op added)")
+        how = ("per-channel clips from the data, equalized through the producer's filter "
+               "scales" if c.clip is None and g.can_equalize else "one clip for the tensor")
+        parts.append(f"4-bit: int8 tensor, zero point {q[1]}, scale {q[0]:.4g}, top level "
+                     f"{15 * q[0]:.4g} (16 levels, no op added); {how}")
     elif c.clip is not None and q is not None:
         parts.append(f"clip via int8 saturation, scale {q[0]:.4g}")
     if c.threshold:

@@ -110,13 +110,16 @@ def sparse_bytes(elements: int, nonzeros: int, bits: int) -> int:
 
 
 def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: MemoryMode,
-               sparsity_points: Sequence[float] = (10.0, 20.0, 30.0)
+               sparsity_points: Sequence[float] = (10.0, 20.0, 30.0), per_channel: bool = False
                ) -> list[tuple[str, SiteConfig]]:
     """A site's candidate configs, labelled, from its calibration values.
 
     With ``memory="packed"`` only 4-bit saves memory, so the candidate is 4-bit at the clip
     ``four_bit_clip`` picks. With ``"packed+sparse"`` thresholds save memory too: the thresholds
     that add each of ``sparsity_points`` points of zeros, at 8 and at 4 bits.
+
+    With ``per_channel``, 4-bit configs get ``clip=None``: ``Bench.build`` then gives each channel
+    its own clip from the data (``SiteGraph.can_equalize`` sites only).
 
     Returns:
         ``(label, config)`` pairs; labels such as ``"4b"`` or ``"8b +10pt"`` are the same across
@@ -135,8 +138,8 @@ def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: Memory
         if t > 0:
             out.append((f"8b{tag}", SiteConfig(threshold=t)))
         if graph.can_requantize:
-            out.append((f"4b{tag}", SiteConfig(threshold=t, clip=min_clip(four_bit_clip(v, t), graph),
-                                               bits=Bits.INT4)))
+            clip = None if per_channel else min_clip(four_bit_clip(v, t), graph)
+            out.append((f"4b{tag}", SiteConfig(threshold=t, clip=clip, bits=Bits.INT4)))
     return out
 
 
@@ -178,15 +181,23 @@ class Bench:
         self._targets = tensor_values(self.base, inputs, self.x_fit, batch_size=batch_size)
         self.baseline = self.measure(self.base)
 
+    def per_channel(self, graph: quantedit.SiteGraph) -> bool:
+        """Whether a 4-bit site without a clip gets per-channel clips (else one tensor clip)."""
+        return self.equalize and graph.can_equalize
+
+    def _values(self, site: str) -> np.ndarray:
+        """The baseline's values of a site's tensor on ``x_fit`` (cached)."""
+        if site not in self._site_values:
+            t = self.graphs[site].tensor
+            self._site_values[site] = tensor_values(self.base, [t], self.x_fit,
+                                                    batch_size=self.batch_size)[t]
+        return self._site_values[site]
+
     def _equalized(self, site: str, config: SiteConfig,
                    graph: quantedit.SiteGraph) -> quantedit.SiteEdit:
         """A 4-bit edit with per-channel ranges equalized: each channel gets its own 16-level
         clip (from the data), scaled up to the largest one so one tensor scale serves all."""
-        if site not in self._site_values:
-            t = graph.tensor
-            self._site_values[site] = tensor_values(self.base, [t], self.x_fit,
-                                                    batch_size=self.batch_size)[t]
-        v = self._site_values[site]
+        v = self._values(site)
         v = v.reshape(-1, v.shape[-1])
         clips = np.array([four_bit_clip(v[:, c], config.threshold) if np.any(v[:, c] >
                                                                             config.threshold)
@@ -217,9 +228,14 @@ class Bench:
             config, graph = configs[site], self.graphs[site]
             if config == SiteConfig():
                 continue
-            edits[site] = site_edit(config, graph)
-            if correct and self.equalize and config.bits == Bits.INT4 and graph.can_equalize:
-                edits[site] = self._equalized(site, config, graph)
+            if config.bits == Bits.INT4 and config.clip is None:  # clips chosen from the data
+                if correct and self.per_channel(graph):
+                    edits[site] = self._equalized(site, config, graph)
+                else:
+                    clip = min_clip(four_bit_clip(self._values(site), config.threshold), graph)
+                    edits[site] = site_edit(dataclasses.replace(config, clip=clip), graph)
+            else:
+                edits[site] = site_edit(config, graph)
             if correct and graph.correction_consumer is not None:
                 t_in = graph.correction_consumer[1]
                 trial = quantedit.apply_edits(self.base, self.graphs, edits)

@@ -111,7 +111,9 @@ class SiteConfig:
     Attributes:
         threshold: Outputs for inputs below it become 0. ``0`` is a plain ReLU.
         clip: Upper bound of the site's stored output, or None for the site's native bound.
-            With the default ``shift`` lowering the output is ``min(max(x - T, 0), clip)``.
+            With the default ``shift`` lowering the output is ``min(max(x - T, 0), clip)``. For a
+            4-bit site, None means "chosen from the data": one clip per channel where the graph
+            allows it (``aa_tflite.convert``), else one for the tensor.
         bits: Activation bit-width.
     """
 

@@ -90,9 +90,12 @@ def test_same_inputs_give_the_same_bytes(result, digits):
 
 
 def test_a_given_plan_is_written_without_search(result, digits):
-    plan = Plan({"conv2_relu": SiteConfig(bits=4)})  # no clip: one is chosen from the data
+    plan = Plan({"conv2_relu": SiteConfig(bits=4), "conv1_relu": SiteConfig(clip=0.5, bits=4)})
     out = _convert(digits, budget_kb=None, plan=plan, measure_tflm=False)
-    assert out.plan.sites["conv2_relu"].clip > 0 and out.report.options_measured == 0
+    assert out.plan == plan and out.report.options_measured == 0
+    rows = {r.site: r for r in out.report.sites}
+    assert "per-channel clips" in rows["conv2_relu"].lowering  # clip None: from the data
+    assert "top level 0.5 " in rows["conv1_relu"].lowering  # the given clip is the top level
     assert "Budget: none" in out.report.to_markdown()
     with pytest.raises(AAError, match="sites this model does not have"):
         _convert(digits, budget_kb=None, plan=Plan({"nope": SiteConfig(bits=4)}))
