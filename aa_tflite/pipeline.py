@@ -208,6 +208,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
             eval_data: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
             memory: MemoryMode | str = MemoryMode.PACKED, max_accuracy_drop: float | None = None,
             plan: Plan | None = None, sparsity_points: Sequence[float] = (10.0, 20.0, 30.0),
+            four_bit: bool = True,
             max_fit_samples: int = 128, max_eval_samples: int = 500, io_dtype: str = "int8",
             measure_tflm: bool = True, progress: bool = True, batch_size: int = 64,
             curve_points: int = 8) -> Result:
@@ -234,7 +235,8 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
         plan: Skip the search and write this plan. A 4-bit site whose clip is None gets its
             clips from the data (one per channel where the graph allows).
         sparsity_points: Threshold candidates for ``"packed+sparse"``: thresholds that add these
-            many points of sparsity per site.
+            many points of sparsity per site. ``()`` plans precision only.
+        four_bit: Offer 4-bit activations. ``False`` plans thresholds only (8-bit everywhere).
         max_fit_samples: Representative samples used to fit consumer corrections and measure
             sparsity.
         max_eval_samples: Evaluation samples used for every loss measurement.
@@ -330,7 +332,8 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
         todo = [(s, label, c) for s in bench.order(graphs)
                 for label, c in candidates(graphs[s], values[site_t[s]], memory=mode,
                                            sparsity_points=sparsity_points,
-                                           per_channel=bench.per_channel(graphs[s]))]
+                                           per_channel=bench.per_channel(graphs[s]),
+                                           four_bit=four_bit)]
         bar = tqdm(todo, desc="sensitivity", unit="option", disable=not progress)
         for site, label, config in bar:
             variant = bench.build({site: config})

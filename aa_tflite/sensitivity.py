@@ -110,15 +110,15 @@ def sparse_bytes(elements: int, nonzeros: int, bits: int) -> int:
 
 
 def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: MemoryMode,
-               sparsity_points: Sequence[float] = (10.0, 20.0, 30.0), per_channel: bool = False
-               ) -> list[tuple[str, SiteConfig]]:
+               sparsity_points: Sequence[float] = (10.0, 20.0, 30.0), per_channel: bool = False,
+               four_bit: bool = True) -> list[tuple[str, SiteConfig]]:
     """A site's candidate configs, labelled, from its calibration values.
 
     With ``memory="packed"`` only 4-bit saves memory, so the candidate is 4-bit at the clip
     ``four_bit_clip`` picks. With ``"packed+sparse"`` thresholds save memory too: the thresholds
     that add each of ``sparsity_points`` points of zeros, at 8 and at 4 bits.
 
-    With ``per_channel``, 4-bit configs get ``clip=None``: ``Bench.build`` then gives each channel
+    ``four_bit=False`` leaves 4-bit out (thresholds only). With ``per_channel``, 4-bit configs get ``clip=None``: ``Bench.build`` then gives each channel
     its own clip from the data (``SiteGraph.can_equalize`` sites only).
 
     Returns:
@@ -137,7 +137,7 @@ def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: Memory
     for tag, t in thresholds:
         if t > 0:
             out.append((f"8b{tag}", SiteConfig(threshold=t)))
-        if graph.can_requantize:
+        if graph.can_requantize and four_bit:
             clip = None if per_channel else min_clip(four_bit_clip(v, t), graph)
             out.append((f"4b{tag}", SiteConfig(threshold=t, clip=clip, bits=Bits.INT4)))
     return out
