@@ -6,7 +6,7 @@ PI_VENV := .venv-pi
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench install install-test pi-env clean
+.PHONY: demo test lint bench install install-test pi-env mct-env clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ pi-env:
 	test -x $(PI_VENV)/bin/python || $(PYTHON) -m venv $(PI_VENV)
 	$(PI_VENV)/bin/pip install -q "tflite-runtime" "numpy<2"
 
+# Sony MCT 2.6.1 (the benchmark's peer) needs TensorFlow 2.15 / Keras 2: its own environment.
+MCT_VENV := .venv-mct
+mct-env:
+	test -x $(MCT_VENV)/bin/python || python3.11 -m venv $(MCT_VENV)
+	$(MCT_VENV)/bin/pip install -q "tensorflow==2.15.1" "model-compression-toolkit==2.6.1"
+
 demo: install
 	$(BIN)/aa-tflite demo
 
@@ -32,10 +38,11 @@ lint: install-test
 test: install-test pi-env lint
 	$(BIN)/python -m pytest -q
 
-bench: install-test
+bench: install-test mct-env
 	$(BIN)/python -m benchmarks.lowering
 	$(BIN)/python -m benchmarks.plan_quality --no-progress
+	$(BIN)/python -m benchmarks.curves
 	$(BIN)/python -m benchmarks.readme
 
 clean:
-	rm -rf $(VENV) $(PI_VENV) demo_out .pytest_cache
+	rm -rf $(VENV) $(PI_VENV) $(MCT_VENV) demo_out .pytest_cache

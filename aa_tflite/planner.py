@@ -183,8 +183,10 @@ def greedy(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], b
                     continue
                 trial = {**choice, site: opt}
                 p = peak(buffers, trial)
-                gain = (current - p) + _EXCESS_WEIGHT * (excess - live_excess(
-                    buffers, trial, budget, alive=alive))
+                # Bytes beyond what the budget still needs are worth nothing: without this cap a
+                # big, lossy move beats the small, cheap one that would do.
+                gain = min(current - p, current - budget) + _EXCESS_WEIGHT * (
+                    excess - live_excess(buffers, trial, budget, alive=alive))
                 if gain <= 0:
                     continue
                 added = max(opt.loss - (now.loss if now else 0.0), 0.0) + _EPS_LOSS
@@ -197,4 +199,30 @@ def greedy(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], b
         _, site, opt, current = best
         choice[site] = opt
         steps.append(Step(site, opt.config, current, _loss(choice)))
-    return Search(dict(sorted(choice.items())), current, _loss(choice), tuple(steps))
+    choice = _tidy(buffers, choice, allowed, budget)
+    return Search(dict(sorted(choice.items())), peak(buffers, choice), _loss(choice),
+                  tuple(steps))
+
+
+def _tidy(buffers: Sequence[Buffer], choice: dict[str, Option],
+          allowed: Mapping[str, Sequence[Option]], budget: int) -> dict[str, Option]:
+    """Greedy moves taken early can become unnecessary later. Repeatedly make the single change
+    (undo a site, or switch it to a lower-loss option) that lowers the loss most while the budget
+    still holds."""
+    while True:
+        best = None
+        for site, now in sorted(choice.items()):
+            for alt in [None, *allowed.get(site, ())]:
+                if alt is not None and (alt.config == now.config or alt.loss >= now.loss):
+                    continue
+                saved = now.loss - (alt.loss if alt is not None else 0.0)
+                if saved <= 0 or (best is not None and saved <= best[0]):
+                    continue
+                trial = {k: v for k, v in choice.items() if k != site}
+                if alt is not None:
+                    trial[site] = alt
+                if peak(buffers, trial) <= budget:
+                    best = (saved, trial)
+        if best is None:
+            return choice
+        choice = best[1]

@@ -118,7 +118,8 @@ def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: Memory
     ``four_bit_clip`` picks. With ``"packed+sparse"`` thresholds save memory too: the thresholds
     that add each of ``sparsity_points`` points of zeros, at 8 and at 4 bits.
 
-    ``four_bit=False`` leaves 4-bit out (thresholds only). With ``per_channel``, 4-bit configs get ``clip=None``: ``Bench.build`` then gives each channel
+    ``four_bit=False`` leaves 4-bit out (thresholds only). With ``per_channel``, 4-bit configs
+    get ``clip=None``: ``Bench.build`` then gives each channel
     its own clip from the data (``SiteGraph.can_equalize`` sites only).
 
     Returns:

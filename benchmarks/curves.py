@@ -223,8 +223,9 @@ def plot(row: dict, path: str) -> None:
     axes[1].set_title(f"{row['model']}: packed+sparse (worst sample)")
     axes[0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    from aa_tflite.files import atomic_write
     import io
+
+    from aa_tflite.files import atomic_write
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})

@@ -32,7 +32,44 @@ def _plan_quality() -> list[str]:
     return lines
 
 
-SECTIONS = {"plan_quality": _plan_quality}
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{v:.0%}"
+
+
+def _curves() -> list[str]:
+    from benchmarks.curves import RESULTS
+
+    with open(RESULTS) as f:
+        data = json.load(f)
+    lines = ["| model | baseline | memory figure | baseline at ≤ 1.5 pts | aa_tflite at ≤ 1.5 pts "
+             "| memory reduction at ≤ 1.5 pts loss | aa_tflite time (s) | MCT time (s) | "
+             "aa/MCT time |", "|" + "---|" * 9]
+    timing = data["timing"]
+    for h in data["headline"]:
+        t = timing[h["model"]]
+        red = "n/a" if h["reduction"] is None else f"**{h['reduction']:.1%}**"
+        note = f" ({h['note']})" if h["note"] else ""
+        mct_t = "-" if t["mct_seconds"] is None else f"{t['mct_seconds']:.1f}"
+        ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}"
+        lines.append(f"| {h['model']} | {h['baseline']}{note} | {h['memory']} | "
+                     f"{_pct(h['baseline_fraction'])} | {_pct(h['aa_fraction'])} | {red} | "
+                     f"{t['aa_seconds']:.1f} | {mct_t} | {ratio} |")
+    lines += ["", "Fractions are of each model's own int8 figure. Accuracy per point, on the "
+              "held-out half (top-1):", "",
+              "| model | float | int8 | all 4-bit | MCT int8 (simulated) |", "|---|---|---|---|---|"]
+    for r in data["models"]:
+        mct = r.get("mct") or {}
+        lines.append(f"| {r['model']} | {r['float']:.3f} | {r['int8']['accuracy']:.3f} | "
+                     f"{r['all_4bit']['accuracy']:.3f} | "
+                     f"{mct.get('int8_sim', float('nan')):.3f} |")
+    lines.append("")
+    for r in data["models"]:
+        lines.append(f"![{r['model']}](benchmarks/results/curves_{r['model']}.png)")
+    lines += ["", f"Whole run: {data['seconds']:.0f} s (`python -m benchmarks.curves`)."]
+    return lines
+
+
+SECTIONS = {"plan_quality": _plan_quality, "curves": _curves}
 
 
 def main() -> None:

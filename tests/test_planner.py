@@ -105,3 +105,21 @@ def test_planner_imports_no_tensorflow():
     code = ("import sys, aa_tflite.planner, aa_tflite.quantedit; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_last_move_is_the_cheap_one_that_suffices_not_the_big_lossy_one():
+    buffers = [Buffer(0, 0, 1, 500), Buffer(1, 1, 2, 500)]  # peak 1000
+    options = {"a": [Option("a", FOUR, 1.0, {0: 440})],  # saves 60 for 1 point
+               "b": [Option("b", FOUR, 5.0, {1: 0})]}  # saves 500 for 5 points
+    search = greedy(buffers, options, 950)  # 50 bytes needed
+    assert set(search.choice) == {"a"} and search.predicted_loss == 1.0
+
+
+def test_moves_made_unnecessary_by_later_ones_are_undone():
+    # a is cheap per byte but small; once b is taken for the rest, a alone is no longer needed.
+    buffers = [Buffer(0, 0, 1, 300), Buffer(1, 1, 2, 700)]
+    options = {"a": [Option("a", FOUR, 0.1, {0: 250})],  # peak 1000 -> 950
+               "b": [Option("b", FOUR, 1.0, {1: 350})]}  # peak -> 650 (or 600 with a)
+    search = greedy(buffers, options, 700)
+    assert [s.site for s in search.steps] == ["a", "b"]
+    assert set(search.choice) == {"b"} and search.peak == 650

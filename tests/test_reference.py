@@ -56,3 +56,14 @@ def test_calibrate_batchnorm_normalises_each_bn_on_the_data():
     out = np.asarray(keras.Model(i, model.get_layer("bn").output)(data, training=False))
     np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0, atol=1e-3)
     np.testing.assert_allclose(out.std(axis=(0, 1, 2)), 1, atol=1e-2)
+
+
+@pytest.mark.parametrize("name, n_sites", [("mini_resnet", 5), ("mini_vgg", 6),
+                                           ("mini_mobilenet", 7)])
+def test_miniatures_build_in_keras3_and_rewrite(name, n_sites):
+    from converters import mini
+
+    model = mini.BUILDERS[name](keras)
+    assert model.inputs[0].shape[1:] == (8, 8, 1) and model.outputs[0].shape[-1] == 10
+    _, sites = rewrite(model)
+    assert len(sites) == n_sites
