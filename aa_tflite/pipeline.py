@@ -452,7 +452,7 @@ def _search_and_repair(bench: Bench, options, points, planning_buffers, buffers,
     tol = max(0.5, 200.0 / len(bench.x_eval))  # two samples' worth of noise, at least 0.5 points
     for attempt in range(_MAX_REPAIRS + 1):
         try:
-            search = planner.greedy(planning_buffers, options, internal_budget,
+            search = planner.search(planning_buffers, options, internal_budget,
                                     banned=frozenset(banned))
         except BudgetError:
             if best is None:

@@ -18,7 +18,8 @@ import numpy as np
 from aa_tflite.memory import greedy_offsets
 from aa_tflite.types import BudgetError, SiteConfig
 
-__all__ = ["Buffer", "Option", "Search", "Step", "greedy", "live_excess", "peak", "smallest"]
+__all__ = ["Buffer", "Option", "Search", "Step", "greedy", "live_excess", "peak", "search",
+           "smallest"]
 
 _EPS_LOSS = 1e-3  # loss points: lets zero-loss moves rank by the memory they save
 _EXCESS_WEIGHT = 1e-3  # bytes over budget summed over time: breaks ties when the peak cannot move
@@ -202,6 +203,43 @@ def greedy(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], b
     choice = _tidy(buffers, choice, allowed, budget)
     return Search(dict(sorted(choice.items())), peak(buffers, choice), _loss(choice),
                   tuple(steps))
+
+
+def search(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], budget: int, *,
+           banned: frozenset[tuple[str, SiteConfig]] = frozenset(), tries: int = 3) -> Search:
+    """``greedy``, then a local search around it: ban each of the ``tries`` costliest chosen moves
+    in turn, search again, and keep whatever meets the budget at a lower predicted loss. Repeats
+    from the better plan until nothing improves. Greedy alone can take one very lossy move where
+    several cheap ones would do; this finds those.
+
+    Raises:
+        BudgetError: As ``greedy``.
+
+    Example:
+        >>> bufs = [Buffer(0, 0, 1, 64), Buffer(1, 1, 2, 128)]
+        >>> opts = {"a": [Option("a", SiteConfig(bits=4), 0.5, {1: 64})]}
+        >>> search(bufs, opts, 150).peak
+        128
+    """
+    best = greedy(buffers, options, budget, banned=banned)
+    tried: set[tuple[str, SiteConfig]] = set()
+    improved = True
+    while improved:
+        improved = False
+        costly = sorted(best.choice.values(), key=lambda o: (-o.loss, o.site))[:tries]
+        for move in costly:
+            key = (move.site, move.config)
+            if key in tried or move.loss <= 0:
+                continue
+            tried.add(key)
+            try:
+                alt = greedy(buffers, options, budget, banned=banned | {key})
+            except BudgetError:
+                continue
+            if alt.predicted_loss < best.predicted_loss - 1e-9:
+                best, improved = alt, True
+                break
+    return best
 
 
 def _tidy(buffers: Sequence[Buffer], choice: dict[str, Option],
