@@ -172,8 +172,7 @@ def headline(row: dict) -> list[dict]:
         pts = [p for p in mct["points"] if "accuracy_sim" in p]
         m = best_fraction(pts, mct["int8_activation_memory"], mct["int8_sim"],
                           "activation_memory", "accuracy_sim")
-        add("Sony MCT (simulated)", "own int8 figure", aa_packed, m,
-            "MCT: max-cut memory, fake-quant accuracy; not runnable as 4-bit TFLite")
+        add("Sony MCT (simulated)", "own int8 figure", aa_packed, m)
     return out
 
 
@@ -200,18 +199,20 @@ def plot(row: dict, path: str) -> None:
         ax.plot([1.0], [i8["accuracy"]], "s", color="gray", ms=8, label="uniform int8")
         a4 = row["all_4bit"]
         ax.plot([a4[axis] / ref], [a4["accuracy"]], "v", color="black", ms=8, label="all 4-bit")
-        for key, style in (("precision_only", "o-"), ("thresholds_only", "^-"),
-                           ("aa_tflite", "*-")):
-            pts = [p for p in row[key] if not p.get("infeasible")]
+        keys = (("precision_only", "o"),) if axis == "packed" else (
+            ("precision_only", "o"), ("thresholds_only", "^"), ("aa_tflite", "*"))
+        for key, marker in keys:
+            pts = sorted((p[axis] / ref, p["accuracy"]) for p in row[key]
+                         if not p.get("infeasible"))
             if pts:
-                ax.plot([p[axis] / ref for p in pts], [p["accuracy"] for p in pts], style,
-                        label=key.replace("_", " "))
+                ax.plot(*zip(*pts), marker + "-", ms=7, alpha=0.85, label=key.replace("_", " "))
         mct = row.get("mct")
         if mct and axis == "packed":
-            pts = [p for p in mct["points"] if "accuracy_sim" in p]
-            ax.plot([p["activation_memory"] / mct["int8_activation_memory"] for p in pts],
-                    [p["accuracy_sim"] for p in pts], "x--", color="tab:red",
-                    label="Sony MCT (simulated; own memory figure)")
+            pts = sorted((p["activation_memory"] / mct["int8_activation_memory"],
+                          p["accuracy_sim"]) for p in mct["points"] if "accuracy_sim" in p)
+            if pts:
+                ax.plot(*zip(*pts), "x--", color="tab:red",
+                        label="Sony MCT (simulated; its own memory figure)")
         ax.axhline(i8["accuracy"] - BOUND / 100, color="gray", ls=":", lw=1,
                    label=f"int8 − {BOUND} points")
         ax.set_xlabel(f"{'packed' if axis == 'packed' else 'packed+sparse'} activation memory, "
@@ -221,7 +222,8 @@ def plot(row: dict, path: str) -> None:
     axes[0].set_ylabel("top-1 accuracy (held out)")
     axes[0].set_title(f"{row['model']}: packed")
     axes[1].set_title(f"{row['model']}: packed+sparse (worst sample)")
-    axes[0].legend(fontsize=7, loc="lower left")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     import io
 
