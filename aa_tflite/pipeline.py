@@ -20,9 +20,8 @@ from absl import logging
 
 from aa_tflite import memory as memory_mod
 from aa_tflite import planner, quantedit, report
-from aa_tflite.calibrate import tensor_values
 from aa_tflite.files import atomic_write
-from aa_tflite.sensitivity import Bench, candidates, sparse_bytes
+from aa_tflite.sensitivity import Bench, candidates, sparse_bytes, worst_nonzeros
 from aa_tflite.types import AAError, Bits, BudgetError, MemoryMode, MemoryReport, Plan, SiteConfig
 
 __all__ = ["Report", "Result", "SiteRow", "convert"]
@@ -291,7 +290,6 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
     bench = Bench(base.tflite, graphs, x_fit=x_fit, x_eval=x_eval, y_eval=y_eval,
                   reference=reference, batch_size=batch_size)
     site_t = {s: g.tensor for s, g in graphs.items()}
-    values = tensor_values(base.tflite, sorted(set(site_t.values())), x_fit, batch_size=batch_size)
     seconds["export+calibrate"] = time.perf_counter() - t
     _, layout = memory_mod.plan_tensors(base.tflite)
     elements = {tm.index: math.prod(tm.shape) if tm.shape else 1 for tm in layout}
@@ -330,7 +328,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
     points: dict[tuple[str, SiteConfig], float] = {}  # single-site loss in points
     if plan is None and mode != MemoryMode.TFLM:
         todo = [(s, label, c) for s in bench.order(graphs)
-                for label, c in candidates(graphs[s], values[site_t[s]], memory=mode,
+                for label, c in candidates(graphs[s], bench.site_values(s), memory=mode,
                                            sparsity_points=sparsity_points,
                                            per_channel=bench.per_channel(graphs[s]),
                                            four_bit=four_bit)]
@@ -389,12 +387,12 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
     bits = {tt: 4 for s, c in chosen.items() if c.bits == Bits.INT4 for tt in graphs[s].group}
     planned_mem = memory_mod.memory_report(tflite, bits=bits, measure_tflm=measure_tflm)
     int8_mem = memory_mod.memory_report(base.tflite, measure_tflm=measure_tflm)
-    nz = bench.nonzeros(tflite, group_tensors)
+    final_values = bench.values(tflite, [*group_tensors, *site_t.values()])
+    nz = worst_nonzeros({t: final_values[t] for t in group_tensors})
     planned_sparse = [dataclasses.replace(b, nbytes=sparse_bytes(
         elements[b.tensor], nz[b.tensor], bits.get(b.tensor, 8))) if b.tensor in nz else
         dataclasses.replace(b, nbytes=math.ceil(elements[b.tensor] * bits.get(b.tensor, 8) / 8))
         for b in buffers]
-    final_values = tensor_values(tflite, sorted(set(site_t.values())), x_fit, batch_size=batch_size)
     zps = _zero_points(tflite, site_t.values())
     rows = []
     for s in bench.order(graphs):

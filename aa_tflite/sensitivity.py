@@ -24,7 +24,7 @@ from aa_tflite.runtime import batches, dequantize, load_interpreter
 from aa_tflite.types import AAError, Bits, MemoryMode, SiteConfig
 
 __all__ = ["KL_WEIGHT", "Bench", "Metrics", "candidates", "four_bit_clip", "min_clip", "site_edit",
-           "sparse_bytes"]
+           "sparse_bytes", "worst_nonzeros"]
 
 KL_WEIGHT = 10.0  # loss points per nat of added output KL; only matters between equal top-1 losses
 _CLIP_QUANTILES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
@@ -176,29 +176,28 @@ class Bench:
         self.reference = None if reference is None else _softmax(np.asarray(reference))
         self.batch_size = batch_size
         self.equalize = equalize
-        self._site_values: dict[str, np.ndarray] = {}
-        inputs = sorted({g.correction_consumer[1] for g in self.graphs.values()
-                         if g.correction_consumer is not None})
-        self._targets = tensor_values(self.base, inputs, self.x_fit, batch_size=batch_size)
+        # One preserved-tensor run of the baseline gives every value the bench needs from it:
+        # site tensors and their groups (clips, sparsity) and consumer inputs (correction targets).
+        needed = {t for g in self.graphs.values() for t in (g.tensor, *g.group)}
+        needed |= {g.correction_consumer[1] for g in self.graphs.values()
+                   if g.correction_consumer is not None}
+        self.base_values = tensor_values(self.base, sorted(needed), self.x_fit,
+                                         batch_size=batch_size)
         self.baseline = self.measure(self.base)
 
     def per_channel(self, graph: quantedit.SiteGraph) -> bool:
         """Whether a 4-bit site without a clip gets per-channel clips (else one tensor clip)."""
         return self.equalize and graph.can_equalize
 
-    def _values(self, site: str) -> np.ndarray:
-        """The baseline's values of a site's tensor on ``x_fit`` (cached)."""
-        if site not in self._site_values:
-            t = self.graphs[site].tensor
-            self._site_values[site] = tensor_values(self.base, [t], self.x_fit,
-                                                    batch_size=self.batch_size)[t]
-        return self._site_values[site]
+    def site_values(self, site: str) -> np.ndarray:
+        """The baseline's values of a site's tensor on ``x_fit``."""
+        return self.base_values[self.graphs[site].tensor]
 
     def _equalized(self, site: str, config: SiteConfig,
                    graph: quantedit.SiteGraph) -> quantedit.SiteEdit:
         """A 4-bit edit with per-channel ranges equalized: each channel gets its own 16-level
         clip (from the data), scaled up to the largest one so one tensor scale serves all."""
-        v = self._values(site)
+        v = self.site_values(site)
         v = v.reshape(-1, v.shape[-1])
         clips = np.array([four_bit_clip(v[:, c], config.threshold) if np.any(v[:, c] >
                                                                             config.threshold)
@@ -233,7 +232,7 @@ class Bench:
                 if correct and self.per_channel(graph):
                     edits[site] = self._equalized(site, config, graph)
                 else:
-                    clip = min_clip(four_bit_clip(self._values(site), config.threshold), graph)
+                    clip = min_clip(four_bit_clip(self.site_values(site), config.threshold), graph)
                     edits[site] = site_edit(dataclasses.replace(config, clip=clip), graph)
             else:
                 edits[site] = site_edit(config, graph)
@@ -241,7 +240,7 @@ class Bench:
                 t_in = graph.correction_consumer[1]
                 trial = quantedit.apply_edits(self.base, self.graphs, edits)
                 got = tensor_values(trial, [t_in], self.x_fit, batch_size=self.batch_size)[t_in]
-                a, b = _affine_fit(got, self._targets[t_in])
+                a, b = _affine_fit(got, self.base_values[t_in])
                 edits[site] = dataclasses.replace(edits[site], correction=(a, b))
         return quantedit.apply_edits(self.base, self.graphs, edits)
 
@@ -274,18 +273,22 @@ class Bench:
             extra = KL_WEIGHT * max(m.kl - self.baseline.kl, 0.0)
         return max(self.loss(m), 0.0) + extra
 
+    def values(self, tflite: bytes, tensors: Sequence[int]) -> dict[int, np.ndarray]:
+        """Values of ``tensors`` on ``x_fit`` (the baseline's are already at hand)."""
+        tensors = sorted(set(tensors))
+        if tflite == self.base and all(t in self.base_values for t in tensors):
+            return {t: self.base_values[t] for t in tensors}
+        return tensor_values(tflite, tensors, self.x_fit, batch_size=self.batch_size)
+
     def nonzeros(self, tflite: bytes, tensors: Sequence[int]) -> dict[int, int]:
         """Worst case over ``x_fit`` of each tensor's non-zero count in one sample."""
-        interp = load_interpreter(tflite, preserve_all_tensors=True)
-        details = {d["index"]: d for d in interp.get_tensor_details()}
-        worst = dict.fromkeys(tensors, 0)
-        for _ in batches(interp, self.x_fit, batch_size=self.batch_size):
-            for t in tensors:
-                q = interp.get_tensor(t)
-                zp = details[t]["quantization"][1]
-                nz = np.count_nonzero(q.reshape(len(q), -1) != zp, axis=1)
-                worst[t] = max(worst[t], int(nz.max()))
-        return worst
+        return worst_nonzeros(self.values(tflite, tensors))
+
+
+def worst_nonzeros(values: Mapping[int, np.ndarray]) -> dict[int, int]:
+    """Per tensor, the largest count of non-zero values in one sample (axis 0 is the sample)."""
+    return {t: int(np.count_nonzero(v.reshape(len(v), -1), axis=1).max()) for t, v in
+            values.items()}
 
 
 def _affine_fit(got: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
