@@ -20,10 +20,11 @@ import numpy as np
 
 from aa_tflite import quantedit
 from aa_tflite.calibrate import tensor_values
-from aa_tflite.runtime import batches, dequantize, load_interpreter
+from aa_tflite.runtime import load_interpreter, run
 from aa_tflite.types import AAError, Bits, MemoryMode, SiteConfig
 
-__all__ = ["KL_WEIGHT", "Bench", "Metrics", "candidates", "four_bit_clip", "min_clip", "site_edit",
+__all__ = ["KL_WEIGHT", "Bench", "Metrics", "candidates", "four_bit_clip", "kl_divergence",
+           "min_clip", "site_edit",
            "sparse_bytes", "worst_nonzeros"]
 
 KL_WEIGHT = 10.0  # loss points per nat of added output KL; only matters between equal top-1 losses
@@ -57,6 +58,17 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return np.clip(p, 1e-12, 1.0)
 
 
+def kl_divergence(reference: np.ndarray, outputs: np.ndarray) -> float:
+    """Mean KL divergence (nats) of ``outputs``' softmax from ``reference``'s, per sample.
+
+    Example:
+        >>> kl_divergence(np.array([[2.0, 0.0]]), np.array([[2.0, 0.0]]))
+        0.0
+    """
+    p, q = _softmax(np.asarray(reference)), _softmax(np.asarray(outputs))
+    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
+
+
 def four_bit_clip(values: np.ndarray, threshold: float = 0.0) -> float:
     """The clip that gives the 16-level quantization of ``max(v - T, 0)`` the least squared error.
 
@@ -65,7 +77,7 @@ def four_bit_clip(values: np.ndarray, threshold: float = 0.0) -> float:
 
     Example:
         >>> round(four_bit_clip(np.linspace(0, 1, 1001)), 3)
-        1.0
+        0.98
     """
     v = np.maximum(np.asarray(values, np.float64).reshape(-1) - threshold, 0.0)
     pos = v[v > 0]
@@ -173,7 +185,7 @@ class Bench:
         self.base, self.graphs = bytes(base), dict(graphs)
         self.x_fit, self.x_eval = np.asarray(x_fit, np.float32), np.asarray(x_eval, np.float32)
         self.y_eval = None if y_eval is None else np.asarray(y_eval).reshape(-1)
-        self.reference = None if reference is None else _softmax(np.asarray(reference))
+        self.reference = None if reference is None else np.asarray(reference)
         self.batch_size = batch_size
         self.equalize = equalize
         # One preserved-tensor run of the baseline gives every value the bench needs from it:
@@ -246,18 +258,14 @@ class Bench:
 
     def measure(self, tflite: bytes) -> Metrics:
         """Runs ``tflite`` on the evaluation data and compares it to the labels and the float model."""
-        interp = load_interpreter(tflite)
-        out = interp.get_output_details()[0]
-        outs = [dequantize(interp.get_tensor(out["index"]).copy(), out)
-                for _ in batches(interp, self.x_eval, batch_size=self.batch_size)]
-        outputs = np.concatenate(outs)
+        outputs = run(load_interpreter(tflite), self.x_eval, batch_size=self.batch_size)
         top = np.argmax(outputs.reshape(len(outputs), -1), axis=1)
         acc = None if self.y_eval is None else float(np.mean(top == self.y_eval))
         agree = kl = None
         if self.reference is not None:
-            agree = float(np.mean(top == np.argmax(self.reference, axis=1)))
-            p, q = self.reference, _softmax(outputs)
-            kl = float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
+            ref = self.reference.reshape(len(self.reference), -1)
+            agree = float(np.mean(top == np.argmax(ref, axis=1)))
+            kl = kl_divergence(ref, outputs)
         return Metrics(acc, agree, kl, outputs)
 
     def loss(self, m: Metrics) -> float:

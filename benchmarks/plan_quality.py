@@ -36,14 +36,9 @@ def _agreement(tflite: bytes, x: np.ndarray, reference: np.ndarray) -> float:
 def _kl(tflite: bytes, x: np.ndarray, reference: np.ndarray) -> float:
     """Mean KL divergence (nats) of the model's softmax from the float model's."""
     from aa_tflite.runtime import evaluate
+    from aa_tflite.sensitivity import kl_divergence
 
-    def soft(z):
-        z = np.asarray(z, np.float64).reshape(len(z), -1)
-        e = np.exp(z - z.max(1, keepdims=True))
-        return np.clip(e / e.sum(1, keepdims=True), 1e-12, 1)
-
-    p, q = soft(reference), soft(evaluate(tflite, x))
-    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
+    return kl_divergence(reference, evaluate(tflite, x))
 
 
 def _row(name: str, model, x_cal, plan_eval, x_test, y_test, *, progress: bool) -> dict:
