@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from absl import logging
 
-from aa_tflite import flatbuffer
+from aa_tflite import flatbuffer, quantedit
 from aa_tflite.rewriter import rewrite, site_layers
 from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind
 
@@ -31,11 +31,14 @@ class Exported:
         sites: The sites, in graph order.
         site_tensors: Tensor index of each site's output in subgraph 0, by site name
             (None where the converter's names did not tell).
+        repairs: Activation scales the converter chose that the runtimes cannot set up (a
+            tensor that was zero on the calibration data), and what they were raised to.
     """
 
     tflite: bytes
     sites: tuple[Site, ...]
     site_tensors: Mapping[str, int | None]
+    repairs: tuple[str, ...] = ()
 
 
 def check_data(model: keras.Model, data: object, what: str = "representative_data"
@@ -280,5 +283,7 @@ def export(model: keras.Model, plan: Plan | Mapping[str, SiteConfig] | None = No
         corrected = correct_shift_bias(new_model, sites, x[:500])
         logging.info("Bias correction applied after sites: %s", corrected)
     fold_shift_thresholds(new_model, sites)
-    tflite = to_tflite(new_model, x, io_dtype=io_dtype)
-    return Exported(tflite, tuple(sites), site_tensors(tflite, sites))
+    tflite, repairs = quantedit.repair_scales(to_tflite(new_model, x, io_dtype=io_dtype))
+    for note in repairs:
+        logging.warning("Repaired the int8 model: %s", note)
+    return Exported(tflite, tuple(sites), site_tensors(tflite, sites), tuple(repairs))

@@ -12,13 +12,8 @@ With 8-bit activations and 16-byte alignment the planner's figure is what TFLM p
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import math
-import os
 import re
-import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 
 from aa_tflite import flatbuffer
@@ -159,23 +154,6 @@ def weights_size(tflite: bytes) -> int:
     return total
 
 
-@contextlib.contextmanager
-def _captured_fd(fd: int):
-    """Captures what C/C++ code writes to a file descriptor (TFLM's MicroPrintf goes to stderr)."""
-    out: list[str] = []
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        saved = os.dup(fd)
-        try:
-            os.dup2(tmp.fileno(), fd)
-            yield out
-        finally:
-            ctypes.CDLL(None).fflush(None)  # C stdio buffers what the C++ side printed
-            os.dup2(saved, fd)
-            os.close(saved)
-            tmp.seek(0)
-            out.append(tmp.read().decode(errors="replace"))
-
-
 _ARENA_RE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 
 
@@ -192,22 +170,16 @@ def tflm_arena(tflite: bytes, *, arena_size: int | None = None) -> TflmArena:
     Raises:
         AAError: TFLM cannot allocate the model (e.g. an op TFLM has no kernel for).
     """
-    from tflite_micro import runtime  # local: only this function needs TFLM
+    from aa_tflite import guard
 
     peak16, _ = plan_tensors(tflite, alignment=TFLM_ALIGNMENT)
     size = arena_size or (4 * peak16 + 64 * 1024 + 2 * len(tflite))
-    sys.stderr.flush()
-    with _captured_fd(2) as printed:
-        try:
-            interp = runtime.Interpreter.from_bytes(bytes(tflite), arena_size=size)
-            interp.print_allocations()
-            error = None
-        except RuntimeError as e:  # TFLM says why on stdout
-            error = e
-    text = printed[0] if printed else ""
-    if error is not None:
+    # In a child process: a model TFLM cannot handle may abort it, and must not take ours down.
+    done = guard.probe(tflite, kernels=guard.Kernels.TFLM, tflm_arena_size=size)
+    text = done.log
+    if not done.ok:
         raise AAError(f"TFLite Micro could not allocate this model with a {size}-byte arena: "
-                      f"{error}. TFLM said: {text.strip()[-500:]}")
+                      f"{done.reason}. Check the model's ops against TFLM's kernels.")
     found = {k: int(v) for k, v in _ARENA_RE.findall(text)}
     if set(found) != {"total", "head", "tail"}:
         raise AAError(f"Could not read TFLM's arena figures from its output: {text[:300]!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -19,9 +20,15 @@ import numpy as np
 from absl import logging
 
 from aa_tflite import memory as memory_mod
-from aa_tflite import planner, quantedit, report
+from aa_tflite import guard, planner, quantedit, report
 from aa_tflite.files import atomic_write
-from aa_tflite.sensitivity import Bench, candidates, sparse_bytes, worst_nonzeros
+from aa_tflite.sensitivity import (
+    Bench,
+    UnsafeVariant,
+    candidates,
+    sparse_bytes,
+    worst_nonzeros,
+)
 from aa_tflite.types import AAError, Bits, BudgetError, MemoryMode, MemoryReport, Plan, SiteConfig
 
 __all__ = ["Report", "Result", "SiteRow", "convert"]
@@ -71,6 +78,9 @@ class Report:
     curve: tuple[tuple[int, float, float | None], ...]
     sensitivity: Mapping[str, tuple[tuple[str, float, int], ...]]  # site -> (option, loss, bytes)
     notes: tuple[str, ...]
+    # Tensor index -> bits, for every tensor the plan counts below 8 bits (the packed figure's
+    # input; such a tensor holds at most 2^bits levels).
+    tensor_bits: Mapping[int, int] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -176,27 +186,43 @@ class Result:
         return written
 
 
-def _eval_split(eval_data, x_cal: np.ndarray, check) -> tuple[np.ndarray, np.ndarray | None]:
+def _eval_split(eval_data, x_cal: np.ndarray, check, classes: int
+                ) -> tuple[np.ndarray, np.ndarray | None]:
     if eval_data is None:
         return x_cal, None
     if isinstance(eval_data, (tuple, list)) and len(eval_data) == 2:
         x, y = eval_data
         x = check(x, "eval_data[0]")
-        y = np.asarray(y).reshape(-1)
+        try:
+            y = np.asarray(y)
+        except (TypeError, ValueError) as e:
+            raise AAError(f"eval_data labels must be an array of integer class indices. "
+                          f"Received: {type(y).__name__}") from e
+        if y.ndim == 2 and y.shape[0] == len(x) and y.shape[1] == classes and classes > 1:
+            raise AAError("eval_data labels look one-hot (shape (N, classes)); pass class "
+                          "indices instead, e.g. y_val.argmax(axis=1).")
+        y = y.reshape(-1)
         if len(y) != len(x):
             raise AAError(f"eval_data has {len(x)} inputs and {len(y)} labels; pass one integer "
                           "label per sample, e.g. eval_data=(x_val, y_val).")
+        if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer)
+                                   or np.issubdtype(y.dtype, np.floating)):
+            raise AAError(f"eval_data labels must be integer class indices. Received labels of "
+                          f"dtype {y.dtype}; map them to 0..{classes - 1} first.")
         if not np.issubdtype(y.dtype, np.integer):
-            if not np.all(np.equal(np.mod(y, 1), 0)):
+            if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)):
                 raise AAError("eval_data labels must be integer class indices, e.g. "
                               "y_val.argmax(axis=1) for one-hot labels.")
             y = y.astype(np.int64)
+        if len(y) and (y.min() < 0 or y.max() >= classes):
+            raise AAError(f"eval_data labels must be class indices in 0..{classes - 1} (the model "
+                          f"has {classes} outputs). Received labels from {y.min()} to {y.max()}.")
         return x, y
     return check(eval_data, "eval_data"), None
 
 
 def _check_budget(budget_kb) -> float:
-    if isinstance(budget_kb, bool) or not isinstance(budget_kb, (int, float)) or \
+    if isinstance(budget_kb, (bool, np.bool_)) or not isinstance(budget_kb, numbers.Real) or \
             not math.isfinite(budget_kb) or budget_kb <= 0:
         raise AAError(f"budget_kb must be a positive number of KiB (1024 bytes) of activation "
                       f"memory. Received: budget_kb={budget_kb!r}")
@@ -258,11 +284,11 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
     from tqdm.auto import tqdm
 
     from aa_tflite.exporter import check_data, export
+    from aa_tflite.rewriter import check_model
 
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
-    if not isinstance(model, keras.Model):
-        raise AAError(f"model must be a keras.Model. Received: {type(model).__name__}")
+    check_model(model)
     if budget_kb is None and plan is None:
         raise AAError("budget_kb is required (KiB of activation memory), unless a plan is given.")
     budget = None if budget_kb is None else int(_check_budget(budget_kb) * 1024)
@@ -275,16 +301,23 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
                                               and max_accuracy_drop >= 0):
         raise AAError(f"max_accuracy_drop must be a number of points >= 0. "
                       f"Received: {max_accuracy_drop!r}")
-    if max_fit_samples < 1 or max_eval_samples < 1:
-        raise AAError("max_fit_samples and max_eval_samples must be >= 1.")
+    for name, value in (("max_fit_samples", max_fit_samples),
+                        ("max_eval_samples", max_eval_samples), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise AAError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
+    if isinstance(curve_points, bool) or not isinstance(curve_points, numbers.Integral) or \
+            curve_points < 0:
+        raise AAError(f"curve_points must be an integer >= 0. Received: {curve_points!r}")
 
     x_cal = check_data(model, representative_data)
-    x_eval, y_eval = _eval_split(eval_data, x_cal, lambda d, w: check_data(model, d, w))
+    classes = int(np.prod([d for d in model.outputs[0].shape[1:] if d is not None]) or 1)
+    x_eval, y_eval = _eval_split(eval_data, x_cal, lambda d, w: check_data(model, d, w), classes)
     x_eval, y_eval = x_eval[:max_eval_samples], None if y_eval is None else y_eval[:max_eval_samples]
     x_fit = x_cal[:max_fit_samples]
 
     t = time.perf_counter()
     base = export(model, None, representative_data=x_cal, io_dtype=io_dtype)
+    _probe_baseline(base.tflite)
     reference = np.asarray(model.predict(x_eval, batch_size=batch_size, verbose=0))
     graphs = quantedit.analyse(base.tflite, base.site_tensors)
     bench = Bench(base.tflite, graphs, x_fit=x_fit, x_eval=x_eval, y_eval=y_eval,
@@ -300,7 +333,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
                                                                  base_nz[b.tensor], 8))
                       if b.tensor in base_nz else b for b in buffers]
     planning_buffers = sparse_buffers if mode == MemoryMode.PACKED_SPARSE else buffers
-    notes: list[str] = []
+    notes: list[str] = [f"Repaired the int8 conversion: {r}" for r in base.repairs]
     if y_eval is None:
         notes.append("No labels: the loss is the drop in top-1 agreement with the float model "
                      f"on {len(x_eval)} samples.")
@@ -334,7 +367,11 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
                                            four_bit=four_bit)]
         bar = tqdm(todo, desc="sensitivity", unit="option", disable=not progress)
         for site, label, config in bar:
-            variant = bench.build({site: config})
+            try:
+                variant = bench.build({site: config})
+            except UnsafeVariant as e:
+                notes.append(f"{site}: option {label} not offered: {e}")
+                continue
             metrics = bench.measure(variant)
             nbytes = option_bytes(site, config, variant)
             opt = planner.Option(site, config, bench.planning_loss(metrics), nbytes)
@@ -382,6 +419,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
 
     # --- final model and report --------------------------------------------------------------
     t = time.perf_counter()
+    notes += _runtime_notes(base.tflite, built)
     final_plan = Plan(chosen)
     tflite, final_metrics = built, verified
     bits = {tt: 4 for s, c in chosen.items() if c.bits == Bits.INT4 for tt in graphs[s].group}
@@ -422,9 +460,45 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
         sites=tuple(rows), options_measured=measured, repairs=tuple(repairs),
         seconds={k: round(v, 2) for k, v in seconds.items()},
         curve=tuple(curve), sensitivity={k: tuple(v) for k, v in sensitivity.items()},
-        notes=tuple(notes))
+        notes=tuple(notes), tensor_bits=dict(sorted(bits.items())))
     logging.info("Planned %s: %s", model.name, final_plan.to_json())
     return Result(tflite, final_plan, rep, base.tflite)
+
+
+def _probe_baseline(tflite: bytes) -> None:
+    """Runs the plain int8 conversion once in a child process before it is run in this one: a
+    runtime abort there must not end the user's process."""
+    result = guard.probe(tflite, kernels=guard.Kernels.BUILTIN)
+    if not result.ok:
+        raise AAError(f"LiteRT cannot run the plain int8 conversion of this model, before any "
+                      f"aa_tflite edit: {result.reason}. Check the model in plain TFLite "
+                      "(tf.lite.TFLiteConverter with full-integer quantization) first; layers "
+                      "whose outputs are constant on the representative data are a common cause.")
+
+
+XNNPACK_WORKAROUND = (
+    "use LiteRT's builtin kernels: in Python, Interpreter(..., experimental_op_resolver_type="
+    "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES); on Android, "
+    "Interpreter.Options().setUseXNNPACK(false)")
+
+
+def _runtime_notes(base: bytes, planned: bytes) -> list[str]:
+    """Runs both models once with LiteRT's default XNNPACK delegate (what Android apps get) and
+    in TFLite Micro, each in a child process, and says where one does not run."""
+    notes = []
+    for kernels, name in ((guard.Kernels.XNNPACK, "LiteRT's default XNNPACK delegate"),
+                          (guard.Kernels.TFLM, "TFLite Micro")):
+        plain = guard.probe(base, kernels=kernels)
+        ours = plain if planned == base else guard.probe(planned, kernels=kernels)
+        if not plain.ok:
+            fix = f" Workaround: {XNNPACK_WORKAROUND}." if kernels == guard.Kernels.XNNPACK else ""
+            notes.append(f"{name} cannot run this model, and cannot run its plain int8 "
+                         f"conversion either, so this is the runtime's limitation, not the "
+                         f"plan's: {plain.reason}.{fix}")
+        elif not ours.ok:
+            notes.append(f"WARNING: {name} runs the plain int8 model but not the planned one: "
+                         f"{ours.reason}. Please report this as an aa_tflite bug.")
+    return notes
 
 
 def _score(m) -> float:
@@ -457,7 +531,15 @@ def _search_and_repair(bench: Bench, options, points, planning_buffers, buffers,
                 raise
             repairs.append("No plan without the banned options fits; kept the best verified plan.")
             break
-        tfl = bench.build(search.configs())
+        try:
+            tfl = bench.build(search.configs())
+        except UnsafeVariant as e:
+            if attempt == _MAX_REPAIRS:
+                break
+            worst = max(search.choice.values(), key=lambda o: (o.loss, o.site))
+            banned.add((worst.site, worst.config))
+            repairs.append(f"Attempt {attempt + 1}: {e} Undid {worst.site} and searched again.")
+            continue
         metrics = bench.measure(tfl)
         vloss = bench.loss(metrics)
         figure = _figure(mode, tfl, search, buffers, graphs, elements, bench)

@@ -34,20 +34,34 @@ from ai_edge_litert import schema_py_generated as schema
 from aa_tflite import flatbuffer
 from aa_tflite.types import AAError
 
-__all__ = ["FOUR_BIT_ZERO_POINT", "SiteEdit", "SiteGraph", "analyse", "apply_edits"]
+__all__ = ["FOUR_BIT_ZERO_POINT", "MIN_ACTIVATION_SCALE", "SiteEdit", "SiteGraph", "analyse",
+           "apply_edits", "repair_scales", "rescale_tensors", "scale_problems"]
 
 FOUR_BIT_ZERO_POINT = 112  # levels 112..127: 16 levels, int8 saturation is the top clamp
 
 _WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
-# Ops whose int8 kernels copy or pick input values (no requantization): output params = input's.
+# Ops whose int8 kernels copy or pick input values without requantizing, in LiteRT and in TFLite
+# Micro (read from both runtimes' kernels; several check input and output params are equal,
+# e.g. REDUCE_MAX, EXPAND_DIMS, BATCH_TO_SPACE_ND, pooling in TFLM): output params = input's.
 _SAME_PARAMS = {"MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
                 "STRIDED_SLICE", "SLICE", "PAD", "TRANSPOSE", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE",
-                "GATHER", "SPLIT", "SPLIT_V"}
-# Ops that need one scale on all their inputs: a site feeding one cannot change alone.
-_TIED = {"CONCATENATION", "PACK", "PADV2"}
+                "GATHER", "GATHER_ND", "SPLIT", "SPLIT_V", "REDUCE_MAX", "REDUCE_MIN",
+                "BATCH_TO_SPACE_ND", "SPACE_TO_BATCH_ND", "MIRROR_PAD", "TILE", "BROADCAST_TO",
+                "REVERSE_V2", "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "UNPACK"}
+# Ops that need one scale on several inputs (checked, or implied by a raw pick between inputs):
+# a site feeding one cannot change alone.
+_TIED = {"CONCATENATION", "PACK", "PADV2", "MAXIMUM", "MINIMUM", "SELECT", "SELECT_V2",
+         "DYNAMIC_UPDATE_SLICE", "ADD_N", "FILL"}
 _SHAPE_ONLY = {"SHAPE"}  # read a tensor's shape, not its values
 _CLAMPING = {"RELU", "RELU6"}
-
+# TFLite Micro's standalone RELU6 clamps in the input's terms and copies (LiteRT's requantizes),
+# so a RELU6 whose output gets new parameters is written as a RELU, which requantizes in both;
+# int8 saturation at the clip (<= 6) is then the upper bound.
+_RELU_CODE, _RELU_VERSION = schema.BuiltinOperator.RELU, 2
+# A scale below this is a tensor that was (nearly) constant zero on the calibration data; the
+# runtimes' fixed-point setup can fail or abort on such scales (e.g. SOFTMAX needs
+# beta * scale > 2^-26 in TFLM, fused RELU6 needs scale >= 6 / 2^31).
+MIN_ACTIVATION_SCALE = 2.0 ** -23
 
 @dataclasses.dataclass(frozen=True)
 class SiteGraph:
@@ -151,7 +165,11 @@ def analyse(tflite: bytes, site_tensors: Mapping[str, int | None]) -> dict[str, 
                     continue
                 if op.name in _SAME_PARAMS and pos == 0:
                     for o in op.outputs:
-                        if tensors[o].scale == tensors[t].scale and o not in group:
+                        if tensors[o].scale != tensors[t].scale:
+                            tied = True
+                            notes.append(f"4-bit and clip not offered: {op.name} (op {op.index}) "
+                                         "copies values but has its own output scale")
+                        elif o not in group:
                             group.append(o)
                             frontier.append(o)
                     continue
@@ -179,7 +197,12 @@ def analyse(tflite: bytes, site_tensors: Mapping[str, int | None]) -> dict[str, 
             notes.append("4-bit and clip not offered: used as a weight tensor")
         corr = None
         if len(boundary) == 1 and len(weighted) == 1 and weighted[0][1] == 0:
-            corr = (weighted[0][0].index, weighted[0][2])
+            consumer = weighted[0][0]
+            if len(consumer.inputs) > 2 and consumer.inputs[2] >= 0:
+                corr = (consumer.index, weighted[0][2])
+            else:  # e.g. use_bias=False, or an all-zero bias the converter dropped
+                notes.append(f"no consumer correction: its consumer {consumer.name} (op "
+                             f"{consumer.index}) has no bias to fold it into")
         else:
             notes.append(f"no consumer correction: its values reach {len(boundary)} rescaling ops, "
                          "not one weighted op")
@@ -272,14 +295,152 @@ def apply_edits(tflite: bytes, graphs: Mapping[str, SiteGraph],
                 raise AAError(f"Site {site!r} cannot rescale its channels: it needs a per-channel "
                               "producer and one weighted consumer.")
             scales[g.producer] = np.asarray(edit.channel_scale, np.float64).reshape(-1)
+    for site in edits:
+        g = graphs[site]
+        if g.producer_op == "RELU6" and g.tensor in new_params:
+            scale, zp = new_params[g.tensor]
+            if scale * (127 - zp) > 6.0 * (1 + 1e-6):
+                raise AAError(f"Site {site!r} is a ReLU6: its clip must be at most 6. Received: "
+                              f"clip={scale * (127 - zp):.4g}")
+            _set_opcode(model, graph.operators[g.producer], _RELU_CODE, _RELU_VERSION)
+    _write_params(model, ops, tensors, new_params, shifts, corrections, scales, users)
+    return flatbuffer.write(model)
+
+
+def _write_params(model, ops, tensors, new_params, shifts, corrections, scales, users) -> None:
+    """Sets new activation parameters and requantizes every weighted op they touch."""
     rescaled = {op.index for op in ops if op.name in _WEIGHTED and op.inputs[0] in new_params}
     touched = set(shifts) | set(corrections) | set(scales) | rescaled
     for k in sorted(touched):
         _requantize(model, ops[k], tensors, new_params, shifts.get(k, 0.0), corrections.get(k),
                     scales.get(k), users)
     for t, (scale, zp) in new_params.items():
-        _set_quant(graph.tensors[t], [scale], [zp], 0)
+        _set_quant(model.subgraphs[0].tensors[t], [scale], [zp], 0)
+
+
+def _set_opcode(model: schema.ModelT, op: schema.OperatorT, code: int, version: int) -> None:
+    for k, oc in enumerate(model.operatorCodes):
+        if max(oc.builtinCode, oc.deprecatedBuiltinCode) == code:
+            op.opcodeIndex = k
+            return
+    oc = schema.OperatorCodeT()
+    oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), version
+    model.operatorCodes.append(oc)
+    op.opcodeIndex = len(model.operatorCodes) - 1
+    op.builtinOptionsType, op.builtinOptions = 0, None
+
+
+def _param_groups(ops, tensors) -> dict[int, int]:
+    """Activation tensors that must keep equal parameters, as tensor -> group id: the inputs and
+    outputs of ops that copy values (pass-through, tied, TFLM's standalone RELU6)."""
+    parent = {t.index: t.index for t in tensors}
+
+    def find(t):
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    for op in ops:
+        if op.name in _SAME_PARAMS or op.name == "RELU6":
+            linked = [op.inputs[0], *op.outputs]
+        elif op.name in _TIED:
+            linked = [t for t in (*op.inputs, *op.outputs) if t >= 0 and not tensors[t].is_constant]
+        else:
+            continue
+        linked = [t for t in linked if t >= 0 and tensors[t].scale]
+        for t in linked[1:]:
+            parent[find(t)] = find(linked[0])
+    return {t: find(t) for t in parent}
+
+
+def _activation_tensors(tensors) -> list:
+    return [t for t in tensors if not t.is_constant and t.dtype in ("INT8", "UINT8") and t.scale]
+
+
+def scale_problems(tflite: bytes) -> list[tuple[int, float, str]]:
+    """Activation scales the runtimes cannot set up: ``(tensor, smallest safe scale, why)``.
+
+    The rules come from LiteRT's and TFLite Micro's int8 kernels, where these cases abort the
+    process (``ADD``: output scale > largest input scale * 2^-19; ``SOFTMAX``: beta * input scale
+    > 2^-26) or fail (fused ``RELU6``: scale >= 6 / 2^31). Any scale below
+    ``MIN_ACTIVATION_SCALE`` is reported too.
+
+    Example:
+        >>> scale_problems(open("model.tflite", "rb").read())  # doctest: +SKIP
+        []
+    """
+    model = flatbuffer.read(tflite)
+    ops, tensors = flatbuffer.describe(model)
+    out = []
+    for t in _activation_tensors(tensors):
+        if t.scale[0] < MIN_ACTIVATION_SCALE:
+            out.append((t.index, MIN_ACTIVATION_SCALE,
+                        f"scale {t.scale[0]:.3g} (the tensor was ~0 on the calibration data)"))
+    for op in ops:
+        ins = [tensors[i] for i in op.inputs if i >= 0 and tensors[i].scale]
+        if op.name in ("ADD", "SUB", "ADD_N", "CUMSUM") and ins and tensors[op.outputs[0]].scale:
+            need = max(t.scale[0] for t in ins) * 2.0 ** -18
+            if tensors[op.outputs[0]].scale[0] < need:
+                out.append((op.outputs[0], need, f"{op.name} (op {op.index}) output scale below its "
+                            "inputs' * 2^-19"))
+        if op.name in ("SOFTMAX", "LOG_SOFTMAX") and ins:
+            beta = float(getattr(model.subgraphs[0].operators[op.index].builtinOptions, "beta",
+                                 1.0) or 1.0)
+            need = 2.0 ** -25 / beta
+            if ins[0].scale[0] < need:
+                out.append((ins[0].index, need, f"{op.name} (op {op.index}) input scale * beta "
+                            "below 2^-26"))
+    return out
+
+
+def rescale_tensors(tflite: bytes, scales: Mapping[int, float]) -> bytes:
+    """Gives activation tensors new scales (zero points kept), with every tensor that must share
+    their parameters, and requantizes the biases of the weighted ops that read them. No op or
+    tensor is added.
+
+    Example:
+        >>> fixed = rescale_tensors(tflite, {22: 1e-6})  # doctest: +SKIP
+    """
+    model = flatbuffer.read(tflite)
+    ops, tensors = flatbuffer.describe(model)
+    group = _param_groups(ops, tensors)
+    wanted: dict[int, float] = {}
+    for t, sc in scales.items():
+        wanted[group[t]] = max(wanted.get(group[t], 0.0), float(sc))
+    new_params = {t.index: (max(wanted[group[t.index]], t.scale[0]), t.zero_point[0])
+                  for t in _activation_tensors(tensors) if group[t.index] in wanted}
+    users: dict[int, int] = {}
+    for t in model.subgraphs[0].tensors:
+        users[t.buffer] = users.get(t.buffer, 0) + 1
+    _write_params(model, ops, tensors, new_params, {}, {}, {}, users)
     return flatbuffer.write(model)
+
+
+def repair_scales(tflite: bytes) -> tuple[bytes, list[str]]:
+    """Raises the activation scales ``scale_problems`` finds, until there are none.
+
+    Returns:
+        The repaired model (``tflite`` itself when nothing was wrong) and one note per repair.
+
+    Raises:
+        AAError: The scales could not be repaired.
+    """
+    notes: list[str] = []
+    for _ in range(8):
+        problems = scale_problems(tflite)
+        if not problems:
+            return tflite, notes
+        _, tensors = flatbuffer.describe(flatbuffer.read(tflite))
+        need: dict[int, float] = {}
+        for t, sc, why in problems:
+            need[t] = max(need.get(t, 0.0), sc * 1.0001)
+            notes.append(f"tensor {t} ({tensors[t].name.split(';')[0][-60:]}): {why}; its scale "
+                         f"was raised to {need[t]:.3g} so every runtime can run it")
+        tflite = rescale_tensors(tflite, need)
+    raise AAError("The int8 model has activation scales the TFLite runtimes cannot set up, and "
+                  f"raising them did not settle: {problems[:3]}. Check the model for layers whose "
+                  "outputs are constant zero on the representative data.")
 
 
 def _requantize(model, op, tensors, new_params, shift: float, correction, channel_scale,

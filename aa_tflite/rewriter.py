@@ -11,7 +11,7 @@ from absl import logging
 from aa_tflite.layers import AAReLU
 from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind
 
-__all__ = ["Rewritten", "rewrite", "site_layers"]
+__all__ = ["Rewritten", "check_model", "rewrite", "site_layers"]
 
 # Layers whose fused ``activation="relu"``/``"relu6"`` is a site.
 _FUSED_TYPES = (
@@ -62,7 +62,17 @@ def _site_kind(layer: keras.layers.Layer) -> tuple[SiteKind, float | None] | Non
     return None
 
 
-def _check_model(model: object, where: str) -> None:
+def check_model(model: object, where: str = "") -> None:
+    """Raises an ``AAError`` that says what to do unless ``model`` is a built Sequential or
+    Functional Keras 3 model."""
+    module = type(model).__module__ or ""
+    if module.startswith(("tf_keras", "keras.src.engine", "tensorflow.python.keras")) or (
+            not isinstance(model, keras.Model) and hasattr(model, "layers")
+            and hasattr(model, "get_config") and hasattr(model, "save")):
+        raise AAError(
+            f"The model{where} is a Keras 2 (tf_keras) model; aa_tflite works on Keras 3 models. "
+            "Save it in Keras 2 with model.save('model.h5') and load it in Keras 3 with "
+            "keras.saving.load_model('model.h5') (the CLI takes .h5 files directly).")
     if not isinstance(model, keras.Model):
         raise AAError(f"Expected a keras.Model{where}. Received: {type(model).__name__}. "
                       "Load a saved model with keras.saving.load_model(path) first.")
@@ -103,7 +113,7 @@ class _Rewriter:
 
     def model(self, model: keras.Model, prefix: str) -> keras.Model:
         where = f" (nested as {prefix.rstrip('/')})" if prefix else ""
-        _check_model(model, where)
+        check_model(model, where)
         used = {layer.name for layer in model.layers}
 
         def unique(name: str) -> str:

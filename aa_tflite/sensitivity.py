@@ -23,7 +23,7 @@ from aa_tflite.calibrate import tensor_values
 from aa_tflite.runtime import load_interpreter, run
 from aa_tflite.types import AAError, Bits, MemoryMode, SiteConfig
 
-__all__ = ["KL_WEIGHT", "Bench", "Metrics", "candidates", "four_bit_clip", "kl_divergence",
+__all__ = ["KL_WEIGHT", "Bench", "Metrics", "UnsafeVariant", "candidates", "four_bit_clip", "kl_divergence",
            "min_clip", "site_edit",
            "sparse_bytes", "worst_nonzeros"]
 
@@ -156,6 +156,10 @@ def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: Memory
     return out
 
 
+class UnsafeVariant(AAError):
+    """A variant whose scales a runtime cannot set up (it could abort the process)."""
+
+
 class Bench:
     """Builds variants of one baseline ``.tflite`` and measures them in the interpreter.
 
@@ -254,7 +258,12 @@ class Bench:
                 got = tensor_values(trial, [t_in], self.x_fit, batch_size=self.batch_size)[t_in]
                 a, b = _affine_fit(got, self.base_values[t_in])
                 edits[site] = dataclasses.replace(edits[site], correction=(a, b))
-        return quantedit.apply_edits(self.base, self.graphs, edits)
+        out = quantedit.apply_edits(self.base, self.graphs, edits)
+        problems = quantedit.scale_problems(out)
+        if problems:
+            raise UnsafeVariant(f"The plan {sorted(edits)} gives tensor {problems[0][0]} a scale "
+                                f"the runtimes cannot run: {problems[0][2]}.")
+        return out
 
     def measure(self, tflite: bytes) -> Metrics:
         """Runs ``tflite`` on the evaluation data and compares it to the labels and the float model."""
