@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,7 +28,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-tflm", action="store_true", help="skip measuring the TFLM arena")
 
     p = sub.add_parser("convert", help="Keras model + memory budget -> mixed int8/int4 .tflite")
-    p.add_argument("model", help="path to a .keras model")
+    p.add_argument("model", help="path to a .keras (or legacy .h5/.hdf5) Keras model")
     p.add_argument("--budget-kb", type=float,
                    help="activation memory budget in KiB (1024 B); see --memory")
     p.add_argument("--data", required=True,
@@ -56,25 +58,62 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _load_npz(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     from aa_tflite.types import AAError
 
-    if not os.path.exists(path):
-        raise AAError(f"{what} file {path!r} does not exist.")
-    with np.load(path) as d:
-        keys = list(d.keys())
-        if "x" in keys:
-            x = d["x"]
-        elif len(keys) == 1:
-            x = d[keys[0]]
-        else:
-            raise AAError(f"{path} holds {keys}; name the inputs 'x' (and labels 'y').")
-        y = d["y"] if "y" in keys else None
+    if not os.path.isfile(path):
+        raise AAError(f"{what} file {path!r} does not exist. Pass an .npz written by "
+                      "np.savez(path, x=inputs[, y=labels]).")
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            keys = list(d.keys())
+            if "x" in keys:
+                x = d["x"]
+            elif len(keys) == 1:
+                x = d[keys[0]]
+            else:
+                raise AAError(f"{path} holds {keys or 'no arrays'}; name the inputs 'x' (and "
+                              "labels 'y'): np.savez(path, x=inputs, y=labels).")
+            y = d["y"] if "y" in keys else None
+    except AAError:
+        raise
+    except Exception as e:  # numpy raises several types for a file that is not an .npz
+        raise AAError(f"{what} file {path!r} is not a readable .npz ({type(e).__name__}: {e}). "
+                      "Write it with np.savez(path, x=inputs[, y=labels]).") from e
+    if not isinstance(x, np.ndarray) or not np.issubdtype(x.dtype, np.number):
+        raise AAError(f"{path}: the inputs 'x' must be a numeric array. Received dtype "
+                      f"{getattr(x, 'dtype', type(x).__name__)}.")
     return np.asarray(x, np.float32), y
+
+
+def _read_tflite(path: str) -> bytes:
+    from aa_tflite.types import AAError
+
+    if not os.path.isfile(path):
+        raise AAError(f"Model file {path!r} does not exist.")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _load_keras(path: str):
+    import keras
+
+    from aa_tflite import layers  # noqa: F401  (registers AAReLU)
+    from aa_tflite.types import AAError
+
+    if not os.path.isfile(path):
+        raise AAError(f"Model file {path!r} does not exist.")
+    if not path.endswith((".keras", ".h5", ".hdf5")):
+        raise AAError(f"{path!r}: give a Keras model file, .keras (Keras 3) or .h5/.hdf5 "
+                      "(legacy Keras 2). Save one with model.save('model.keras').")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # Keras raises many types for a bad file
+        raise AAError(f"Could not load {path} as a Keras model ({type(e).__name__}: "
+                      f"{str(e)[:300]}). Save it with model.save('model.keras').") from e
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from aa_tflite import flatbuffer, memory, report
 
-    with open(args.model, "rb") as f:
-        tflite = f.read()
+    tflite = _read_tflite(args.model)
     ops, _ = flatbuffer.describe(flatbuffer.read(tflite))
     print(f"{args.model}: {len(ops)} ops")
     for op in ops:
@@ -94,21 +133,12 @@ def _print_result(result, files) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    import keras
-
-    from aa_tflite import layers  # noqa: F401  (registers AAReLU)
     from aa_tflite.pipeline import convert
     from aa_tflite.types import AAError, Plan
 
     if args.budget_kb is None and args.plan is None:
         raise AAError("Give --budget-kb N (KiB of activation memory), or --plan FILE.")
-    if not os.path.exists(args.model):
-        raise AAError(f"Model file {args.model!r} does not exist.")
-    try:
-        model = keras.saving.load_model(args.model)
-    except Exception as e:  # Keras raises many types for a bad file
-        raise AAError(f"Could not load {args.model} as a Keras model: {e}. Save it with "
-                      "model.save('model.keras').") from e
+    model = _load_keras(args.model)
     x_cal, _ = _load_npz(args.data, "--data")
     eval_data = None
     if args.eval:
@@ -116,8 +146,10 @@ def _convert(args: argparse.Namespace) -> int:
         eval_data = x_val if y_val is None else (x_val, y_val)
     plan = None
     if args.plan:
-        with open(args.plan) as f:
-            plan = Plan.from_json(f.read())
+        if not os.path.isfile(args.plan):
+            raise AAError(f"Plan file {args.plan!r} does not exist.")
+        with open(args.plan, "rb") as f:
+            plan = Plan.from_json(f.read().decode("utf-8", errors="replace"))
     result = convert(model, budget_kb=args.budget_kb,
                      representative_data=x_cal, eval_data=eval_data, memory=args.memory,
                      max_accuracy_drop=args.max_accuracy_drop, plan=plan, io_dtype=args.io,
@@ -161,17 +193,39 @@ def main(args: argparse.Namespace) -> int:
 
     from aa_tflite.types import AAError
 
-    logging.set_verbosity(logging.INFO if args.verbose else logging.WARNING)
+    logging.set_verbosity(logging.DEBUG if args.verbose else logging.WARNING)
     try:
+        if args.command in ("convert", "demo"):
+            from aa_tflite.quiet import quiet_native_output
+
+            with quiet_native_output():  # TensorFlow's import logs through absl to stderr
+                import keras  # noqa: F401
         return {"inspect": _inspect, "convert": _convert, "demo": _demo}[args.command](args)
-    except (AAError, OSError) as e:
+    except AAError as e:
         print(f"aa-tflite: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"aa-tflite: error: {e.strerror or e}{where}. Check the path and its permissions.",
+              file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: say so in one line; --verbose shows the traceback
+        if args.verbose:
+            traceback.print_exc()
+        print(f"aa-tflite: internal error: {type(e).__name__}: {str(e)[:500]}\nThis is a bug in "
+              "aa_tflite; please report it with the command you ran (rerun with --verbose for "
+              "the traceback).", file=sys.stderr)
+        return 1
 
 
 def run() -> None:
     """Console-script entry point."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    verbose = any(a in ("-v", "--verbose") for a in sys.argv[1:])
+    # TensorFlow's C++ start-up chatter and Python warnings stay out of the terminal unless asked.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
+    if not verbose:
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
     sys.exit(main(parse_args()))
 
 

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import io
 import re
+import warnings
 from collections.abc import Mapping
 
 import keras
@@ -13,6 +14,7 @@ import numpy as np
 from absl import logging
 
 from aa_tflite import flatbuffer, quantedit
+from aa_tflite.quiet import quiet_native_output
 from aa_tflite.rewriter import rewrite, site_layers
 from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind
 
@@ -101,11 +103,19 @@ def to_tflite(model: keras.Model, representative_data: np.ndarray, *,
         converter.inference_output_type = tf.int8
     printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed):  # Keras' export prints the traced signature
+        # Keras' export prints the traced signature; the converter's C++ side prints its options
+        # and absl log lines; TF warns about input statistics. None of it is for the user.
+        with contextlib.redirect_stdout(printed), quiet_native_output() as native, \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             return bytes(converter.convert())
     except Exception as e:  # the converter raises many types; say what happened and what to do
         raise AAError(f"The TFLite converter could not make a full-integer int8 model: {e}. "
                       "Every op must have an int8 TFLite kernel; replace unsupported layers.") from e
+    finally:
+        said = (printed.getvalue() + "".join(native)).strip()
+        if said:
+            logging.info("The TFLite converter said:\n%s", said)
 
 
 def _name_pattern(site: Site) -> re.Pattern[str]:

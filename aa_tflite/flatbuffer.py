@@ -54,10 +54,44 @@ class OpInfo:
 
 def read(tflite: bytes) -> schema.ModelT:
     """Unpacks a ``.tflite`` into the schema's mutable object tree."""
-    if not isinstance(tflite, (bytes, bytearray)) or len(tflite) < 8 or tflite[4:8] != b"TFL3":
+    if not isinstance(tflite, (bytes, bytearray, memoryview)) or len(tflite) < 8 or \
+            bytes(tflite[4:8]) != b"TFL3":
         raise AAError("Expected the bytes of a .tflite flatbuffer (file identifier 'TFL3'). "
                       "Pass the file's contents, e.g. open(path, 'rb').read().")
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(tflite), 0))
+    try:
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(tflite), 0))
+        _validate(model)
+    except AAError:
+        raise
+    except Exception as e:  # a damaged flatbuffer fails anywhere in the generated reader
+        raise AAError(f"This .tflite is damaged (truncated or corrupted): {type(e).__name__} "
+                      f"while reading it. Convert or copy the model again.") from e
+    return model
+
+
+def _validate(model: schema.ModelT) -> None:
+    """Index checks the generated reader does not make, so a damaged file fails here, clearly."""
+    if not model.subgraphs:
+        raise AAError("This .tflite has no subgraph; it is not a runnable model.")
+    n_buffers = len(model.buffers or [])
+    n_codes = len(model.operatorCodes or [])
+    for graph in model.subgraphs:
+        n = len(graph.tensors or [])
+        for t in graph.tensors or []:
+            if not 0 <= t.buffer < max(n_buffers, 1):
+                raise AAError(f"This .tflite is damaged: a tensor points at buffer {t.buffer} of "
+                              f"{n_buffers}. Convert or copy the model again.")
+        for k, op in enumerate(graph.operators or []):
+            refs = [*(op.inputs if op.inputs is not None else []),
+                    *(op.outputs if op.outputs is not None else [])]
+            if any(not -1 <= int(i) < n for i in refs) or not 0 <= op.opcodeIndex < n_codes:
+                raise AAError(f"This .tflite is damaged: op {k} refers to a tensor or operator "
+                              "code that does not exist. Convert or copy the model again.")
+        for i in [*(graph.inputs if graph.inputs is not None else []),
+                  *(graph.outputs if graph.outputs is not None else [])]:
+            if not 0 <= int(i) < n:
+                raise AAError("This .tflite is damaged: a model input or output refers to a "
+                              "tensor that does not exist. Convert or copy the model again.")
 
 
 def write(model: schema.ModelT) -> bytes:

@@ -160,5 +160,5 @@ def probe(tflite: bytes, *, kernels: Kernels | str = Kernels.BUILTIN,
 
 def _last_words(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("File ", "Traceback", "^"))]
+    useful = [ln for ln in lines if not ln.startswith(("File ", "Traceback", "^", "INFO:"))]
     return " ".join(useful[-3:])[-400:]

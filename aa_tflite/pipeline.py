@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from aa_tflite import memory as memory_mod
 from aa_tflite import guard, planner, quantedit, report
-from aa_tflite.files import atomic_write
+from aa_tflite import memory as memory_mod
+from aa_tflite.files import atomic_write_all
 from aa_tflite.sensitivity import (
     Bench,
     UnsafeVariant,
@@ -159,8 +159,9 @@ class Result:
     def save(self, prefix: str | os.PathLike, *, plots: bool = True) -> list[str]:
         """Writes ``prefix.tflite``, ``.plan.json``, ``.report.json``, ``.report.md`` and plots.
 
-        Every file is written atomically (a temporary file renamed into place); the folder is
-        created if needed.
+        The set is written atomically: every file goes to a temporary file first, and only when
+        all are written are they renamed into place, so a failure leaves the old files as they
+        were. Existing files of the same names are replaced. The folder is created if needed.
 
         Example:
             >>> result.save("out/digits")  # doctest: +SKIP
@@ -170,20 +171,13 @@ class Result:
             The paths written.
         """
         prefix = os.fspath(prefix)
-        folder = os.path.dirname(prefix)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
         files = {".tflite": self.tflite, ".plan.json": self.plan.to_json(),
                  ".report.json": self.report.to_json(), ".report.md": self.report.to_markdown()}
-        written = []
-        for ext, data in files.items():
-            atomic_write(prefix + ext, data)
-            written.append(prefix + ext)
         if plots:
             from aa_tflite import plots as plots_mod
 
-            written += plots_mod.save_plots(self.report, prefix)
-        return written
+            files.update(plots_mod.render_plots(self.report))
+        return atomic_write_all({prefix + ext: data for ext, data in files.items()})
 
 
 def _eval_split(eval_data, x_cal: np.ndarray, check, classes: int
@@ -280,7 +274,6 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
             or not within ``max_accuracy_drop``.
         AAError: Bad input; the message says what to change.
     """
-    import keras
     from tqdm.auto import tqdm
 
     from aa_tflite.exporter import check_data, export
@@ -297,8 +290,9 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
     except ValueError as e:
         raise AAError(f"memory must be one of {[m.value for m in MemoryMode]}. "
                       f"Received: memory={memory!r}") from e
-    if max_accuracy_drop is not None and not (isinstance(max_accuracy_drop, (int, float))
-                                              and max_accuracy_drop >= 0):
+    if max_accuracy_drop is not None and not (
+            isinstance(max_accuracy_drop, numbers.Real) and not isinstance(max_accuracy_drop, bool)
+            and math.isfinite(max_accuracy_drop) and max_accuracy_drop >= 0):
         raise AAError(f"max_accuracy_drop must be a number of points >= 0. "
                       f"Received: {max_accuracy_drop!r}")
     for name, value in (("max_fit_samples", max_fit_samples),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from aa_tflite.files import atomic_write
+from aa_tflite.files import atomic_write_all
 
-__all__ = ["save_plots"]
+__all__ = ["render_plots", "save_plots"]
 
 
 def _png(fig) -> bytes:
@@ -21,12 +21,22 @@ def save_plots(report, prefix: str) -> list[str]:
     Example:
         >>> save_plots(result.report, "out/digits")  # doctest: +SKIP
     """
+    return atomic_write_all({prefix + ext: png for ext, png in render_plots(report).items()})
+
+
+def render_plots(report) -> dict[str, bytes]:
+    """The two plots as PNG bytes, keyed by file suffix (``.sensitivity.png``, ``.memory.png``).
+
+    Example:
+        >>> sorted(render_plots(result.report))  # doctest: +SKIP
+        ['.memory.png', '.sensitivity.png']
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    written = []
+    written = {}
     sites = list(report.sensitivity)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(sites) + 2), 4))
     labels = list(dict.fromkeys(lab for v in report.sensitivity.values() for lab, _, _ in v))
@@ -46,9 +56,8 @@ def save_plots(report, prefix: str) -> list[str]:
     if labels:
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    atomic_write(prefix + ".sensitivity.png", _png(fig))
+    written[".sensitivity.png"] = _png(fig)
     plt.close(fig)
-    written.append(prefix + ".sensitivity.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     key = "planned_sparse_peak" if report.memory_mode == "packed+sparse" else None
@@ -72,7 +81,6 @@ def save_plots(report, prefix: str) -> list[str]:
     ax.set_title(f"{report.model}: {report.metric} against memory")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(prefix + ".memory.png", _png(fig))
+    written[".memory.png"] = _png(fig)
     plt.close(fig)
-    written.append(prefix + ".memory.png")
     return written

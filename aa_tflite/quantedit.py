@@ -363,8 +363,9 @@ def scale_problems(tflite: bytes) -> list[tuple[int, float, str]]:
 
     The rules come from LiteRT's and TFLite Micro's int8 kernels, where these cases abort the
     process (``ADD``: output scale > largest input scale * 2^-19; ``SOFTMAX``: beta * input scale
-    > 2^-26) or fail (fused ``RELU6``: scale >= 6 / 2^31). Any scale below
-    ``MIN_ACTIVATION_SCALE`` is reported too.
+    > 2^-26) or fail (fused ``RELU6``: scale >= 6 / 2^31; XNNPACK's conv and fully-connected:
+    a requantization multiplier below 256). Any scale below ``MIN_ACTIVATION_SCALE`` is reported
+    too.
 
     Example:
         >>> scale_problems(open("model.tflite", "rb").read())  # doctest: +SKIP
@@ -384,6 +385,12 @@ def scale_problems(tflite: bytes) -> list[tuple[int, float, str]]:
             if tensors[op.outputs[0]].scale[0] < need:
                 out.append((op.outputs[0], need, f"{op.name} (op {op.index}) output scale below its "
                             "inputs' * 2^-19"))
+        if op.name in _WEIGHTED and len(ins) >= 2 and tensors[op.outputs[0]].scale:
+            need = ins[0].scale[0] * max(ins[1].scale) / 255.0
+            if tensors[op.outputs[0]].scale[0] < need:
+                out.append((op.outputs[0], need, f"{op.name} (op {op.index}) output scale so "
+                            "small that its requantization multiplier reaches 256 (XNNPACK "
+                            "refuses the op)"))
         if op.name in ("SOFTMAX", "LOG_SOFTMAX") and ins:
             beta = float(getattr(model.subgraphs[0].operators[op.index].builtinOptions, "beta",
                                  1.0) or 1.0)

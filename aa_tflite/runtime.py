@@ -52,6 +52,11 @@ def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
     Returns:
         An interpreter object with the usual ``allocate_tensors``/``invoke`` API.
     """
+    if not isinstance(tflite, (bytes, bytearray, memoryview)) or len(tflite) < 8 or \
+            bytes(tflite[4:8]) != b"TFL3":
+        raise AAError("Expected the bytes of a .tflite model (file identifier 'TFL3'). "
+                      f"Received: {_describe(tflite)}. Pass the file's contents, e.g. "
+                      "open('model.tflite', 'rb').read().")
     _, module = _backend()
     kwargs: dict[str, Any] = {"model_content": bytes(tflite)}
     resolvers = getattr(module, "OpResolverType", None)
@@ -63,8 +68,14 @@ def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
         kwargs["num_threads"] = num_threads
     try:
         return module.Interpreter(**kwargs)
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:
         raise AAError(f"The interpreter refused this model: {e}") from e
+
+
+def _describe(obj: object) -> str:
+    if isinstance(obj, (bytes, bytearray)):
+        return f"{len(obj)} bytes" + (" (empty)" if not obj else " without the 'TFL3' identifier")
+    return type(obj).__name__
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -91,7 +102,7 @@ def batches(interpreter: Any, x: np.ndarray, *, batch_size: int = 64) -> Iterato
     inp = interpreter.get_input_details()[0]
     x = np.asarray(x)
     want = tuple(int(d) for d in inp["shape"][1:])
-    if x.shape[1:] != want:
+    if x.ndim == 0 or x.shape[1:] != want:
         raise AAError(f"Inputs have shape {x.shape}, but the model takes (N, "
                       f"{', '.join(map(str, want))}).")
     current = None
@@ -133,8 +144,13 @@ def evaluate(tflite: bytes, x: np.ndarray, y: np.ndarray | None = None, *,
     Returns:
         Top-1 accuracy in [0, 1] with labels; otherwise the float outputs, shaped ``(N, ...)``.
     """
-    outputs = run(load_interpreter(tflite), np.asarray(x, dtype=np.float32),
-                  batch_size=batch_size)
+    try:
+        x = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise AAError(f"x must be a numeric array of inputs. Received: {type(x).__name__}") from e
+    if not np.all(np.isfinite(x)):
+        raise AAError("x contains NaN or infinite values; clean the data first.")
+    outputs = run(load_interpreter(tflite), x, batch_size=batch_size)
     if y is None:
         return outputs
     y = np.asarray(y).reshape(-1)

@@ -23,9 +23,8 @@ from aa_tflite.calibrate import tensor_values
 from aa_tflite.runtime import load_interpreter, run
 from aa_tflite.types import AAError, Bits, MemoryMode, SiteConfig
 
-__all__ = ["KL_WEIGHT", "Bench", "Metrics", "UnsafeVariant", "candidates", "four_bit_clip", "kl_divergence",
-           "min_clip", "site_edit",
-           "sparse_bytes", "worst_nonzeros"]
+__all__ = ["KL_WEIGHT", "Bench", "Metrics", "UnsafeVariant", "candidates", "four_bit_clip",
+           "kl_divergence", "min_clip", "site_edit", "sparse_bytes", "worst_nonzeros"]
 
 KL_WEIGHT = 10.0  # loss points per nat of added output KL; only matters between equal top-1 losses
 _CLIP_QUANTILES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
@@ -82,7 +81,7 @@ def four_bit_clip(values: np.ndarray, threshold: float = 0.0) -> float:
     v = np.maximum(np.asarray(values, np.float64).reshape(-1) - threshold, 0.0)
     pos = v[v > 0]
     if pos.size == 0:
-        return 1.0  # a dead site: any clip stores its zeros exactly
+        return 0.0  # a dead site: callers raise it to the int8 step (``min_clip``)
     if pos.size > 200_000:  # a fixed subsample keeps this fast and deterministic
         v = v[np.linspace(0, v.size - 1, 200_000).astype(np.int64)]
     best = None
@@ -218,7 +217,7 @@ class Bench:
         clips = np.array([four_bit_clip(v[:, c], config.threshold) if np.any(v[:, c] >
                                                                             config.threshold)
                           else 0.0 for c in range(v.shape[1])])
-        top = min_clip(float(clips.max()) if clips.max() > 0 else 1.0, graph)
+        top = min_clip(float(clips.max()), graph)
         scale = np.where(clips > 0, top / np.maximum(clips, 1e-30), 1.0)
         scale = np.clip(scale, 1.0, 1e4)
         return quantedit.SiteEdit(threshold=config.threshold, scale=top / 15.0,
