@@ -133,11 +133,13 @@ def _print_result(result, files) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from aa_tflite.files import check_output_path
     from aa_tflite.pipeline import convert
     from aa_tflite.types import AAError, Plan
 
     if args.budget_kb is None and args.plan is None:
         raise AAError("Give --budget-kb N (KiB of activation memory), or --plan FILE.")
+    check_output_path(args.out + ".tflite")  # before the work, not after it
     model = _load_keras(args.model)
     x_cal, _ = _load_npz(args.data, "--data")
     eval_data = None
@@ -162,11 +164,13 @@ def _demo(args: argparse.Namespace) -> int:
     from aa_tflite import memory, runtime
     from aa_tflite.embedded import load_default
     from aa_tflite.exporter import to_tflite
+    from aa_tflite.files import check_output_path
     from aa_tflite.pipeline import convert
     from aa_tflite.types import AAError
 
     if not 0 < args.budget_fraction <= 1:
         raise AAError(f"--budget-fraction must be in (0, 1]. Received: {args.budget_fraction}")
+    check_output_path(args.out + ".tflite")
     model, x_cal, x_val, y_val = load_default()
     half = len(x_val) // 2
     int8_peak = memory.plan_tensors(to_tflite(model, x_cal))[0]

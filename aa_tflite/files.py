@@ -8,26 +8,40 @@ from collections.abc import Mapping
 
 from aa_tflite.types import AAError
 
-__all__ = ["atomic_write", "atomic_write_all"]
+__all__ = ["atomic_write", "atomic_write_all", "check_output_path"]
 
 
-def _folder_for(path: str) -> str:
-    """Creates the folder of ``path`` if needed; a clear error if it cannot be one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    probe = folder
+def check_output_path(path: str | os.PathLike) -> None:
+    """Raises a clear ``AAError`` now if files cannot be written at ``path`` later (an output
+    prefix under a regular file, or in a folder that cannot be written), creating nothing.
+
+    Example:
+        >>> check_output_path("out/digits")  # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise AAError(f"Cannot write {path!r}: it is a folder. Give an output prefix such as "
+                      f"{os.path.join(path, 'model')!r}.")
+    probe = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
         raise AAError(f"Cannot write {path!r}: {probe!r} is a file, not a folder. Choose an "
                       "output path in a folder.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise AAError(f"Cannot write to the folder {probe!r} (permission denied). Choose an "
+                      "output path in a folder you can write to.")
+
+
+def _folder_for(path: str) -> str:
+    """Creates the folder of ``path`` if needed; a clear error if it cannot be one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    check_output_path(path)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise AAError(f"Cannot create the folder {folder!r} for {path!r}: {e.strerror}. Choose "
                       "an output path in a folder you can write to.") from e
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise AAError(f"Cannot write to the folder {folder!r} (permission denied). Choose an "
-                      "output path in a folder you can write to.")
     return folder
 
 

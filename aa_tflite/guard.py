@@ -21,7 +21,7 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["Kernels", "ProbeResult", "probe"]
+__all__ = ["Kernels", "ProbeResult", "probe", "probe_all"]
 
 
 class Kernels(str, enum.Enum):
@@ -162,3 +162,23 @@ def _last_words(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     useful = [ln for ln in lines if not ln.startswith(("File ", "Traceback", "^", "INFO:"))]
     return " ".join(useful[-3:])[-400:]
+
+
+def probe_all(jobs, *, timeout: float = 120.0) -> list[ProbeResult]:
+    """Runs several ``probe(tflite, kernels=...)`` calls at once, one child process each.
+
+    Example:
+        >>> plain, planned = probe_all([(base, "xnnpack"), (ours, "xnnpack")])  # doctest: +SKIP
+
+    Args:
+        jobs: ``(tflite, kernels)`` pairs.
+        timeout: Seconds per child.
+
+    Returns:
+        One ``ProbeResult`` per job, in order.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = list(jobs)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        return list(pool.map(lambda job: probe(job[0], kernels=job[1], timeout=timeout), jobs))

@@ -239,7 +239,8 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
         >>> result.save("out/digits")  # doctest: +SKIP
 
     Args:
-        model: A trained Keras 3 model (Sequential or Functional). It is not modified.
+        model: A trained Keras 3 model (Sequential or Functional), or a Keras 2 (``tf_keras``)
+            one, which is brought to Keras 3 through a legacy ``.h5`` file. It is not modified.
         budget_kb: Activation memory budget in KiB (1024 bytes), in the sense of ``memory``.
             May be None only with ``plan``.
         representative_data: Calibration inputs ``(N, *input_shape)``; 100-500 samples is typical.
@@ -277,10 +278,13 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
     from tqdm.auto import tqdm
 
     from aa_tflite.exporter import check_data, export
-    from aa_tflite.rewriter import check_model
+    from aa_tflite.rewriter import check_model, from_keras2, is_keras2
 
     t_start = time.perf_counter()
     seconds: dict[str, float] = {}
+    keras2 = is_keras2(model)
+    if keras2:
+        model = from_keras2(model)
     check_model(model)
     if budget_kb is None and plan is None:
         raise AAError("budget_kb is required (KiB of activation memory), unless a plan is given.")
@@ -328,6 +332,9 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
                       if b.tensor in base_nz else b for b in buffers]
     planning_buffers = sparse_buffers if mode == MemoryMode.PACKED_SPARSE else buffers
     notes: list[str] = [f"Repaired the int8 conversion: {r}" for r in base.repairs]
+    if keras2:
+        notes.append("The model was a Keras 2 (tf_keras) model; it was converted to Keras 3 "
+                     "through a legacy .h5 file (the given object is untouched).")
     if y_eval is None:
         notes.append("No labels: the loss is the drop in top-1 agreement with the float model "
                      f"on {len(x_eval)} samples.")
@@ -480,10 +487,13 @@ def _runtime_notes(base: bytes, planned: bytes) -> list[str]:
     """Runs both models once with LiteRT's default XNNPACK delegate (what Android apps get) and
     in TFLite Micro, each in a child process, and says where one does not run."""
     notes = []
-    for kernels, name in ((guard.Kernels.XNNPACK, "LiteRT's default XNNPACK delegate"),
-                          (guard.Kernels.TFLM, "TFLite Micro")):
-        plain = guard.probe(base, kernels=kernels)
-        ours = plain if planned == base else guard.probe(planned, kernels=kernels)
+    targets = ((guard.Kernels.XNNPACK, "LiteRT's default XNNPACK delegate"),
+               (guard.Kernels.TFLM, "TFLite Micro"))
+    models = [base] if planned == base else [base, planned]
+    results = iter(guard.probe_all([(m, k) for k, _ in targets for m in models]))
+    for kernels, name in targets:
+        plain = next(results)
+        ours = plain if planned == base else next(results)
         if not plain.ok:
             fix = f" Workaround: {XNNPACK_WORKAROUND}." if kernels == guard.Kernels.XNNPACK else ""
             notes.append(f"{name} cannot run this model, and cannot run its plain int8 "

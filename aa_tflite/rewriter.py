@@ -11,7 +11,7 @@ from absl import logging
 from aa_tflite.layers import AAReLU
 from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind
 
-__all__ = ["Rewritten", "check_model", "rewrite", "site_layers"]
+__all__ = ["Rewritten", "check_model", "from_keras2", "is_keras2", "rewrite", "site_layers"]
 
 # Layers whose fused ``activation="relu"``/``"relu6"`` is a site.
 _FUSED_TYPES = (
@@ -62,13 +62,47 @@ def _site_kind(layer: keras.layers.Layer) -> tuple[SiteKind, float | None] | Non
     return None
 
 
+def is_keras2(model: object) -> bool:
+    """Whether ``model`` is a Keras 2 (``tf_keras`` / ``tf.keras`` of TF <= 2.15) model."""
+    module = type(model).__module__ or ""
+    return module.startswith(("tf_keras", "keras.src.engine", "tensorflow.python.keras")) or (
+        not isinstance(model, keras.Model) and hasattr(model, "layers")
+        and hasattr(model, "get_config") and hasattr(model, "save"))
+
+
+def from_keras2(model: object) -> keras.Model:
+    """A Keras 3 copy of a Keras 2 (``tf_keras``) model, through a legacy ``.h5`` file.
+
+    Example:
+        >>> k3 = from_keras2(tf_keras_model)  # doctest: +SKIP
+
+    Raises:
+        AAError: The model does not survive the round trip (e.g. custom layers); the message says
+            how to do it by hand.
+    """
+    import os
+    import tempfile
+    import warnings
+
+    with tempfile.TemporaryDirectory(prefix="aa_tflite_keras2_") as folder:
+        path = os.path.join(folder, "model.h5")
+        try:
+            with warnings.catch_warnings():  # "HDF5 is legacy": our own, temporary file
+                warnings.simplefilter("ignore")
+                model.save(path)
+                return keras.saving.load_model(path, compile=False)
+        except Exception as e:  # Keras 2 and 3 raise many types here
+            raise AAError(
+                f"This is a Keras 2 (tf_keras) model, and loading it in Keras 3 failed "
+                f"({type(e).__name__}: {str(e)[:200]}). aa_tflite works on Keras 3 models: save "
+                "it in Keras 2 with model.save('model.h5') and load it in Keras 3 with "
+                "keras.saving.load_model('model.h5'), registering any custom layers.") from e
+
+
 def check_model(model: object, where: str = "") -> None:
     """Raises an ``AAError`` that says what to do unless ``model`` is a built Sequential or
     Functional Keras 3 model."""
-    module = type(model).__module__ or ""
-    if module.startswith(("tf_keras", "keras.src.engine", "tensorflow.python.keras")) or (
-            not isinstance(model, keras.Model) and hasattr(model, "layers")
-            and hasattr(model, "get_config") and hasattr(model, "save")):
+    if is_keras2(model):
         raise AAError(
             f"The model{where} is a Keras 2 (tf_keras) model; aa_tflite works on Keras 3 models. "
             "Save it in Keras 2 with model.save('model.h5') and load it in Keras 3 with "
