@@ -6,7 +6,7 @@ PI_VENV := .venv-pi
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench install install-test pi-env mct-env clean
+.PHONY: demo test lint bench fuzz install install-test pi-env mct-env clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: install-test mct-env
 	$(BIN)/python -m benchmarks.plan_quality --no-progress
 	$(BIN)/python -m benchmarks.curves
 	$(BIN)/python -m benchmarks.readme
+
+# The random-graph robustness run (about an hour on 2 cores); `make bench` reads its last result.
+fuzz: install-test
+	$(BIN)/python -m benchmarks.fuzz --graphs 500
 
 clean:
 	rm -rf $(VENV) $(PI_VENV) $(MCT_VENV) demo_out .pytest_cache

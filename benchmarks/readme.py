@@ -69,7 +69,29 @@ def _curves() -> list[str]:
     return lines
 
 
-SECTIONS = {"plan_quality": _plan_quality, "curves": _curves}
+def _fuzz() -> list[str]:
+    from benchmarks.fuzz import RESULTS, summary
+
+    with open(RESULTS) as f:
+        data = json.load(f)
+    results = data["results"]
+    lines = [summary(results), ""]
+    by_mode: dict[str, dict[str, int]] = {}
+    for r in results:
+        if "mode" in r:
+            row = by_mode.setdefault(r["mode"], {})
+            row[r["outcome"]] = row.get(r["outcome"], 0) + 1
+    lines.append("By memory mode: " + "; ".join(
+        f"`{m}`: " + ", ".join(f"{n} {o}" for o, n in sorted(c.items()))
+        for m, c in sorted(by_mode.items())) + ".")
+    lines += ["", f"{len(results)} graphs (seeds {min(r['seed'] for r in results)}–"
+              f"{max(r['seed'] for r in results)}) in {data['seconds']:.0f} s with "
+              f"{data['workers']} worker processes (`python -m benchmarks.fuzz --graphs "
+              f"{len(results)}`)."]
+    return lines
+
+
+SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz}
 
 
 def main() -> None:

@@ -81,7 +81,7 @@ def test_demo_plans_to_the_budget_and_reports(tmp_path, capsys):
 @pytest.mark.parametrize("argv, fragment", [
     (["convert", "missing.keras", "--budget-kb", "4", "--data", "x.npz", "--out", "o"],
      "does not exist"),
-    (["inspect", "missing.tflite"], "No such file"),
+    (["inspect", "missing.tflite"], "does not exist"),
 ])
 def test_errors_are_reported_not_raised(argv, fragment, capsys):
     assert _run(argv) == 2

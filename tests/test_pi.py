@@ -61,3 +61,56 @@ def test_tflite_runtime_gives_the_same_outputs_as_litert(variant, tmp_path):
     step = float(np.min(np.diff(np.unique(ours))))
     assert np.max(np.abs(theirs - ours)) <= step + 1e-6
     assert np.array_equal(np.argmax(theirs, 1), np.argmax(ours, 1))
+
+
+def _lowering_models():
+    """The lowerings added for robustness: a site feeding REDUCE_MAX at 4 bits, a standalone
+    ReLU6 at 4 bits (written as RELU), and a dead ReLU whose scales were repaired."""
+    import keras
+
+    import aa_tflite
+    from aa_tflite.types import Plan, SiteConfig
+
+    L = keras.layers
+    x = np.random.RandomState(0).rand(32, 10, 10, 3).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    gmp = keras.Sequential([keras.Input((10, 10, 3)), L.Conv2D(8, 3, activation="relu",
+                                                               name="c"),
+                            L.GlobalMaxPooling2D(), L.Dense(4)])
+    relu6 = keras.Sequential([keras.Input((10, 10, 3)), L.Conv2D(8, 3), L.GlobalAveragePooling2D(),
+                              L.ReLU(max_value=6, name="r6"), L.Dense(4)])
+    dead = keras.Sequential([keras.Input((10, 10, 3)), L.Conv2D(6, 3, activation="relu"),
+                             L.Flatten(), L.Dense(8, activation="relu",
+                                                  bias_initializer=keras.initializers.Constant(-99)),
+                             L.Dense(4), L.Softmax()])
+    kw = dict(representative_data=x, progress=False, measure_tflm=False, curve_points=0)
+    return x, {
+        "reduce_max": aa_tflite.convert(gmp, budget_kb=None, plan=Plan({"c_relu": SiteConfig(
+            bits=4)}), **kw).tflite,
+        "relu6_as_relu": aa_tflite.convert(relu6, budget_kb=None, plan=Plan({"r6": SiteConfig(
+            bits=4)}), **kw).tflite,
+        "repaired_scales": aa_tflite.convert(dead, budget_kb=100, **kw).tflite,
+    }
+
+
+@pytest.mark.pi
+def test_robustness_lowerings_run_the_same_on_tflite_runtime(tmp_path):
+    if not os.path.exists(PI_PYTHON):
+        if os.environ.get("CI"):
+            pytest.fail(".venv-pi is missing: run `make test`, which creates it.")
+        pytest.skip(".venv-pi not created; `make test` creates it")
+    x, models = _lowering_models()
+    data = str(tmp_path / "x.npz")
+    np.savez(data, x=x)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    for name, tflite in models.items():
+        path = str(tmp_path / f"{name}.tflite")
+        with open(path, "wb") as f:
+            f.write(tflite)
+        done = subprocess.run([PI_PYTHON, "-c", _SCRIPT, path, data], capture_output=True,
+                              text=True, env=env, timeout=300)
+        assert done.returncode == 0, (name, done.stderr[-2000:])
+        theirs = np.asarray(json.loads(done.stdout.strip().splitlines()[-1])["out"], np.float32)
+        ours = runtime.evaluate(tflite, x)
+        step = float(np.min(np.diff(np.unique(ours)))) if len(np.unique(ours)) > 1 else 1.0
+        assert np.max(np.abs(theirs - ours)) <= step + 1e-6, name

@@ -84,9 +84,9 @@ def test_a_site_feeding_reduce_max_goes_four_bit_and_runs_everywhere(pool):
 def test_a_standalone_relu6_at_four_bits_computes_the_same_in_tflm_and_litert():
     from keras import layers
 
-    model = _seq(layers.Conv2D(16, 3), layers.GlobalAveragePooling2D(), layers.ReLU(max_value=6),
-                 layers.Dense(5))
-    out = _convert(model, budget_kb=None, plan=Plan({"re_lu": SiteConfig(bits=4)}))
+    model = _seq(layers.Conv2D(16, 3), layers.GlobalAveragePooling2D(),
+                 layers.ReLU(max_value=6, name="r6"), layers.Dense(5))
+    out = _convert(model, budget_kb=None, plan=Plan({"r6": SiteConfig(bits=4)}))
     assert "RELU6" in _ops(out.baseline_tflite)
     assert "RELU6" not in _ops(out.tflite) and "RELU" in _ops(out.tflite)
     t = int(next(iter(out.report.tensor_bits)))
