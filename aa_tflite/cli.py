@@ -45,6 +45,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--io", choices=["int8", "float32"], default="int8",
                    help="model input/output type (default int8)")
     p.add_argument("--no-tflm", action="store_true", help="skip measuring the TFLM arena")
+    p.add_argument("--kernels", choices=["builtin", "xnnpack", "tflm"], default="builtin",
+                   help="kernels every loss is measured on, as deployed: LiteRT builtin "
+                        "(default), LiteRT with XNNPACK (Android's default), or TFLite Micro")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("demo", help="the main job on the embedded digits model")
@@ -155,7 +158,8 @@ def _convert(args: argparse.Namespace) -> int:
     result = convert(model, budget_kb=args.budget_kb,
                      representative_data=x_cal, eval_data=eval_data, memory=args.memory,
                      max_accuracy_drop=args.max_accuracy_drop, plan=plan, io_dtype=args.io,
-                     measure_tflm=not args.no_tflm, progress=not args.no_progress)
+                     measure_tflm=not args.no_tflm, progress=not args.no_progress,
+                     kernels=args.kernels)
     _print_result(result, result.save(args.out))
     return 0
 

@@ -22,6 +22,7 @@ from absl import logging
 from aa_tflite import guard, planner, quantedit, report
 from aa_tflite import memory as memory_mod
 from aa_tflite.files import atomic_write_all
+from aa_tflite.runtime import check_kernels
 from aa_tflite.sensitivity import (
     Bench,
     UnsafeVariant,
@@ -81,6 +82,7 @@ class Report:
     # Tensor index -> bits, for every tensor the plan counts below 8 bits (the packed figure's
     # input; such a tensor holds at most 2^bits levels).
     tensor_bits: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    kernels: str = "builtin"  # the kernels every loss was measured on
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,7 +110,8 @@ class Report:
             f"| TFLM arena, real (B) | - | {_arena(self.int8_memory)} | {_arena(m)} |",
             f"| weights (B) | - | {self.int8_memory.weights:,} | {m.weights:,} |", "",
             f"Loss against int8: predicted {self.predicted_loss:.2f} points (sum of single-site "
-            f"losses), verified {self.verified_loss:.2f} points on {self.eval_samples} samples.",
+            f"losses), verified {self.verified_loss:.2f} points on {self.eval_samples} samples, "
+            f"measured on {_KERNEL_WORDS.get(self.kernels, self.kernels)}.",
             "", report.MEMORY_NOTE, "", "## Sites", "",
             "| site | bits | threshold | clip | sparsity | packed B | sparse B | loss | lowering |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -134,6 +137,11 @@ class Report:
         if self.memory_mode == MemoryMode.TFLM.value and self.planned_memory.tflm is not None:
             return self.planned_memory.tflm.total
         return self.planned_memory.packed_peak
+
+
+_KERNEL_WORDS = {"builtin": "LiteRT's builtin kernels",
+                 "xnnpack": "LiteRT with its default XNNPACK delegate",
+                 "tflm": "TensorFlow Lite Micro's kernels"}
 
 
 def _arena(m: MemoryReport) -> str:
@@ -230,7 +238,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
             four_bit: bool = True,
             max_fit_samples: int = 128, max_eval_samples: int = 500, io_dtype: str = "int8",
             measure_tflm: bool = True, progress: bool = True, batch_size: int = 64,
-            curve_points: int = 8) -> Result:
+            curve_points: int = 8, kernels: str = "builtin") -> Result:
     """Converts a Keras ReLU model to the mixed-precision int8/int4 ``.tflite`` that fits a budget.
 
     Example:
@@ -266,6 +274,11 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
         batch_size: Samples per interpreter invocation.
         curve_points: Points of the accuracy-memory curve (the greedy path continued to the
             smallest plan) to build and verify in the interpreter; 0 skips the curve.
+        kernels: The kernels every loss is measured and verified on, as deployed:
+            ``"builtin"`` (LiteRT's builtin kernels), ``"xnnpack"`` (LiteRT's default, with the
+            XNNPACK delegate, as on Android) or ``"tflm"`` (TensorFlow Lite Micro). Runtimes
+            round differently, and a 16-level tensor turns one rounding into a larger step, so
+            measure on the kernels you deploy on.
 
     Returns:
         A ``Result``.
@@ -286,6 +299,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
     if keras2:
         model = from_keras2(model)
     check_model(model)
+    kernels = check_kernels(kernels)
     if budget_kb is None and plan is None:
         raise AAError("budget_kb is required (KiB of activation memory), unless a plan is given.")
     budget = None if budget_kb is None else int(_check_budget(budget_kb) * 1024)
@@ -315,11 +329,11 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
 
     t = time.perf_counter()
     base = export(model, None, representative_data=x_cal, io_dtype=io_dtype)
-    _probe_baseline(base.tflite)
+    _probe_baseline(base.tflite, kernels)
     reference = np.asarray(model.predict(x_eval, batch_size=batch_size, verbose=0))
     graphs = quantedit.analyse(base.tflite, base.site_tensors)
     bench = Bench(base.tflite, graphs, x_fit=x_fit, x_eval=x_eval, y_eval=y_eval,
-                  reference=reference, batch_size=batch_size)
+                  reference=reference, batch_size=batch_size, kernels=kernels)
     site_t = {s: g.tensor for s, g in graphs.items()}
     seconds["export+calibrate"] = time.perf_counter() - t
     _, layout = memory_mod.plan_tensors(base.tflite)
@@ -461,20 +475,27 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
         sites=tuple(rows), options_measured=measured, repairs=tuple(repairs),
         seconds={k: round(v, 2) for k, v in seconds.items()},
         curve=tuple(curve), sensitivity={k: tuple(v) for k, v in sensitivity.items()},
-        notes=tuple(notes), tensor_bits=dict(sorted(bits.items())))
+        notes=tuple(notes), tensor_bits=dict(sorted(bits.items())), kernels=kernels)
     logging.info("Planned %s: %s", model.name, final_plan.to_json())
     return Result(tflite, final_plan, rep, base.tflite)
 
 
-def _probe_baseline(tflite: bytes) -> None:
+def _probe_baseline(tflite: bytes, kernels: str = "builtin") -> None:
     """Runs the plain int8 conversion once in a child process before it is run in this one: a
     runtime abort there must not end the user's process."""
-    result = guard.probe(tflite, kernels=guard.Kernels.BUILTIN)
-    if not result.ok:
-        raise AAError(f"LiteRT cannot run the plain int8 conversion of this model, before any "
-                      f"aa_tflite edit: {result.reason}. Check the model in plain TFLite "
-                      "(tf.lite.TFLiteConverter with full-integer quantization) first; layers "
-                      "whose outputs are constant on the representative data are a common cause.")
+    for k in dict.fromkeys(("builtin", kernels)):
+        result = guard.probe(tflite, kernels=k)
+        if result.ok:
+            continue
+        if k == "builtin":
+            raise AAError(f"LiteRT cannot run the plain int8 conversion of this model, before any "
+                          f"aa_tflite edit: {result.reason}. Check the model in plain TFLite "
+                          "(tf.lite.TFLiteConverter with full-integer quantization) first; layers "
+                          "whose outputs are constant on the representative data are a common "
+                          "cause.")
+        raise AAError(f"kernels={k!r} cannot run the plain int8 conversion of this model, before "
+                      f"any aa_tflite edit: {result.reason}. That is the runtime's limitation; "
+                      "measure with kernels='builtin' (and deploy with builtin kernels).")
 
 
 XNNPACK_WORKAROUND = (

@@ -14,8 +14,8 @@ import numpy as np
 
 from aa_tflite.types import AAError
 
-__all__ = ["batches", "dequantize", "evaluate", "interpreter_backend", "load_interpreter", "quantize",
-           "run"]
+__all__ = ["KERNELS", "batches", "check_kernels", "dequantize", "evaluate", "interpreter_backend",
+           "load_interpreter", "quantize", "run", "run_model"]
 
 _BACKENDS = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -39,8 +39,20 @@ def interpreter_backend() -> str:
     return _backend()[0]
 
 
+KERNELS = ("builtin", "xnnpack", "tflm")
+
+
+def check_kernels(kernels: str) -> str:
+    """``kernels`` if it names a kernel set, else an ``AAError`` that lists them."""
+    if kernels not in KERNELS:
+        raise AAError(f"kernels must be one of {list(KERNELS)}: LiteRT's builtin kernels, LiteRT "
+                      f"with its default XNNPACK delegate, or TensorFlow Lite Micro. Received: "
+                      f"kernels={kernels!r}")
+    return kernels
+
+
 def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
-                     num_threads: int | None = None) -> Any:
+                     num_threads: int | None = None, kernels: str = "builtin") -> Any:
     """Builds an interpreter for ``tflite`` from the first backend that is installed.
 
     Args:
@@ -48,6 +60,9 @@ def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
         preserve_all_tensors: Keep every intermediate tensor readable after ``invoke``
             (needed to count activation levels or sparsity); costs memory.
         num_threads: Interpreter threads; defaults to the backend's choice.
+        kernels: ``"builtin"`` (LiteRT's builtin kernels, no delegate) or ``"xnnpack"`` (the
+            default resolver, with the XNNPACK delegate, as apps get it). With XNNPACK, resize
+            the input before the first ``allocate_tensors``, as ``run_model`` does.
 
     Returns:
         An interpreter object with the usual ``allocate_tensors``/``invoke`` API.
@@ -59,8 +74,11 @@ def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
                       "open('model.tflite', 'rb').read().")
     _, module = _backend()
     kwargs: dict[str, Any] = {"model_content": bytes(tflite)}
+    if check_kernels(kernels) == "tflm":
+        raise AAError("load_interpreter makes LiteRT interpreters; run TFLite Micro with "
+                      "run_model(tflite, x, kernels='tflm').")
     resolvers = getattr(module, "OpResolverType", None)
-    if resolvers is not None:  # builtin kernels only: XNNPACK cannot re-prepare after a resize
+    if resolvers is not None and kernels == "builtin":  # XNNPACK cannot always re-prepare
         kwargs["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     if preserve_all_tensors:
         kwargs["experimental_preserve_all_tensors"] = True
@@ -128,8 +146,58 @@ def run(interpreter: Any, x: np.ndarray, *, batch_size: int = 64,
     return np.concatenate(results) if results else np.zeros((0,))
 
 
+def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
+              batch_size: int = 64) -> np.ndarray:
+    """Runs float inputs ``x`` through ``tflite`` on a kernel set; returns dequantized outputs.
+
+    Example:
+        >>> out = run_model(tflite, x_val, kernels="tflm")  # doctest: +SKIP
+
+    Args:
+        tflite: The model's bytes.
+        x: Float inputs ``(N, *input_shape)``; int8 models get them quantized.
+        kernels: ``"builtin"``, ``"xnnpack"`` (one interpreter per batch size, each resized
+            before it is allocated) or ``"tflm"`` (TensorFlow Lite Micro's reference kernels,
+            one sample per invoke).
+        batch_size: Samples per invocation (LiteRT).
+    """
+    check_kernels(kernels)
+    if kernels == "builtin":
+        return run(load_interpreter(tflite), x, batch_size=batch_size)
+    x = np.asarray(x)
+    detail = load_interpreter(tflite)
+    inp, out = detail.get_input_details()[0], detail.get_output_details()[0]
+    want = tuple(int(d) for d in inp["shape"][1:])
+    if x.ndim == 0 or x.shape[1:] != want:
+        raise AAError(f"Inputs have shape {x.shape}, but the model takes (N, "
+                      f"{', '.join(map(str, want))}).")
+    results = []
+    if kernels == "tflm":
+        from tflite_micro import runtime as micro
+
+        interp = micro.Interpreter.from_bytes(bytes(tflite))
+        for i in range(len(x)):
+            interp.set_input(quantize(x[i:i + 1], inp), 0)
+            interp.invoke()
+            results.append(dequantize(interp.get_output(0).copy(), out))
+    else:
+        sizes: dict[int, Any] = {}
+        for start in range(0, len(x), batch_size):
+            chunk = x[start:start + batch_size]
+            if len(chunk) not in sizes:
+                interp = load_interpreter(tflite, kernels="xnnpack")
+                interp.resize_tensor_input(inp["index"], [len(chunk), *want])
+                interp.allocate_tensors()
+                sizes[len(chunk)] = interp
+            interp = sizes[len(chunk)]
+            interp.set_tensor(inp["index"], quantize(chunk, inp))
+            interp.invoke()
+            results.append(dequantize(interp.get_tensor(out["index"]).copy(), out))
+    return np.concatenate(results) if results else np.zeros((0,))
+
+
 def evaluate(tflite: bytes, x: np.ndarray, y: np.ndarray | None = None, *,
-             batch_size: int = 64) -> float | np.ndarray:
+             batch_size: int = 64, kernels: str = "builtin") -> float | np.ndarray:
     """Evaluates a ``.tflite`` on ``x``: top-1 accuracy if labels ``y`` are given, else outputs.
 
     Example:
@@ -140,6 +208,7 @@ def evaluate(tflite: bytes, x: np.ndarray, y: np.ndarray | None = None, *,
         x: Float inputs shaped ``(N, *input_shape)``; int8 models get them quantized.
         y: Integer class labels shaped ``(N,)``, or None.
         batch_size: Samples per invocation.
+        kernels: ``"builtin"``, ``"xnnpack"`` or ``"tflm"`` (see ``run_model``).
 
     Returns:
         Top-1 accuracy in [0, 1] with labels; otherwise the float outputs, shaped ``(N, ...)``.
@@ -150,7 +219,7 @@ def evaluate(tflite: bytes, x: np.ndarray, y: np.ndarray | None = None, *,
         raise AAError(f"x must be a numeric array of inputs. Received: {type(x).__name__}") from e
     if not np.all(np.isfinite(x)):
         raise AAError("x contains NaN or infinite values; clean the data first.")
-    outputs = run(load_interpreter(tflite), x, batch_size=batch_size)
+    outputs = run_model(tflite, x, kernels=kernels, batch_size=batch_size)
     if y is None:
         return outputs
     y = np.asarray(y).reshape(-1)

@@ -20,7 +20,7 @@ import numpy as np
 
 from aa_tflite import quantedit
 from aa_tflite.calibrate import tensor_values
-from aa_tflite.runtime import load_interpreter, run
+from aa_tflite.runtime import check_kernels, run_model
 from aa_tflite.types import AAError, Bits, MemoryMode, SiteConfig
 
 __all__ = ["KL_WEIGHT", "Bench", "Metrics", "UnsafeVariant", "candidates", "four_bit_clip",
@@ -172,6 +172,9 @@ class Bench:
         batch_size: Samples per invocation.
         equalize: Give 4-bit sites per-channel ranges where the graph allows
             (``SiteGraph.can_equalize``).
+        kernels: The kernels losses are measured on: ``"builtin"`` (LiteRT's), ``"xnnpack"``
+            or ``"tflm"``. Corrections are fitted on LiteRT's builtin kernels, which can show
+            intermediate tensors.
 
     Example:
         >>> bench = Bench(base, graphs, x_fit=x_cal, x_eval=x_val, y_eval=y_val,
@@ -182,7 +185,7 @@ class Bench:
     def __init__(self, base: bytes, graphs: Mapping[str, quantedit.SiteGraph], *,
                  x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray | None,
                  reference: np.ndarray | None, batch_size: int = 64,
-                 equalize: bool = True) -> None:
+                 equalize: bool = True, kernels: str = "builtin") -> None:
         if y_eval is None and reference is None:
             raise AAError("Sensitivity needs labels or the float model's outputs to compare to.")
         self.base, self.graphs = bytes(base), dict(graphs)
@@ -191,6 +194,7 @@ class Bench:
         self.reference = None if reference is None else np.asarray(reference)
         self.batch_size = batch_size
         self.equalize = equalize
+        self.kernels = check_kernels(kernels)
         # One preserved-tensor run of the baseline gives every value the bench needs from it:
         # site tensors and their groups (clips, sparsity) and consumer inputs (correction targets).
         needed = {t for g in self.graphs.values() for t in (g.tensor, *g.group)}
@@ -266,7 +270,7 @@ class Bench:
 
     def measure(self, tflite: bytes) -> Metrics:
         """Runs ``tflite`` on the evaluation data and compares it to the labels and the float model."""
-        outputs = run(load_interpreter(tflite), self.x_eval, batch_size=self.batch_size)
+        outputs = run_model(tflite, self.x_eval, kernels=self.kernels, batch_size=self.batch_size)
         top = np.argmax(outputs.reshape(len(outputs), -1), axis=1)
         acc = None if self.y_eval is None else float(np.mean(top == self.y_eval))
         agree = kl = None

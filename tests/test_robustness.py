@@ -154,3 +154,29 @@ def test_random_graphs_fast_subset():
                                for r in bugs)
     outcomes = {r["outcome"] for r in results}
     assert "ok" in outcomes and "budget" in outcomes  # the subset exercises both paths
+
+
+@pytest.mark.parametrize("kernels", ["xnnpack", "tflm"])
+def test_losses_are_measured_on_the_kernels_the_user_deploys_on(digits, kernels):
+    from aa_tflite.runtime import evaluate, run_model
+
+    x_eval, y_eval = digits.x_val[:150], digits.y_val[:150]
+    out = _convert(digits.model, digits.x_cal, budget_kb=1.5, eval_data=(x_eval, y_eval),
+                   kernels=kernels)
+    rep = out.report
+    assert rep.kernels == kernels and "measured on" in rep.to_markdown()
+    assert rep.planned_score == evaluate(out.tflite, x_eval, y_eval, kernels=kernels)
+    assert rep.int8_score == evaluate(out.baseline_tflite, x_eval, y_eval, kernels=kernels)
+    # The in-process kernels are the ones the child-process probe runs.
+    raw = _raw(out.tflite, x_eval[:20])
+    probed = guard.probe(out.tflite, kernels=kernels, inputs=raw).outputs
+    from aa_tflite.runtime import dequantize, load_interpreter
+
+    detail = load_interpreter(out.tflite).get_output_details()[0]
+    assert np.allclose(run_model(out.tflite, x_eval[:20], kernels=kernels),
+                       dequantize(probed, detail))
+
+
+def test_unknown_kernels_are_a_clear_error(digits):
+    with pytest.raises(AAError, match="kernels must be one of"):
+        _convert(digits.model, digits.x_cal, kernels="gpu")
