@@ -15,7 +15,8 @@ import numpy as np
 from aa_tflite.runtime import batches, dequantize, load_interpreter
 from aa_tflite.types import AAError
 
-__all__ = ["SiteStats", "site_statistics", "tensor_values", "thresholds_for_sparsity"]
+__all__ = ["SiteStats", "site_statistics", "stored_levels", "tensor_values",
+           "thresholds_for_sparsity"]
 
 _PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
 
@@ -59,6 +60,35 @@ def tensor_values(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *,
         for t in tensors:
             out[t].append(dequantize(interp.get_tensor(t).copy(), details[t]))
     return {t: np.concatenate(v) for t, v in out.items()}
+
+
+def stored_levels(tflite: bytes, tensors: Sequence[int], raw_inputs: Sequence[np.ndarray]
+                  ) -> dict[int, set[int]]:
+    """The distinct stored (int8) values each of ``tensors`` takes over batches of raw inputs.
+
+    A tensor counted at ``b`` bits must hold at most ``2**b`` of them for any input; this is how
+    the tests and the random-graph run check it, on real, random and extreme inputs.
+
+    Example:
+        >>> stored_levels(tflite, [14], [np.full((4, 8, 8, 1), 127, np.int8)])  # doctest: +SKIP
+        {14: {112, 127}}
+
+    Args:
+        tflite: The model's bytes.
+        tensors: Tensor indices to watch.
+        raw_inputs: Batches already in the model's input dtype, shaped ``(N, *input_shape)``.
+    """
+    interp = load_interpreter(tflite, preserve_all_tensors=True)
+    inp = interp.get_input_details()[0]
+    seen: dict[int, set[int]] = {t: set() for t in tensors}
+    for batch in raw_inputs:
+        interp.resize_tensor_input(inp["index"], list(batch.shape))
+        interp.allocate_tensors()
+        interp.set_tensor(inp["index"], batch)
+        interp.invoke()
+        for t in tensors:
+            seen[t] |= set(np.unique(interp.get_tensor(t)).tolist())
+    return seen
 
 
 def site_statistics(tflite: bytes, site_tensors: Mapping[str, int | None],

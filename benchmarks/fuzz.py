@@ -231,22 +231,6 @@ def _raw_inputs(tflite: bytes, x: np.ndarray, rng) -> dict[str, np.ndarray]:
     return {"real": real, "random": rand, "extreme": extreme}
 
 
-def _levels(tflite: bytes, tensors, inputs) -> dict[int, int]:
-    from aa_tflite.runtime import load_interpreter
-
-    interp = load_interpreter(tflite, preserve_all_tensors=True)
-    inp = interp.get_input_details()[0]
-    seen = {t: set() for t in tensors}
-    for x in inputs:
-        interp.resize_tensor_input(inp["index"], list(x.shape))
-        interp.allocate_tensors()
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
-        for t in tensors:
-            seen[t] |= set(np.unique(interp.get_tensor(t)).tolist())
-    return {t: len(v) for t, v in seen.items()}
-
-
 def _independent_peak(tflite: bytes, tensor_bits) -> int:
     """The packed peak checked independently of ``memory.plan_tensors``' arithmetic: every
     tensor's bytes from its shape and bits, lifetimes from the op order, and the greedy layout
@@ -288,6 +272,7 @@ def _allowed_drift(plain: int, coarse: bool) -> int:
 def check_result(result, model_before, model, x_eval, budget, mode, convert_again, rng) -> list[str]:
     """The checks above, on one result; returns the failures, in words."""
     from aa_tflite import guard
+    from aa_tflite.calibrate import stored_levels
 
     fails = []
     if not _same_model(model_before, _snapshot(model)):
@@ -299,7 +284,8 @@ def check_result(result, model_before, model, x_eval, budget, mode, convert_agai
     inputs = _raw_inputs(result.tflite, x_eval, rng)
     if tensor_bits:
         for name, batch in inputs.items():
-            for t, n in _levels(result.tflite, sorted(tensor_bits), [batch]).items():
+            for t, seen in stored_levels(result.tflite, sorted(tensor_bits), [batch]).items():
+                n = len(seen)
                 if n > 2 ** tensor_bits[t]:
                     fails.append(f"tensor {t} counted at {tensor_bits[t]} bits holds {n} levels on "
                                  f"{name} inputs")

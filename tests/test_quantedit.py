@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from aa_tflite import flatbuffer, memory, quantedit
-from aa_tflite.calibrate import tensor_values
+from aa_tflite.calibrate import stored_levels, tensor_values
 from aa_tflite.runtime import evaluate, load_interpreter, quantize
 from aa_tflite.sensitivity import four_bit_clip, site_edit
 from aa_tflite.types import AAError, Bits, SiteConfig
@@ -31,20 +31,6 @@ def _adversarial(shape, rng):
     return out
 
 
-def _levels_per_tensor(tflite, tensors, raw_inputs):
-    interp = load_interpreter(tflite, preserve_all_tensors=True)
-    inp = interp.get_input_details()[0]
-    seen = {t: set() for t in tensors}
-    for batch in raw_inputs:
-        interp.resize_tensor_input(inp["index"], list(batch.shape))
-        interp.allocate_tensors()
-        interp.set_tensor(inp["index"], batch)
-        interp.invoke()
-        for t in tensors:
-            seen[t] |= set(np.unique(interp.get_tensor(t)).tolist())
-    return seen
-
-
 @pytest.mark.parametrize("which", ["digits", "mnist1d"])
 def test_four_bit_sites_hold_at_most_16_levels_on_real_and_adversarial_inputs(
         which, digits, digits_tflite, mnist1d_tflite):
@@ -66,7 +52,7 @@ def test_four_bit_sites_hold_at_most_16_levels_on_real_and_adversarial_inputs(
     group = sorted({t for g in graphs.values() for t in g.group})
     assert len(group) > len(sites) - 1  # pass-through outputs (pool, reshape) are checked too
     for name, batches in (("real", real), ("adversarial", _adversarial(shape, rng))):
-        seen = _levels_per_tensor(edited, group, batches)
+        seen = stored_levels(edited, group, batches)
         for t, levels in seen.items():
             assert len(levels) <= 16, (name, t, sorted(levels))
             assert min(levels) >= quantedit.FOUR_BIT_ZERO_POINT and max(levels) <= 127
@@ -131,7 +117,7 @@ def test_residual_and_nested_sites_go_four_bit_at_zero_cost(tiny_model, tiny_dat
     group = sorted({t for g in graphs.values() for t in g.group})
     batches = [quantize(tiny_data, inp), quantize(tiny_data * 10, inp)]
     batches += _adversarial(tuple(int(d) for d in inp["shape"][1:]), np.random.RandomState(1))
-    for t, levels in _levels_per_tensor(edited, group, batches).items():
+    for t, levels in stored_levels(edited, group, batches).items():
         assert len(levels) <= 16, (t, sorted(levels))
     assert_runs_in_tflite_micro_like_litert(edited, tiny_data)
 
