@@ -269,8 +269,11 @@ def _allowed_drift(plain: int, coarse: bool) -> int:
     return max(plain, 1) * (16 if coarse else 1)
 
 
-def check_result(result, model_before, model, x_eval, budget, mode, convert_again, rng) -> list[str]:
-    """The checks above, on one result; returns the failures, in words."""
+def check_result(result, model_before, model, x_eval, budget, mode, convert_again, rng,
+                 measured: dict | None = None) -> list[str]:
+    """The checks above, on one result; returns the failures, in words. ``measured`` collects
+    the figures behind them (output drift per runtime, levels, bits)."""
+    measured = {} if measured is None else measured
     from aa_tflite import guard
     from aa_tflite.calibrate import stored_levels
 
@@ -303,6 +306,8 @@ def check_result(result, model_before, model, x_eval, budget, mode, convert_agai
         for kernels in ("builtin", "xnnpack", "tflm"):
             outs[name, kernels] = guard.probe(tfl, kernels=kernels, inputs=x)
     coarse = any(b < 8 for b in tensor_bits.values())
+    measured["low_bit_tensors"] = len(tensor_bits)
+    measured["runs"] = {f"{n}/{k}": v.ok for (n, k), v in outs.items()}
     for kernels in ("builtin", "xnnpack", "tflm"):
         p, q = outs["plain", kernels], outs["planned", kernels]
         if p.ok and not q.ok:
@@ -317,6 +322,7 @@ def check_result(result, model_before, model, x_eval, budget, mode, convert_agai
         if q.outputs.dtype == np.float32:
             continue  # float32 io: the int8 comparison is the int8-io models'
         got = int(np.abs(q.outputs.astype(int) - qb.outputs.astype(int)).max())
+        measured[f"drift_{kernels}"] = [plain, got]
         if got > _allowed_drift(plain, coarse):
             fails.append(f"{kernels} differs from builtin by {got} steps on the planned model "
                          f"(plain int8: {plain})")
@@ -366,8 +372,10 @@ def run_case(seed: int) -> dict:
             result = convert(budget_kb)
             out["outcome"] = "budget"
         budget = int(budget_kb * 1024)
+        measured: dict = {}
         fails = check_result(result, before, model, x_eval, budget, kwargs["memory"],
-                             lambda: convert(budget_kb), rng)
+                             lambda: convert(budget_kb), rng, measured)
+        out.update(measured)
         if fails:
             out["outcome"] = "check"
             out["message"] = "; ".join(fails)
@@ -465,6 +473,23 @@ def run_many(seeds, *, workers: int = 2, timeout: float = 300.0, progress: bool 
     return sorted(results, key=lambda r: r["seed"])
 
 
+def drift_summary(results) -> str:
+    """How far XNNPACK and TFLM outputs were from LiteRT's builtin kernels, in output steps,
+    over the results that had int8 outputs: the plain int8 models and the planned ones."""
+    parts = []
+    for k in ("xnnpack", "tflm"):
+        pairs = [r[f"drift_{k}"] for r in results if f"drift_{k}" in r]
+        if not pairs:
+            continue
+        plain = np.array([p for p, _ in pairs])
+        planned = np.array([q for _, q in pairs])
+        parts.append(f"{k} vs builtin over {len(pairs)} results: plain int8 max {plain.max()} "
+                     f"(median {np.median(plain):g}), planned max {planned.max()} (median "
+                     f"{np.median(planned):g}); planned within the plain model's own drift in "
+                     f"{np.mean(planned <= np.maximum(plain, 1)):.0%} of them")
+    return "Output drift: " + ("; ".join(parts) if parts else "no int8-output results") + "."
+
+
 def summary(results) -> str:
     counts = collections.Counter(r["outcome"] for r in results)
     lines = ["| outcome | graphs |", "|---|---|"]
@@ -494,6 +519,7 @@ def main(argv=None) -> int:
     print(summary(results))
     print(f"{len(results)} graphs in {elapsed:.0f} s with {args.workers} workers "
           f"(`python -m benchmarks.fuzz --graphs {len(seeds)}`)")
+    print(drift_summary(results))
     bugs = [r for r in results if r["outcome"] in BUGS]
     for r in bugs:
         print(f"- seed {r['seed']}: {r['outcome']}: {r.get('message', '')[:300]}")

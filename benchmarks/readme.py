@@ -70,7 +70,7 @@ def _curves() -> list[str]:
 
 
 def _fuzz() -> list[str]:
-    from benchmarks.fuzz import RESULTS, summary
+    from benchmarks.fuzz import RESULTS, drift_summary, summary
 
     with open(RESULTS) as f:
         data = json.load(f)
@@ -84,6 +84,7 @@ def _fuzz() -> list[str]:
     lines.append("By memory mode: " + "; ".join(
         f"`{m}`: " + ", ".join(f"{n} {o}" for o, n in sorted(c.items()))
         for m, c in sorted(by_mode.items())) + ".")
+    lines += ["", drift_summary(results)]
     lines += ["", f"{len(results)} graphs (seeds {min(r['seed'] for r in results)}–"
               f"{max(r['seed'] for r in results)}) in {data['seconds']:.0f} s with "
               f"{data['workers']} worker processes (`python -m benchmarks.fuzz --graphs "
