@@ -1,12 +1,18 @@
-"""Human-readable pieces of reports: memory figures side by side, and the per-tensor table."""
+"""What ``convert`` reports: the ``Report`` record, its Markdown, and the pieces ``inspect`` shares
+(memory figures side by side, the per-tensor table). No TensorFlow import."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from aa_tflite.types import MemoryReport, TensorMemory
+from aa_tflite import flatbuffer
+from aa_tflite.types import Bits, MemoryMode, MemoryReport, SiteConfig, TensorMemory
 
-__all__ = ["MEMORY_NOTE", "memory_lines", "tensor_table"]
+__all__ = ["MEMORY_NOTE", "Report", "SiteRow", "lowering_words", "memory_lines", "tensor_table",
+           "zero_points"]
 
 MEMORY_NOTE = ("Packed = activation peak with each tensor at its bit-width (int4 packed two per "
                "byte): real only on a runtime that packs activations. TFLM arena = what stock "
@@ -41,3 +47,138 @@ def tensor_table(layout: Sequence[TensorMemory], levels: Mapping[int, int] | Non
         rows.append(f"| {t.index} | `{name}` | {t.dtype} | {list(t.shape)} | {t.bits} | {lv} | "
                     f"{t.nbytes:,} | {t.first}-{t.last} | {t.offset:,} |")
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteRow:
+    """One site of the final plan, as the report shows it."""
+
+    site: str
+    tensor: int | None
+    bits: int
+    threshold: float
+    clip: float | None
+    sparsity: float | None  # share of zeros in the site tensor, final model, representative data
+    packed_bytes: int | None
+    sparse_bytes: int | None  # worst case over the representative data
+    loss: float  # single-site measured loss of this config, points
+    lowering: str  # what was written, in words
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What ``convert`` did and what it measured. ``to_markdown`` is the human version."""
+
+    model: str
+    memory_mode: str
+    budget_bytes: int | None
+    metric: str
+    float_score: float
+    int8_score: float
+    planned_score: float
+    predicted_loss: float
+    verified_loss: float
+    eval_samples: int
+    int8_memory: MemoryReport
+    planned_memory: MemoryReport
+    int8_sparse_peak: int
+    planned_sparse_peak: int
+    sites: tuple[SiteRow, ...]
+    options_measured: int
+    repairs: tuple[str, ...]
+    seconds: Mapping[str, float]
+    # Per greedy step down to the smallest plan: (peak, predicted score, verified score or None).
+    curve: tuple[tuple[int, float, float | None], ...]
+    sensitivity: Mapping[str, tuple[tuple[str, float, int], ...]]  # site -> (option, loss, bytes)
+    notes: tuple[str, ...]
+    # Tensor index -> bits, for every tensor the plan counts below 8 bits (the packed figure's
+    # input; such a tensor holds at most 2^bits levels).
+    tensor_bits: Mapping[int, int] = dataclasses.field(default_factory=dict)
+    kernels: str = "builtin"  # the kernels every loss was measured on
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=float)
+
+    def to_markdown(self) -> str:
+        m = self.planned_memory
+        if self.budget_bytes is None:
+            budget = "Budget: none (a given plan was written)."
+        else:
+            met = "yes" if self._budget_figure() <= self.budget_bytes else "NO"
+            budget = (f"Budget: {self.budget_bytes / 1024:.2f} KiB ({self.budget_bytes:,} B) of "
+                      f"`{self.memory_mode}` activation memory. Met: {met}.")
+        lines = [
+            f"# aa_tflite report: {self.model}", "", budget, "",
+            "| | float | int8 | planned |", "|---|---|---|---|",
+            f"| {self.metric} | {self.float_score:.4f} | {self.int8_score:.4f} | "
+            f"{self.planned_score:.4f} |",
+            f"| packed activation peak (B) | - | {self.int8_memory.packed_peak:,} | "
+            f"{m.packed_peak:,} |",
+            f"| packed+sparse peak (B, worst sample) | - | {self.int8_sparse_peak:,} | "
+            f"{self.planned_sparse_peak:,} |",
+            f"| TFLM arena, real (B) | - | {_arena(self.int8_memory)} | {_arena(m)} |",
+            f"| weights (B) | - | {self.int8_memory.weights:,} | {m.weights:,} |", "",
+            f"Loss against int8: predicted {self.predicted_loss:.2f} points (sum of single-site "
+            f"losses), verified {self.verified_loss:.2f} points on {self.eval_samples} samples, "
+            f"measured on {_KERNEL_WORDS.get(self.kernels, self.kernels)}.",
+            "", MEMORY_NOTE, "", "## Sites", "",
+            "| site | bits | threshold | clip | sparsity | packed B | sparse B | loss | lowering |",
+            "|---|---|---|---|---|---|---|---|---|"]
+        for r in self.sites:
+            clip = f"{r.clip:.4g}" if r.clip is not None else "data" if r.bits == 4 else "-"
+            sp = "-" if r.sparsity is None else f"{r.sparsity:.1%}"
+            lines.append(f"| {r.site} | {r.bits} | {r.threshold:.4g} | {clip} | {sp} | "
+                         f"{r.packed_bytes if r.packed_bytes is not None else '-'} | "
+                         f"{r.sparse_bytes if r.sparse_bytes is not None else '-'} | "
+                         f"{r.loss:.2f} | {r.lowering} |")
+        t = self.seconds
+        lines += ["", "## Time", "", " · ".join(f"{k} {v:.1f} s" for k, v in t.items()),
+                  f"({self.options_measured} options measured in the interpreter)"]
+        if self.repairs:
+            lines += ["", "## Repairs", "", *[f"- {r}" for r in self.repairs]]
+        if self.notes:
+            lines += ["", "## Notes", "", *[f"- {n}" for n in self.notes]]
+        return "\n".join(lines) + "\n"
+
+    def _budget_figure(self) -> int:
+        if self.memory_mode == MemoryMode.PACKED_SPARSE.value:
+            return self.planned_sparse_peak
+        if self.memory_mode == MemoryMode.TFLM.value and self.planned_memory.tflm is not None:
+            return self.planned_memory.tflm.total
+        return self.planned_memory.packed_peak
+
+
+_KERNEL_WORDS = {"builtin": "LiteRT's builtin kernels",
+                 "xnnpack": "LiteRT with its default XNNPACK delegate",
+                 "tflm": "TensorFlow Lite Micro's kernels"}
+
+
+def _arena(m: MemoryReport) -> str:
+    return "-" if m.tflm is None else f"{m.tflm.total:,} (head {m.tflm.head:,})"
+
+
+def zero_points(tflite: bytes, tensors) -> dict[int, tuple[float, int]]:
+    """``(scale, zero point)`` of each of ``tensors`` in ``tflite``."""
+    _, infos = flatbuffer.describe(flatbuffer.read(tflite))
+    return {t: (infos[t].scale[0], infos[t].zero_point[0]) for t in tensors
+            if infos[t].scale and infos[t].zero_point}
+
+
+def lowering_words(c: SiteConfig, g, q: tuple[float, int] | None) -> str:
+    """How a site's config was written into the ``.tflite``, in words for the report."""
+    parts = []
+    if c.bits == Bits.INT4 and q is not None:
+        how = ("per-channel clips from the data, equalized through the producer's filter "
+               "scales" if c.clip is None and g.can_equalize else "one clip for the tensor")
+        parts.append(f"4-bit: int8 tensor, zero point {q[1]}, scale {q[0]:.4g}, top level "
+                     f"{15 * q[0]:.4g} (16 levels, no op added); {how}")
+    elif c.clip is not None and q is not None:
+        parts.append(f"clip via int8 saturation, scale {q[0]:.4g}")
+    if c.threshold:
+        parts.append(f"threshold folded into {g.producer_op} bias")
+    if parts and g.correction_consumer is not None:
+        parts.append(f"consumer op {g.correction_consumer[0]} corrected")
+    return "; ".join(parts) if parts else "plain int8"

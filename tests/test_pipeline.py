@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import aa_tflite
-from aa_tflite import memory, pipeline, quantedit
+from aa_tflite import memory, quantedit, stages
 from aa_tflite.calibrate import tensor_values
 from aa_tflite.runtime import evaluate
 from aa_tflite.types import AAError, Bits, BudgetError, Plan, SiteConfig
@@ -160,7 +160,7 @@ def test_bad_eval_data_is_a_clear_error(digits):
         aa_tflite.convert("model.keras", budget_kb=1, representative_data=digits.x_cal)
 
 
-class _PenalisedBench(pipeline.Bench):
+class _PenalisedBench(stages.Bench):
     """A bench on which any plan of two or more sites verifies 5 points worse than measured:
     losses that are not additive, which the repair step must notice."""
 
@@ -176,7 +176,7 @@ class _PenalisedBench(pipeline.Bench):
 
 
 def test_a_plan_that_verifies_worse_than_predicted_is_repaired(digits, monkeypatch):
-    monkeypatch.setattr(pipeline, "Bench", _PenalisedBench)
+    monkeypatch.setattr(stages, "Bench", _PenalisedBench)
     out = _convert(digits, measure_tflm=False, curve_points=0)
     repairs = out.report.repairs
     assert repairs and "verified loss" in repairs[0] and "undid" in repairs[0]

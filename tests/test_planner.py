@@ -102,7 +102,7 @@ def test_search_is_deterministic():
 
 
 def test_planner_imports_no_tensorflow():
-    code = ("import sys, aa_tflite.planner, aa_tflite.quantedit; "
+    code = ("import sys, aa_tflite.planner, aa_tflite.quantedit, aa_tflite.stages, aa_tflite.guard; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

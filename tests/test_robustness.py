@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import aa_tflite
-from aa_tflite import flatbuffer, guard, pipeline, quantedit
+from aa_tflite import flatbuffer, guard, quantedit, stages
 from aa_tflite.calibrate import tensor_values
 from aa_tflite.types import AAError, BudgetError, Plan, SiteConfig
 
@@ -128,7 +128,7 @@ def test_a_model_xnnpack_refuses_gets_a_note_with_the_workaround(digits_tflite):
     model.subgraphs[0].tensors[fc.outputs[0]].quantization.scale = np.array([1e-9], np.float32)
     bad = flatbuffer.write(model)  # a requantization multiplier XNNPACK refuses
     assert guard.probe(bad, kernels="builtin").ok and not guard.probe(bad, kernels="xnnpack").ok
-    notes = pipeline._runtime_notes(bad, bad)
+    notes = stages._runtime_notes(bad, bad)
     assert any("XNNPACK" in n and "BUILTIN_WITHOUT_DEFAULT_DELEGATES" in n
                and "setUseXNNPACK(false)" in n for n in notes)
 

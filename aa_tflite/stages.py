@@ -1,0 +1,540 @@
+"""The stages of ``convert``, each a function that returns a frozen record.
+
+prepare (check the model and data) -> baseline (the int8 conversion, its sites, the layout) ->
+candidates (options per site) -> measure (each option as a flatbuffer edit, run in the
+interpreter) -> search and verify (greedy, verified end to end, repaired) -> curve -> report.
+``pipeline.convert`` calls them in that order; each reads only the records before it and the
+``Options``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from aa_tflite import guard, planner, quantedit
+from aa_tflite import memory as memory_mod
+from aa_tflite.report import Report, SiteRow, lowering_words, zero_points
+from aa_tflite.runtime import check_kernels
+from aa_tflite.sensitivity import (
+    Bench,
+    UnsafeVariant,
+    candidates,
+    sparse_bytes,
+    worst_nonzeros,
+)
+from aa_tflite.types import AAError, Bits, BudgetError, MemoryMode, Plan, SiteConfig
+
+__all__ = ["Baseline", "Chosen", "Measured", "Options", "Prepared", "baseline", "build_report",
+           "candidate_list", "curve", "measure", "options", "prepare", "search_and_verify"]
+
+_MAX_REPAIRS = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Every option of ``convert``, checked. See ``convert`` for what each means."""
+
+    budget: int | None  # bytes
+    budget_kb: float | None
+    mode: MemoryMode
+    max_accuracy_drop: float | None
+    plan: Plan | None
+    sparsity_points: tuple[float, ...]
+    four_bit: bool
+    max_fit_samples: int
+    max_eval_samples: int
+    io_dtype: str
+    measure_tflm: bool
+    progress: bool
+    batch_size: int
+    curve_points: int
+    kernels: str
+
+
+def options(*, budget_kb, memory, max_accuracy_drop, plan, sparsity_points, four_bit,
+            max_fit_samples, max_eval_samples, io_dtype, measure_tflm, progress, batch_size,
+            curve_points, kernels) -> Options:
+    """Checks ``convert``'s options; an ``AAError`` names the first bad one and the fix."""
+    kernels = check_kernels(kernels)
+    if budget_kb is None and plan is None:
+        raise AAError("budget_kb is required (KiB of activation memory), unless a plan is given.")
+    budget = None if budget_kb is None else int(_check_budget(budget_kb) * 1024)
+    try:
+        mode = MemoryMode(memory)
+    except ValueError as e:
+        raise AAError(f"memory must be one of {[m.value for m in MemoryMode]}. "
+                      f"Received: memory={memory!r}") from e
+    if max_accuracy_drop is not None and not (
+            isinstance(max_accuracy_drop, numbers.Real) and not isinstance(max_accuracy_drop, bool)
+            and math.isfinite(max_accuracy_drop) and max_accuracy_drop >= 0):
+        raise AAError(f"max_accuracy_drop must be a number of points >= 0. "
+                      f"Received: {max_accuracy_drop!r}")
+    for name, value in (("max_fit_samples", max_fit_samples),
+                        ("max_eval_samples", max_eval_samples), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise AAError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
+    if isinstance(curve_points, bool) or not isinstance(curve_points, numbers.Integral) or \
+            curve_points < 0:
+        raise AAError(f"curve_points must be an integer >= 0. Received: {curve_points!r}")
+    return Options(budget, None if budget_kb is None else float(budget_kb), mode,
+                   None if max_accuracy_drop is None else float(max_accuracy_drop), plan,
+                   tuple(float(p) for p in sparsity_points), bool(four_bit),
+                   int(max_fit_samples), int(max_eval_samples), io_dtype, bool(measure_tflm),
+                   bool(progress), int(batch_size), int(curve_points), kernels)
+
+
+def _check_budget(budget_kb) -> float:
+    if isinstance(budget_kb, (bool, np.bool_)) or not isinstance(budget_kb, numbers.Real) or \
+            not math.isfinite(budget_kb) or budget_kb <= 0:
+        raise AAError(f"budget_kb must be a positive number of KiB (1024 bytes) of activation "
+                      f"memory. Received: budget_kb={budget_kb!r}")
+    return float(budget_kb)
+
+
+def _eval_split(eval_data, x_cal: np.ndarray, check, classes: int
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    if eval_data is None:
+        return x_cal, None
+    if isinstance(eval_data, (tuple, list)) and len(eval_data) == 2:
+        x, y = eval_data
+        x = check(x, "eval_data[0]")
+        try:
+            y = np.asarray(y)
+        except (TypeError, ValueError) as e:
+            raise AAError(f"eval_data labels must be an array of integer class indices. "
+                          f"Received: {type(y).__name__}") from e
+        if y.ndim == 2 and y.shape[0] == len(x) and y.shape[1] == classes and classes > 1:
+            raise AAError("eval_data labels look one-hot (shape (N, classes)); pass class "
+                          "indices instead, e.g. y_val.argmax(axis=1).")
+        y = y.reshape(-1)
+        if len(y) != len(x):
+            raise AAError(f"eval_data has {len(x)} inputs and {len(y)} labels; pass one integer "
+                          "label per sample, e.g. eval_data=(x_val, y_val).")
+        if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer)
+                                   or np.issubdtype(y.dtype, np.floating)):
+            raise AAError(f"eval_data labels must be integer class indices. Received labels of "
+                          f"dtype {y.dtype}; map them to 0..{classes - 1} first.")
+        if not np.issubdtype(y.dtype, np.integer):
+            if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)):
+                raise AAError("eval_data labels must be integer class indices, e.g. "
+                              "y_val.argmax(axis=1) for one-hot labels.")
+            y = y.astype(np.int64)
+        if len(y) and (y.min() < 0 or y.max() >= classes):
+            raise AAError(f"eval_data labels must be class indices in 0..{classes - 1} (the model "
+                          f"has {classes} outputs). Received labels from {y.min()} to {y.max()}.")
+        return x, y
+    return check(eval_data, "eval_data"), None
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The checked model and data."""
+
+    model: Any  # keras.Model (Keras 3)
+    keras2: bool  # it came as a Keras 2 model
+    x_cal: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray | None
+    x_fit: np.ndarray
+
+
+def prepare(model, representative_data, eval_data, opts: Options) -> Prepared:
+    """Checks the model (Keras 2 models are brought to Keras 3) and the data."""
+    from aa_tflite.exporter import check_data
+    from aa_tflite.rewriter import check_model, from_keras2, is_keras2
+
+    keras2 = is_keras2(model)
+    if keras2:
+        model = from_keras2(model)
+    check_model(model)
+    x_cal = check_data(model, representative_data)
+    classes = int(np.prod([d for d in model.outputs[0].shape[1:] if d is not None]) or 1)
+    x_eval, y_eval = _eval_split(eval_data, x_cal, lambda d, w: check_data(model, d, w), classes)
+    n = opts.max_eval_samples
+    return Prepared(model, keras2, x_cal, x_eval[:n], None if y_eval is None else y_eval[:n],
+                    x_cal[:opts.max_fit_samples])
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """The int8 conversion every variant is an edit of, with what the later stages read."""
+
+    exported: Any  # exporter.Exported
+    reference: np.ndarray  # the float model's outputs on x_eval
+    graphs: Mapping[str, quantedit.SiteGraph]
+    bench: Bench
+    elements: Mapping[int, int]  # planned tensor -> elements
+    group_tensors: tuple[int, ...]  # every tensor of every site's group
+    buffers: tuple[planner.Buffer, ...]  # int8 layout
+    sparse_buffers: tuple[planner.Buffer, ...]  # zero-compressed, worst sample
+    notes: tuple[str, ...]
+
+    @property
+    def tflite(self) -> bytes:
+        return self.exported.tflite
+
+    def planning_buffers(self, mode: MemoryMode) -> tuple[planner.Buffer, ...]:
+        return self.sparse_buffers if mode == MemoryMode.PACKED_SPARSE else self.buffers
+
+
+def baseline(prep: Prepared, opts: Options) -> Baseline:
+    """Converts to int8 once, runs it in a child process first, and analyses its sites."""
+    from aa_tflite.exporter import export
+
+    base = export(prep.model, None, representative_data=prep.x_cal, io_dtype=opts.io_dtype)
+    _probe_baseline(base.tflite, opts.kernels)
+    reference = np.asarray(prep.model.predict(prep.x_eval, batch_size=opts.batch_size,
+                                              verbose=0))
+    graphs = quantedit.analyse(base.tflite, base.site_tensors)
+    bench = Bench(base.tflite, graphs, x_fit=prep.x_fit, x_eval=prep.x_eval, y_eval=prep.y_eval,
+                  reference=reference, batch_size=opts.batch_size, kernels=opts.kernels)
+    _, layout = memory_mod.plan_tensors(base.tflite)
+    elements = {tm.index: math.prod(tm.shape) if tm.shape else 1 for tm in layout}
+    group_tensors = tuple(sorted({t for g in graphs.values() for t in g.group if t in elements}))
+    base_nz = bench.nonzeros(base.tflite, group_tensors)
+    buffers = tuple(planner.Buffer(tm.index, tm.first, tm.last, tm.nbytes) for tm in layout)
+    sparse = tuple(dataclasses.replace(b, nbytes=sparse_bytes(elements[b.tensor],
+                                                              base_nz[b.tensor], 8))
+                   if b.tensor in base_nz else b for b in buffers)
+    notes = [f"Repaired the int8 conversion: {r}" for r in base.repairs]
+    if prep.keras2:
+        notes.append("The model was a Keras 2 (tf_keras) model; it was converted to Keras 3 "
+                     "through a legacy .h5 file (the given object is untouched).")
+    if prep.y_eval is None:
+        notes.append("No labels: the loss is the drop in top-1 agreement with the float model "
+                     f"on {len(prep.x_eval)} samples.")
+    else:
+        notes.append(f"Scores are on the {len(prep.x_eval)} eval_data samples the planner also "
+                     "used; evaluate a separate split for held-out figures.")
+    for s, g in sorted(graphs.items()):
+        notes += [f"{s}: {n}" for n in g.notes]
+    for s, tensor in sorted(base.site_tensors.items()):
+        if tensor is None or s not in graphs:
+            notes.append(f"{s}: its tensor was not found in the .tflite; it stays plain int8.")
+    return Baseline(base, reference, graphs, bench, elements, group_tensors, buffers, sparse,
+                    tuple(notes))
+
+
+def candidate_list(base: Baseline, opts: Options) -> list[tuple[str, str, SiteConfig]]:
+    """``(site, label, config)`` for every option to measure, sites in execution order; none
+    when a plan is given or the budget counts the TFLM arena (which no option shrinks)."""
+    if opts.plan is not None or opts.mode == MemoryMode.TFLM:
+        return []
+    bench, graphs = base.bench, base.graphs
+    return [(s, label, c) for s in bench.order(graphs)
+            for label, c in candidates(graphs[s], bench.site_values(s), memory=opts.mode,
+                                       sparsity_points=opts.sparsity_points,
+                                       per_channel=bench.per_channel(graphs[s]),
+                                       four_bit=opts.four_bit)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """Every measured option."""
+
+    options: Mapping[str, tuple[planner.Option, ...]]  # site -> options, for the planner
+    sensitivity: Mapping[str, tuple[tuple[str, float, int], ...]]  # site -> (label, loss, bytes)
+    points: Mapping[tuple[str, SiteConfig], float]  # single-site loss in points
+    count: int
+    notes: tuple[str, ...]
+
+
+def measure(base: Baseline, todo: Sequence[tuple[str, str, SiteConfig]],
+            opts: Options) -> Measured:
+    """Builds each option as an edit of the baseline and measures its loss in the interpreter."""
+    from tqdm.auto import tqdm
+
+    bench = base.bench
+    options: dict[str, list[planner.Option]] = {}
+    sensitivity: dict[str, list[tuple[str, float, int]]] = {}
+    points: dict[tuple[str, SiteConfig], float] = {}
+    notes: list[str] = []
+    bar = tqdm(todo, desc="sensitivity", unit="option", disable=not opts.progress)
+    for site, label, config in bar:
+        try:
+            variant = bench.build({site: config})
+        except UnsafeVariant as e:
+            notes.append(f"{site}: option {label} not offered: {e}")
+            continue
+        metrics = bench.measure(variant)
+        nbytes = _option_bytes(base, site, config, variant, opts.mode)
+        options.setdefault(site, []).append(
+            planner.Option(site, config, bench.planning_loss(metrics), nbytes))
+        points[(site, config)] = bench.loss(metrics)
+        sensitivity.setdefault(site, []).append(
+            (label, round(bench.loss(metrics), 4), sum(nbytes.values())))
+    bar.close()
+    return Measured({k: tuple(v) for k, v in options.items()},
+                    {k: tuple(v) for k, v in sensitivity.items()}, points,
+                    sum(len(v) for v in options.values()), tuple(notes))
+
+
+def _option_bytes(base: Baseline, site: str, config: SiteConfig, tflite: bytes | None,
+                  mode: MemoryMode) -> dict[int, int]:
+    elements = base.elements
+    group = [t for t in base.graphs[site].group if t in elements]
+    if mode != MemoryMode.PACKED_SPARSE:
+        return {t: math.ceil(elements[t] * int(config.bits) / 8) for t in group}
+    nz = base.bench.nonzeros(tflite, group)
+    return {t: sparse_bytes(elements[t], nz[t], int(config.bits)) for t in group}
+
+
+@dataclasses.dataclass(frozen=True)
+class Chosen:
+    """The plan written, the model it gives and what it measured."""
+
+    configs: Mapping[str, SiteConfig]
+    tflite: bytes
+    metrics: Any  # sensitivity.Metrics
+    predicted: float
+    repairs: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def search_and_verify(base: Baseline, measured: Measured, opts: Options) -> Chosen:
+    """The plan: the given one, the plain model (``memory="tflm"``), or the greedy search's,
+    verified end to end and repaired until it holds."""
+    bench = base.bench
+    if opts.mode == MemoryMode.TFLM:
+        arena = memory_mod.tflm_arena(base.tflite)
+        if opts.budget is not None and arena.total > opts.budget:
+            raise BudgetError(
+                f"memory='tflm' means the arena stock TFLite Micro allocates, {arena.total:,} B "
+                f"({arena.total / 1024:.2f} KiB) for this model's int8 baseline. AA-ReLU cannot "
+                "shrink it: TFLM stores 4-bit activations in int8 tensors and does not compress "
+                "zeros. Raise budget_kb, or plan with memory='packed' for a runtime that packs.",
+                smallest_bytes=arena.total, plan={})
+        return Chosen({}, base.tflite, bench.baseline, 0.0, (), (
+            "memory='tflm': the int8 baseline already fits, and no AA option can shrink the TFLM "
+            "arena, so the plan is the plain int8 model.",))
+    if opts.plan is not None:
+        configs = _complete(opts.plan.sites, base.graphs)
+        built = bench.build(configs)
+        return Chosen(configs, built, bench.measure(built), float("nan"), (), ())
+    repairs: list[str] = []
+    search, built, verified, predicted = _search_and_repair(base, measured, opts, repairs)
+    return Chosen(search.configs(), built, verified, predicted, tuple(repairs), ())
+
+
+def curve(base: Baseline, measured: Measured, opts: Options
+          ) -> tuple[tuple[int, float, float | None], ...]:
+    """The greedy path from int8 down to the smallest plan; ``opts.curve_points`` of its steps
+    built and verified."""
+    if not measured.options or opts.curve_points <= 0:
+        return ()
+    bench, buffers = base.bench, base.planning_buffers(opts.mode)
+    int8_score = _score(bench.baseline)
+    floor = planner.smallest(buffers, measured.options)
+    steps = planner.greedy(buffers, measured.options, floor.peak).steps
+    if not steps:
+        return ()
+    pick = set(np.linspace(0, len(steps) - 1, min(opts.curve_points, len(steps))).round()
+               .astype(int))
+    out, configs = [], {}
+    for k, step in enumerate(steps):
+        configs[step.site] = step.config
+        verified = _score(bench.measure(bench.build(configs))) if k in pick else None
+        out.append((step.peak, int8_score - step.predicted_loss / 100.0, verified))
+    return tuple(out)
+
+
+def build_report(prep: Prepared, base: Baseline, measured: Measured, chosen: Chosen,
+                 curve_points: Sequence[tuple[int, float, float | None]],
+                 seconds: Mapping[str, float], opts: Options) -> Report:
+    """Measures the final model's memory on every definition and writes the report."""
+    bench, graphs, elements = base.bench, base.graphs, base.elements
+    tflite = chosen.tflite
+    final_plan = Plan(chosen.configs)
+    notes = [*base.notes, *measured.notes, *chosen.notes, *_runtime_notes(base.tflite, tflite)]
+    bits = {tt: int(c.bits) for s, c in chosen.configs.items() if c.bits != Bits.INT8
+            for tt in graphs[s].group}
+    planned_mem = memory_mod.memory_report(tflite, bits=bits, measure_tflm=opts.measure_tflm)
+    int8_mem = memory_mod.memory_report(base.tflite, measure_tflm=opts.measure_tflm)
+    site_t = {s: g.tensor for s, g in graphs.items()}
+    final_values = bench.values(tflite, [*base.group_tensors, *site_t.values()])
+    nz = worst_nonzeros({t: final_values[t] for t in base.group_tensors})
+    planned_sparse = [dataclasses.replace(b, nbytes=sparse_bytes(
+        elements[b.tensor], nz[b.tensor], bits.get(b.tensor, 8))) if b.tensor in nz else
+        dataclasses.replace(b, nbytes=math.ceil(elements[b.tensor] * bits.get(b.tensor, 8) / 8))
+        for b in base.buffers]
+    zps = zero_points(tflite, site_t.values())
+    rows = []
+    for s in bench.order(graphs):
+        c, g = final_plan.get(s), graphs[s]
+        tt = g.tensor
+        rows.append(SiteRow(
+            s, tt, int(c.bits), c.threshold, c.clip,
+            float(np.mean(final_values[tt] == 0)) if tt in final_values else None,
+            math.ceil(elements[tt] * int(c.bits) / 8) if tt in elements else None,
+            sparse_bytes(elements[tt], nz[tt], int(c.bits)) if tt in nz else None,
+            measured.points.get((s, c), 0.0), lowering_words(c, g, zps.get(tt))))
+    for s, tensor in sorted(base.exported.site_tensors.items()):
+        if s not in graphs:
+            rows.append(SiteRow(s, tensor, 8, 0.0, None, None, None, None, 0.0,
+                                "plain int8 (tensor not found)"))
+    y_eval, reference = prep.y_eval, base.reference
+    metric = "top-1 accuracy" if y_eval is not None else "top-1 agreement with float"
+    float_score = (float(np.mean(np.argmax(reference.reshape(len(reference), -1), axis=1)
+                                 == y_eval)) if y_eval is not None else 1.0)
+    return Report(
+        model=prep.model.name, memory_mode=opts.mode.value, budget_bytes=opts.budget,
+        metric=metric, float_score=float_score, int8_score=_score(bench.baseline),
+        planned_score=_score(chosen.metrics), predicted_loss=float(chosen.predicted),
+        verified_loss=bench.loss(chosen.metrics), eval_samples=len(prep.x_eval),
+        int8_memory=int8_mem, planned_memory=planned_mem,
+        int8_sparse_peak=planner.peak(base.sparse_buffers),
+        planned_sparse_peak=planner.peak(planned_sparse), sites=tuple(rows),
+        options_measured=measured.count, repairs=chosen.repairs,
+        seconds={k: round(v, 2) for k, v in seconds.items()}, curve=tuple(curve_points),
+        sensitivity=dict(measured.sensitivity), notes=tuple(notes),
+        tensor_bits=dict(sorted(bits.items())), kernels=opts.kernels)
+
+
+def _probe_baseline(tflite: bytes, kernels: str = "builtin") -> None:
+    """Runs the plain int8 conversion once in a child process before it is run in this one: a
+    runtime abort there must not end the user's process."""
+    for k in dict.fromkeys(("builtin", kernels)):
+        result = guard.probe(tflite, kernels=k)
+        if result.ok:
+            continue
+        if k == "builtin":
+            raise AAError(f"LiteRT cannot run the plain int8 conversion of this model, before any "
+                          f"aa_tflite edit: {result.reason}. Check the model in plain TFLite "
+                          "(tf.lite.TFLiteConverter with full-integer quantization) first; layers "
+                          "whose outputs are constant on the representative data are a common "
+                          "cause.")
+        raise AAError(f"kernels={k!r} cannot run the plain int8 conversion of this model, before "
+                      f"any aa_tflite edit: {result.reason}. That is the runtime's limitation; "
+                      "measure with kernels='builtin' (and deploy with builtin kernels).")
+
+
+XNNPACK_WORKAROUND = (
+    "use LiteRT's builtin kernels: in Python, Interpreter(..., experimental_op_resolver_type="
+    "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES); on Android, "
+    "Interpreter.Options().setUseXNNPACK(false)")
+
+
+def _runtime_notes(base: bytes, planned: bytes) -> list[str]:
+    """Runs both models once with LiteRT's default XNNPACK delegate (what Android apps get) and
+    in TFLite Micro, each in a child process, and says where one does not run."""
+    notes = []
+    targets = ((guard.Kernels.XNNPACK, "LiteRT's default XNNPACK delegate"),
+               (guard.Kernels.TFLM, "TFLite Micro"))
+    models = [base] if planned == base else [base, planned]
+    results = iter(guard.probe_all([(m, k) for k, _ in targets for m in models]))
+    for kernels, name in targets:
+        plain = next(results)
+        ours = plain if planned == base else next(results)
+        if not plain.ok:
+            fix = f" Workaround: {XNNPACK_WORKAROUND}." if kernels == guard.Kernels.XNNPACK else ""
+            notes.append(f"{name} cannot run this model, and cannot run its plain int8 "
+                         f"conversion either, so this is the runtime's limitation, not the "
+                         f"plan's: {plain.reason}.{fix}")
+        elif not ours.ok:
+            notes.append(f"WARNING: {name} runs the plain int8 model but not the planned one: "
+                         f"{ours.reason}. Please report this as an aa_tflite bug.")
+    return notes
+
+
+def _score(m) -> float:
+    return m.accuracy if m.accuracy is not None else m.agreement
+
+
+def _label(c: SiteConfig) -> str:
+    s = f"{int(c.bits)}b"
+    if c.threshold:
+        s += f" T={c.threshold:.3g}"
+    return s
+
+
+def _search_and_repair(base: Baseline, measured: Measured, opts: Options, repairs: list[str]):
+    """Greedy search, then verify the whole plan in the interpreter; repair by banning the worst
+    move and searching again, up to ``_MAX_REPAIRS`` times. Returns the best verified plan that
+    fits: ``(search, tflite, metrics, predicted_loss)``."""
+    bench, graphs, elements = base.bench, base.graphs, base.elements
+    options, points, mode = measured.options, measured.points, opts.mode
+    planning_buffers, buffers = base.planning_buffers(mode), base.buffers
+    budget, budget_kb, max_accuracy_drop = opts.budget, opts.budget_kb, opts.max_accuracy_drop
+    banned: set[tuple[str, SiteConfig]] = set()
+    best = None
+    internal_budget = budget
+    tol = max(0.5, 200.0 / len(bench.x_eval))  # two samples' worth of noise, at least 0.5 points
+    for attempt in range(_MAX_REPAIRS + 1):
+        try:
+            search = planner.search(planning_buffers, options, internal_budget,
+                                    banned=frozenset(banned))
+        except BudgetError:
+            if best is None:
+                raise
+            repairs.append("No plan without the banned options fits; kept the best verified plan.")
+            break
+        try:
+            tfl = bench.build(search.configs())
+        except UnsafeVariant as e:
+            if attempt == _MAX_REPAIRS:
+                break
+            worst = max(search.choice.values(), key=lambda o: (o.loss, o.site))
+            banned.add((worst.site, worst.config))
+            repairs.append(f"Attempt {attempt + 1}: {e} Undid {worst.site} and searched again.")
+            continue
+        metrics = bench.measure(tfl)
+        vloss = bench.loss(metrics)
+        figure = _figure(mode, tfl, search, buffers, graphs, elements, bench)
+        predicted = sum(max(points[(s, o.config)], 0.0) for s, o in search.choice.items())
+        fits = figure <= budget
+        if fits and (best is None or vloss < best[3]):
+            best = (search, tfl, metrics, vloss, predicted)
+        if fits and vloss <= predicted + tol and (max_accuracy_drop is None
+                                                  or vloss <= max_accuracy_drop):
+            break
+        if attempt == _MAX_REPAIRS:
+            repairs.append(f"Gave up after {_MAX_REPAIRS} repairs; kept the best verified plan.")
+            break
+        if not fits:
+            internal_budget -= max(figure - budget, 1)
+            repairs.append(f"Attempt {attempt + 1}: measured {mode.value} peak {figure:,} B is "
+                           f"over the budget; searching again with {internal_budget:,} B.")
+            continue
+        worst = max(search.choice.values(), key=lambda o: (o.loss, o.site))
+        banned.add((worst.site, worst.config))
+        repairs.append(f"Attempt {attempt + 1}: verified loss {vloss:.2f} points against "
+                       f"{predicted:.2f} predicted; undid {worst.site} ({_label(worst.config)}, "
+                       f"single-site loss {worst.loss:.2f}) and searched again.")
+    if best is None:
+        raise BudgetError(f"No plan met the budget of {budget:,} B when measured.")
+    search, tfl, metrics, vloss, predicted = best
+    if max_accuracy_drop is not None and vloss > max_accuracy_drop:
+        raise BudgetError(
+            f"The budget of {budget_kb} KiB is met only with a verified loss of {vloss:.2f} "
+            f"points, above max_accuracy_drop={max_accuracy_drop}. Raise budget_kb or "
+            "max_accuracy_drop.", smallest_bytes=search.peak, plan=search.configs())
+    return search, tfl, metrics, predicted
+
+
+def _figure(mode: MemoryMode, tflite: bytes, search: planner.Search,
+            buffers: Sequence[planner.Buffer], graphs, elements, bench: Bench) -> int:
+    """The budgeted figure of a built plan, measured (sparse sizes are re-measured)."""
+    if mode != MemoryMode.PACKED_SPARSE:
+        return search.peak
+    bits = {t: int(c.bits) for s, c in search.configs().items() for t in graphs[s].group}
+    tensors = sorted({t for g in graphs.values() for t in g.group if t in elements})
+    nz = bench.nonzeros(tflite, tensors)
+    sized = [dataclasses.replace(b, nbytes=sparse_bytes(elements[b.tensor], nz[b.tensor],
+                                                        bits.get(b.tensor, 8)))
+             if b.tensor in nz else b for b in buffers]
+    return planner.peak(sized)
+
+
+def _complete(sites: Mapping[str, SiteConfig], graphs) -> dict[str, SiteConfig]:
+    """A user's plan, checked against the sites."""
+    unknown = sorted(set(sites) - set(graphs))
+    if unknown:
+        raise AAError(f"The plan names sites this model does not have: {unknown}. "
+                      f"Its sites are: {sorted(graphs)}.")
+    return dict(sites)
