@@ -200,7 +200,8 @@ def random_model(seed: int):
     memory = str(rng.choice(["packed", "packed", "packed+sparse", "tflm"]))
     kwargs = dict(memory=memory, curve_points=int(rng.choice([0, 2])),
                   measure_tflm=bool(rng.rand() < 0.3), progress=False,
-                  io_dtype="float32" if rng.rand() < 0.15 else "int8")
+                  io_dtype="float32" if rng.rand() < 0.15 else "int8",
+                  kernels=str(rng.choice(["builtin", "xnnpack", "tflm"], p=[0.7, 0.15, 0.15])))
     return model, x_cal, eval_data, float(rng.uniform(0.3, 1.1)), kwargs
 
 
@@ -344,7 +345,8 @@ def run_case(seed: int) -> dict:
         return {**out, "outcome": "skipped", "message": f"{type(e).__name__}: {e}"}
     x_eval = eval_data[0] if isinstance(eval_data, tuple) else \
         (eval_data if eval_data is not None else x_cal)
-    out.update(mode=kwargs["memory"], labels=type(eval_data).__name__, fraction=round(fraction, 3))
+    out.update(mode=kwargs["memory"], labels=type(eval_data).__name__, fraction=round(fraction, 3),
+               kernels=kwargs["kernels"])
     before = _snapshot(model)
     rng = np.random.RandomState(seed)
     try:

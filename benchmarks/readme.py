@@ -92,7 +92,17 @@ def _fuzz() -> list[str]:
     return lines
 
 
-SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz}
+def _kernels() -> list[str]:
+    from benchmarks.kernels import RESULTS, table
+
+    with open(RESULTS) as f:
+        rows = json.load(f)
+    return [*table(rows), "", f"Held-out halves ({rows[0]['test_samples']} samples for digits); "
+            "budget 50% of each model's int8 packed peak (`python -m benchmarks.kernels`)."]
+
+
+SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz,
+            "kernels": _kernels}
 
 
 def main() -> None:
