@@ -83,6 +83,10 @@ class SiteGraph:
         scale: The baseline's scale of the site tensor (the int8 step).
         can_equalize: Its channels can be rescaled (per-channel producer, a ReLU, one weighted
             consumer that divides the scales out).
+        relu6_readers: Standalone RELU6 ops that read a group tensor. TFLite Micro's RELU6
+            copies values in its input's terms, so when the site's parameters change they are
+            written as RELU, which requantizes on every runtime; their output's int8 range
+            already ends at or below 6, so int8 saturation keeps the clamp.
     """
 
     name: str
@@ -97,6 +101,7 @@ class SiteGraph:
     notes: tuple[str, ...]
     scale: float = 0.0
     can_equalize: bool = False
+    relu6_readers: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +163,7 @@ def analyse(tflite: bytes, site_tensors: Mapping[str, int | None]) -> dict[str, 
         group, frontier, notes = [root], [root], []
         tied = False
         boundary: list[tuple[object, int, int]] = []  # (op, pos, tensor) of ops that rescale
+        relu6_readers: list[int] = []
         while frontier:
             t = frontier.pop(0)
             for op, pos in readers.get(t, []):
@@ -177,6 +183,15 @@ def analyse(tflite: bytes, site_tensors: Mapping[str, int | None]) -> dict[str, 
                     tied = True
                     notes.append(f"4-bit and clip not offered: feeds {op.name} (op {op.index}), "
                                  "whose inputs must share one scale")
+                if op.name == "RELU6":  # TFLM's copies: written as RELU, if that is exact
+                    r6 = tensors[op.outputs[0]]
+                    top = r6.scale[0] * (127 - r6.zero_point[0]) if r6.scale else float("inf")
+                    if top <= 6.0 * (1 + 1e-6):
+                        relu6_readers.append(op.index)
+                    else:
+                        tied = True
+                        notes.append(f"4-bit and clip not offered: feeds a standalone RELU6 (op "
+                                     f"{op.index}), which TFLite Micro runs without requantizing")
                 boundary.append((op, pos, t))
         act = prod.fused_activation if prod.name in _WEIGHTED or prod.name == "ADD" else None
         clamps = act in _CLAMPING or prod.name in _CLAMPING
@@ -211,7 +226,8 @@ def analyse(tflite: bytes, site_tensors: Mapping[str, int | None]) -> dict[str, 
                               clamps and not tied, can_threshold, tuple(notes),
                               float(tensors[root].scale[0]) if tensors[root].scale else 0.0,
                               clamps and not tied and can_threshold and corr is not None
-                              and len(tensors[prod.inputs[1]].scale) > 1)
+                              and len(tensors[prod.inputs[1]].scale) > 1,
+                              tuple(relu6_readers))
     return out
 
 
@@ -303,6 +319,9 @@ def apply_edits(tflite: bytes, graphs: Mapping[str, SiteGraph],
                 raise AAError(f"Site {site!r} is a ReLU6: its clip must be at most 6. Received: "
                               f"clip={scale * (127 - zp):.4g}")
             _set_opcode(model, graph.operators[g.producer], _RELU_CODE, _RELU_VERSION)
+        if g.tensor in new_params:
+            for k in g.relu6_readers:
+                _set_opcode(model, graph.operators[k], _RELU_CODE, _RELU_VERSION)
     _write_params(model, ops, tensors, new_params, shifts, corrections, scales, users)
     return flatbuffer.write(model)
 

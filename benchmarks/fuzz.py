@@ -428,8 +428,10 @@ class _Worker:
         self.proc.wait()
 
 
-def run_many(seeds, *, workers: int = 2, timeout: float = 300.0, progress: bool = True):
-    """Runs every seed in worker processes; a dead worker is a crash, a silent one a hang."""
+def run_many(seeds, *, workers: int = 2, timeout: float = 300.0, progress: bool = True,
+             journal: str | None = None):
+    """Runs every seed in worker processes; a dead worker is a crash, a silent one a hang.
+    With ``journal``, each result is appended to that file as one JSON line as it comes."""
     import selectors
 
     todo = collections.deque(seeds)
@@ -449,6 +451,9 @@ def run_many(seeds, *, workers: int = 2, timeout: float = 300.0, progress: bool 
                 res = {"seed": w.seed, "outcome": "crash",
                        "message": f"worker died (exit status {w.proc.wait()})"}
             results.append(res)
+            if journal:
+                with open(journal, "a") as f:
+                    f.write(json.dumps(res, default=str) + "\n")
             if progress:
                 print(f"  seed {res['seed']}: {res['outcome']} {res.get('message', '')[:150]}",
                       file=sys.stderr, flush=True)
@@ -516,7 +521,10 @@ def main(argv=None) -> int:
         return 0
     seeds = args.seeds if args.seeds else list(range(args.first, args.first + args.graphs))
     t = time.perf_counter()
-    results = run_many(seeds, workers=args.workers, timeout=args.timeout)
+    journal = args.out + ".partial.jsonl"
+    if os.path.exists(journal):
+        os.unlink(journal)
+    results = run_many(seeds, workers=args.workers, timeout=args.timeout, journal=journal)
     elapsed = time.perf_counter() - t
     print(summary(results))
     print(f"{len(results)} graphs in {elapsed:.0f} s with {args.workers} workers "
@@ -530,6 +538,7 @@ def main(argv=None) -> int:
         json.dump({"seconds": round(elapsed, 1), "workers": args.workers,
                    "counts": collections.Counter(r["outcome"] for r in results),
                    "results": results}, f, indent=1, sort_keys=True, default=str)
+    os.unlink(journal)
     return 1 if bugs else 0
 
 

@@ -83,6 +83,9 @@ def _lowering_models():
                              L.Flatten(), L.Dense(8, activation="relu",
                                                   bias_initializer=keras.initializers.Constant(-99)),
                              L.Dense(4), L.Softmax()])
+    reader = keras.Sequential([keras.Input((10, 10, 3)), L.Conv2D(8, 3, activation="relu",
+                                                                  name="c"),
+                               L.ReLU(max_value=6.0), L.GlobalAveragePooling2D(), L.Dense(4)])
     kw = dict(representative_data=x, progress=False, measure_tflm=False, curve_points=0)
     return x, {
         "reduce_max": aa_tflite.convert(gmp, budget_kb=None, plan=Plan({"c_relu": SiteConfig(
@@ -90,6 +93,8 @@ def _lowering_models():
         "relu6_as_relu": aa_tflite.convert(relu6, budget_kb=None, plan=Plan({"r6": SiteConfig(
             bits=4)}), **kw).tflite,
         "repaired_scales": aa_tflite.convert(dead, budget_kb=100, **kw).tflite,
+        "relu6_reader_as_relu": aa_tflite.convert(reader, budget_kb=None, plan=Plan(
+            {"c_relu": SiteConfig(bits=4)}), **kw).tflite,
     }
 
 

@@ -98,6 +98,21 @@ def test_a_standalone_relu6_at_four_bits_computes_the_same_in_tflm_and_litert():
     assert np.abs(litert - micro).max() <= max(plain, 1)
 
 
+# 3b. (found by the random-graph run, seed 427) A 4-bit site read by a standalone RELU6.
+def test_a_four_bit_site_read_by_a_standalone_relu6_computes_the_same_in_tflm():
+    from keras import layers
+
+    model = _seq(layers.Conv2D(8, 3, activation="relu", name="c"), layers.ReLU(max_value=6.0),
+                 layers.GlobalAveragePooling2D(), layers.Dense(5))
+    out = _convert(model, budget_kb=None, plan=Plan({"c_relu": SiteConfig(bits=4)}))
+    assert "RELU6" in _ops(out.baseline_tflite) and "RELU6" not in _ops(out.tflite)
+    x = np.concatenate([X12[:8], X12[:8] * 10])
+    plain = np.abs(_outputs(out.baseline_tflite, x, "tflm")
+                   - _outputs(out.baseline_tflite, x, "builtin")).max()
+    litert, micro = _outputs(out.tflite, x, "builtin"), _outputs(out.tflite, x, "tflm")
+    assert np.abs(litert - micro).max() <= max(plain, 1)
+
+
 # 4a. A ReLU dead on the calibration data: the converter's 7.8e-9 scale aborts the runtimes.
 def test_dead_relu_scales_are_repaired_so_no_runtime_aborts():
     import keras
