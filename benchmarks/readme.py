@@ -85,10 +85,15 @@ def _fuzz() -> list[str]:
         f"`{m}`: " + ", ".join(f"{n} {o}" for o, n in sorted(c.items()))
         for m, c in sorted(by_mode.items())) + ".")
     lines += ["", drift_summary(results)]
-    lines += ["", f"{len(results)} graphs (seeds {min(r['seed'] for r in results)}–"
-              f"{max(r['seed'] for r in results)}) in {data['seconds']:.0f} s with "
-              f"{data['workers']} worker processes (`python -m benchmarks.fuzz --graphs "
-              f"{len(results)}`)."]
+    seeds = f"seeds {min(r['seed'] for r in results)}–{max(r['seed'] for r in results)}"
+    if data.get("partial"):
+        lines += ["", f"A partial run: {len(results)} graphs ({seeds}) of "
+                  f"`python -m benchmarks.fuzz --graphs {data['partial']}`, stopped early; "
+                  f"{data['workers']} worker processes."]
+    else:
+        lines += ["", f"{len(results)} graphs ({seeds}) in {data['seconds']:.0f} s with "
+                  f"{data['workers']} worker processes (`python -m benchmarks.fuzz --graphs "
+                  f"{len(results)}`)."]
     return lines
 
 
