@@ -95,6 +95,8 @@ class ProbeResult:
         crashed: The child died (a signal such as SIGABRT or SIGSEGV, or a hang), rather than
             reporting an error.
         reason: Empty when ``ok``; otherwise the runtime's last words, in one line.
+        outputs: The raw outputs for ``probe(..., inputs=...)``, else None.
+        log: What the child printed (TFLM's allocation record for ``tflm_arena_size``).
     """
 
     ok: bool

@@ -147,7 +147,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
         with timed("curve"):
             curve = stages.curve(base, measured, opts)
     with timed("final+report"):
-        report = stages.build_report(prep, base, measured, chosen, curve, seconds, opts)
+        report = stages.build_report(prep, base, measured, chosen, curve, opts)
     seconds["total"] = time.perf_counter() - t_start
     report = dataclasses.replace(report, seconds={k: round(v, 2) for k, v in seconds.items()})
     plan_out = Plan(chosen.configs)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from aa_tflite.guard import Kernels
 from aa_tflite.types import AAError
 
 __all__ = ["KERNELS", "batches", "check_kernels", "dequantize", "evaluate", "interpreter_backend",
@@ -39,7 +40,7 @@ def interpreter_backend() -> str:
     return _backend()[0]
 
 
-KERNELS = ("builtin", "xnnpack", "tflm")
+KERNELS = tuple(k.value for k in Kernels)  # one list of kernel sets, guard's
 
 
 def check_kernels(kernels: str) -> str:
