@@ -27,7 +27,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("model", help="path to a .tflite file")
     p.add_argument("--no-tflm", action="store_true", help="skip measuring the TFLM arena")
 
-    p = sub.add_parser("convert", help="Keras model + memory budget -> mixed int8/int4 .tflite")
+    p = sub.add_parser("convert", help="Keras model + memory budget -> mixed-precision .tflite")
     p.add_argument("model", help="path to a .keras (or legacy .h5/.hdf5) Keras model")
     p.add_argument("--budget-kb", type=float,
                    help="activation memory budget in KiB (1024 B); see --memory")
@@ -48,6 +48,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kernels", choices=["builtin", "xnnpack", "tflm"], default="builtin",
                    help="kernels every loss is measured on, as deployed: LiteRT builtin "
                         "(default), LiteRT with XNNPACK (Android's default), or TFLite Micro")
+    p.add_argument("--bits", type=_bit_menu, default=None,
+                   help="precisions to offer below 8 bits, comma-separated, from 6,5,4,3,2 "
+                        "(default all; 'none' plans 8 bits only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("demo", help="the main job on the embedded digits model")
@@ -56,6 +59,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="budget as a fraction of the int8 packed peak (default 0.6)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
+
+
+def _bit_menu(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"--bits takes comma-separated bit-widths such as 6,4,2. Received: {text!r}") from e
 
 
 def _load_npz(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -159,7 +172,7 @@ def _convert(args: argparse.Namespace) -> int:
                      representative_data=x_cal, eval_data=eval_data, memory=args.memory,
                      max_accuracy_drop=args.max_accuracy_drop, plan=plan, io_dtype=args.io,
                      measure_tflm=not args.no_tflm, progress=not args.no_progress,
-                     kernels=args.kernels)
+                     kernels=args.kernels, bits=args.bits)
     _print_result(result, result.save(args.out))
     return 0
 

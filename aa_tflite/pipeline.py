@@ -68,7 +68,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
             eval_data: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
             memory: MemoryMode | str = MemoryMode.PACKED, max_accuracy_drop: float | None = None,
             plan: Plan | None = None, sparsity_points: Sequence[float] = (10.0, 20.0, 30.0),
-            four_bit: bool = True,
+            bits: Sequence[int] | None = None,
             max_fit_samples: int = 128, max_eval_samples: int = 500, io_dtype: str = "int8",
             measure_tflm: bool = True, progress: bool = True, batch_size: int = 64,
             curve_points: int = 8, kernels: str = "builtin") -> Result:
@@ -97,7 +97,9 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
             clips from the data (one per channel where the graph allows).
         sparsity_points: Threshold candidates for ``"packed+sparse"``: thresholds that add these
             many points of sparsity per site. ``()`` plans precision only.
-        four_bit: Offer 4-bit activations. ``False`` plans thresholds only (8-bit everywhere).
+        bits: The activation precisions to offer below 8 bits, from 6, 5, 4, 3 and 2
+            (``aa_tflite.precision``). Defaults to all of them. ``[4]`` offers 4 bits only;
+            ``[]`` plans thresholds only (8 bits everywhere).
         max_fit_samples: Representative samples used to fit consumer corrections and measure
             sparsity.
         max_eval_samples: Evaluation samples used for every loss measurement.
@@ -132,7 +134,7 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
 
     opts = stages.options(
         budget_kb=budget_kb, memory=memory, max_accuracy_drop=max_accuracy_drop, plan=plan,
-        sparsity_points=sparsity_points, four_bit=four_bit, max_fit_samples=max_fit_samples,
+        sparsity_points=sparsity_points, bits=bits, max_fit_samples=max_fit_samples,
         max_eval_samples=max_eval_samples, io_dtype=io_dtype, measure_tflm=measure_tflm,
         progress=progress, batch_size=batch_size, curve_points=curve_points, kernels=kernels)
     prep = stages.prepare(model, representative_data, eval_data, opts)

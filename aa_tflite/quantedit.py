@@ -6,12 +6,12 @@ added, so the TFLM arena of an edited model equals the plain int8 model's. No Te
 
 How each control is written:
 
-* **4-bit** (``bits=4``, step ``s4 = clip / 15``): the site's output tensor is declared with scale
-  ``s4`` and zero point ``112``. The producer's fused ReLU/ReLU6 clamps below at the zero point and
-  int8 saturates at 127, so the tensor holds the 16 levels 112..127 for any input, the top one being
-  the clip. Ops that pass values through unchanged (pooling, reshape, pad, slices) carry the same
-  parameters to their outputs, which stay within those 16 levels. Weighted consumers get their
-  int32 bias rescaled to the new input scale; other consumers read the parameters at run time.
+* **b bits** (``aa_tflite.precision``; e.g. 4 bits: step ``clip / 15``): the site's output tensor
+  is declared with scale ``clip / (2^b - 1)`` and zero point ``128 - 2^b``. The producer's fused
+  ReLU/ReLU6 clamps below at the zero point and int8 saturates at 127, so the tensor holds the
+  ``2^b`` levels ``128 - 2^b .. 127`` for any input, the top one being the clip. Ops that
+  pass values through unchanged (pooling, reshape, pad, slices) carry the same parameters to
+  their outputs, which stay within those levels. Weighted consumers get their int32 bias rescaled to the new input scale; other consumers read the parameters at run time.
 * **clip** at 8 bits: scale ``clip / 255``, zero point ``-128``; int8 saturation is the clamp.
 * **threshold** ``T`` (the ``shift`` lowering, ``max(x - T, 0)``): ``T`` is subtracted from the
   producer's bias, in its int32 units.
@@ -34,10 +34,9 @@ from ai_edge_litert import schema_py_generated as schema
 from aa_tflite import flatbuffer
 from aa_tflite.types import AAError
 
-__all__ = ["FOUR_BIT_ZERO_POINT", "MIN_ACTIVATION_SCALE", "SiteEdit", "SiteGraph", "analyse",
+__all__ = ["MIN_ACTIVATION_SCALE", "SiteEdit", "SiteGraph", "analyse",
            "apply_edits", "repair_scales", "rescale_tensors", "scale_problems"]
 
-FOUR_BIT_ZERO_POINT = 112  # levels 112..127: 16 levels, int8 saturation is the top clamp
 
 _WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 # Ops whose int8 kernels copy or pick input values without requantizing, in LiteRT and in TFLite

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aa_tflite import flatbuffer
+from aa_tflite.precision import precision
 from aa_tflite.types import Bits, MemoryMode, MemoryReport, SiteConfig, TensorMemory
 
 __all__ = ["MEMORY_NOTE", "Report", "SiteRow", "lowering_words", "memory_lines", "tensor_table",
@@ -128,7 +129,7 @@ class Report:
             "| site | bits | threshold | clip | sparsity | packed B | sparse B | loss | lowering |",
             "|---|---|---|---|---|---|---|---|---|"]
         for r in self.sites:
-            clip = f"{r.clip:.4g}" if r.clip is not None else "data" if r.bits == 4 else "-"
+            clip = f"{r.clip:.4g}" if r.clip is not None else "data" if r.bits < 8 else "-"
             sp = "-" if r.sparsity is None else f"{r.sparsity:.1%}"
             lines.append(f"| {r.site} | {r.bits} | {r.threshold:.4g} | {clip} | {sp} | "
                          f"{r.packed_bytes if r.packed_bytes is not None else '-'} | "
@@ -170,11 +171,12 @@ def zero_points(tflite: bytes, tensors) -> dict[int, tuple[float, int]]:
 def lowering_words(c: SiteConfig, g, q: tuple[float, int] | None) -> str:
     """How a site's config was written into the ``.tflite``, in words for the report."""
     parts = []
-    if c.bits == Bits.INT4 and q is not None:
+    if c.bits != Bits.INT8 and q is not None:
+        p = precision(c.bits)
         how = ("per-channel clips from the data, equalized through the producer's filter "
                "scales" if c.clip is None and g.can_equalize else "one clip for the tensor")
-        parts.append(f"4-bit: int8 tensor, zero point {q[1]}, scale {q[0]:.4g}, top level "
-                     f"{15 * q[0]:.4g} (16 levels, no op added); {how}")
+        parts.append(f"{p.bits}-bit: int8 tensor, zero point {q[1]}, scale {q[0]:.4g}, top level "
+                     f"{p.top * q[0]:.4g} ({p.levels} levels, no op added); {how}")
     elif c.clip is not None and q is not None:
         parts.append(f"clip via int8 saturation, scale {q[0]:.4g}")
     if c.threshold:

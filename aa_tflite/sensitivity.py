@@ -20,14 +20,15 @@ import numpy as np
 
 from aa_tflite import quantedit
 from aa_tflite.calibrate import tensor_values
+from aa_tflite.precision import check_menu, precision
 from aa_tflite.runtime import check_kernels, run_model
 from aa_tflite.types import AAError, Bits, MemoryMode, SiteConfig
 
-__all__ = ["KL_WEIGHT", "Bench", "Metrics", "UnsafeVariant", "candidates", "four_bit_clip",
+__all__ = ["KL_WEIGHT", "Bench", "Metrics", "UnsafeVariant", "candidates", "fit_clip",
            "kl_divergence", "min_clip", "site_edit", "sparse_bytes", "worst_nonzeros"]
 
 KL_WEIGHT = 10.0  # loss points per nat of added output KL; only matters between equal top-1 losses
-_CLIP_QUANTILES = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
+_CLIP_QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,16 +69,20 @@ def kl_divergence(reference: np.ndarray, outputs: np.ndarray) -> float:
     return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
 
 
-def four_bit_clip(values: np.ndarray, threshold: float = 0.0) -> float:
-    """The clip that gives the 16-level quantization of ``max(v - T, 0)`` the least squared error.
+def fit_clip(values: np.ndarray, threshold: float = 0.0, *, bits: int = 4) -> float:
+    """The clip that gives the ``bits``-bit quantization of ``max(v - T, 0)`` the least squared
+    error.
 
-    The candidates are quantiles of the positive values (90% ... 100%), so the clip comes from the
+    The candidates are quantiles of the positive values (50% ... 100%), so the clip comes from the
     data, never from a constant.
 
     Example:
-        >>> round(four_bit_clip(np.linspace(0, 1, 1001)), 3)
+        >>> round(fit_clip(np.linspace(0, 1, 1001)), 3)
         0.98
+        >>> fit_clip(np.linspace(0, 1, 1001), bits=2) < fit_clip(np.linspace(0, 1, 1001), bits=6)
+        True
     """
+    top = precision(bits).top
     v = np.maximum(np.asarray(values, np.float64).reshape(-1) - threshold, 0.0)
     pos = v[v > 0]
     if pos.size == 0:
@@ -85,33 +90,34 @@ def four_bit_clip(values: np.ndarray, threshold: float = 0.0) -> float:
     if pos.size > 200_000:  # a fixed subsample keeps this fast and deterministic
         v = v[np.linspace(0, v.size - 1, 200_000).astype(np.int64)]
     best = None
-    for q in _CLIP_QUANTILES:
-        c = float(np.quantile(pos, q))
+    for c in np.quantile(pos, _CLIP_QUANTILES):
+        c = float(c)
         if c <= 0:
             continue
-        step = c / 15.0
-        err = float(np.mean((v - np.clip(np.round(v / step), 0, 15) * step) ** 2))
+        step = c / top
+        err = float(np.mean((v - np.clip(np.round(v / step), 0, top) * step) ** 2))
         if best is None or err < best[0] - 1e-15:
             best = (err, c)
     return best[1] if best else float(pos.max())
 
 
-def min_clip(clip: float, graph: quantedit.SiteGraph) -> float:
-    """``clip``, raised so the 4-bit step is never finer than the site's int8 step (a finer step
-    only spreads the same int8 values thinner, and a tiny scale overflows the kernel's clamp)."""
-    return max(float(clip), 15.0 * graph.scale)
+def min_clip(clip: float, graph: quantedit.SiteGraph, bits: int = 4) -> float:
+    """``clip``, raised so the ``bits``-bit step is never finer than the site's int8 step (a finer
+    step only spreads the same int8 values thinner, and a tiny scale overflows the kernel's
+    clamp)."""
+    return max(float(clip), precision(bits).top * graph.scale)
 
 
 def site_edit(config: SiteConfig, graph: quantedit.SiteGraph) -> quantedit.SiteEdit:
     """The flatbuffer edit (without correction) that writes ``config`` at a site."""
-    if config.bits == Bits.INT4 and config.clip is None:
-        raise AAError(f"Site {graph.name!r}: a 4-bit config needs a clip (the value of the top "
-                      "level). aa_tflite.convert picks one from the data.")
+    if config.bits != Bits.INT8 and config.clip is None:
+        raise AAError(f"Site {graph.name!r}: a {int(config.bits)}-bit config needs a clip (the "
+                      "value of the top level). aa_tflite.convert picks one from the data.")
     if config.clip is None:
         return quantedit.SiteEdit(threshold=config.threshold)
-    levels = 15 if config.bits == Bits.INT4 else 255
-    zp = quantedit.FOUR_BIT_ZERO_POINT if config.bits == Bits.INT4 else -128
-    return quantedit.SiteEdit(threshold=config.threshold, scale=config.clip / levels, zero_point=zp)
+    p = precision(config.bits)
+    return quantedit.SiteEdit(threshold=config.threshold, scale=p.step(config.clip),
+                              zero_point=p.zero_point)
 
 
 def sparse_bytes(elements: int, nonzeros: int, bits: int) -> int:
@@ -122,21 +128,23 @@ def sparse_bytes(elements: int, nonzeros: int, bits: int) -> int:
 
 def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: MemoryMode,
                sparsity_points: Sequence[float] = (10.0, 20.0, 30.0), per_channel: bool = False,
-               four_bit: bool = True) -> list[tuple[str, SiteConfig]]:
+               bits: Sequence[int] | None = None) -> list[tuple[str, SiteConfig]]:
     """A site's candidate configs, labelled, from its calibration values.
 
-    With ``memory="packed"`` only 4-bit saves memory, so the candidate is 4-bit at the clip
-    ``four_bit_clip`` picks. With ``"packed+sparse"`` thresholds save memory too: the thresholds
-    that add each of ``sparsity_points`` points of zeros, at 8 and at 4 bits.
+    With ``memory="packed"`` only narrower precisions save memory, so the candidates are the
+    ``bits`` menu (default ``precision.DEFAULT_MENU``), each at the clip ``fit_clip`` picks for it.
+    With ``"packed+sparse"`` thresholds save memory too: the thresholds that add each of
+    ``sparsity_points`` points of zeros, at 8 bits and at every precision of the menu.
 
-    ``four_bit=False`` leaves 4-bit out (thresholds only). With ``per_channel``, 4-bit configs
-    get ``clip=None``: ``Bench.build`` then gives each channel
-    its own clip from the data (``SiteGraph.can_equalize`` sites only).
+    ``bits=()`` plans thresholds only (8-bit everywhere). With ``per_channel``, low-bit configs
+    get ``clip=None``: ``Bench.build`` then gives each channel its own clip from the data
+    (``SiteGraph.can_equalize`` sites only).
 
     Returns:
-        ``(label, config)`` pairs; labels such as ``"4b"`` or ``"8b +10pt"`` are the same across
-        sites, so reports and plots can line sites up.
+        ``(label, config)`` pairs, widest precision first; labels such as ``"4b"`` or
+        ``"8b +10pt"`` are the same across sites, so reports and plots can line sites up.
     """
+    menu = check_menu(bits)
     v = np.asarray(values, np.float64).reshape(-1)
     thresholds = [("", 0.0)]
     if memory == MemoryMode.PACKED_SPARSE and graph.can_threshold:
@@ -149,9 +157,11 @@ def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: Memory
     for tag, t in thresholds:
         if t > 0:
             out.append((f"8b{tag}", SiteConfig(threshold=t)))
-        if graph.can_requantize and four_bit:
-            clip = None if per_channel else min_clip(four_bit_clip(v, t), graph)
-            out.append((f"4b{tag}", SiteConfig(threshold=t, clip=clip, bits=Bits.INT4)))
+        if not graph.can_requantize:
+            continue
+        for b in menu:
+            clip = None if per_channel else min_clip(fit_clip(v, t, bits=b), graph, b)
+            out.append((f"{b}b{tag}", SiteConfig(threshold=t, clip=clip, bits=b)))
     return out
 
 
@@ -214,18 +224,19 @@ class Bench:
 
     def _equalized(self, site: str, config: SiteConfig,
                    graph: quantedit.SiteGraph) -> quantedit.SiteEdit:
-        """A 4-bit edit with per-channel ranges equalized: each channel gets its own 16-level
-        clip (from the data), scaled up to the largest one so one tensor scale serves all."""
+        """A low-bit edit with per-channel ranges equalized: each channel gets its own clip (from
+        the data), scaled up to the largest one so one tensor scale serves all."""
+        p = precision(config.bits)
         v = self.site_values(site)
         v = v.reshape(-1, v.shape[-1])
-        clips = np.array([four_bit_clip(v[:, c], config.threshold) if np.any(v[:, c] >
-                                                                            config.threshold)
-                          else 0.0 for c in range(v.shape[1])])
-        top = min_clip(float(clips.max()), graph)
+        clips = np.array([fit_clip(v[:, c], config.threshold, bits=p.bits)
+                          if np.any(v[:, c] > config.threshold) else 0.0
+                          for c in range(v.shape[1])])
+        top = min_clip(float(clips.max()), graph, p.bits)
         scale = np.where(clips > 0, top / np.maximum(clips, 1e-30), 1.0)
         scale = np.clip(scale, 1.0, 1e4)
-        return quantedit.SiteEdit(threshold=config.threshold, scale=top / 15.0,
-                                  zero_point=quantedit.FOUR_BIT_ZERO_POINT, channel_scale=scale)
+        return quantedit.SiteEdit(threshold=config.threshold, scale=p.step(top),
+                                  zero_point=p.zero_point, channel_scale=scale)
 
     def order(self, sites) -> list[str]:
         """Sites in execution order (by their producer op)."""
@@ -247,11 +258,13 @@ class Bench:
             config, graph = configs[site], self.graphs[site]
             if config == SiteConfig():
                 continue
-            if config.bits == Bits.INT4 and config.clip is None:  # clips chosen from the data
+            if config.bits != Bits.INT8 and config.clip is None:  # clips chosen from the data
                 if correct and self.per_channel(graph):
                     edits[site] = self._equalized(site, config, graph)
                 else:
-                    clip = min_clip(four_bit_clip(self.site_values(site), config.threshold), graph)
+                    b = int(config.bits)
+                    clip = min_clip(fit_clip(self.site_values(site), config.threshold, bits=b),
+                                    graph, b)
                     edits[site] = site_edit(dataclasses.replace(config, clip=clip), graph)
             else:
                 edits[site] = site_edit(config, graph)

@@ -19,6 +19,7 @@ import numpy as np
 
 from aa_tflite import guard, planner, quantedit
 from aa_tflite import memory as memory_mod
+from aa_tflite.precision import check_menu, precision
 from aa_tflite.report import Report, SiteRow, lowering_words, zero_points
 from aa_tflite.runtime import check_kernels
 from aa_tflite.sensitivity import (
@@ -31,7 +32,8 @@ from aa_tflite.sensitivity import (
 from aa_tflite.types import AAError, Bits, BudgetError, MemoryMode, Plan, SiteConfig
 
 __all__ = ["Baseline", "Chosen", "Measured", "Options", "Prepared", "baseline", "build_report",
-           "candidate_list", "curve", "measure", "options", "prepare", "search_and_verify"]
+           "candidate_list", "curve", "measure", "options", "prepare", "search_and_verify",
+           "tensor_bits"]
 
 _MAX_REPAIRS = 6
 
@@ -46,7 +48,7 @@ class Options:
     max_accuracy_drop: float | None
     plan: Plan | None
     sparsity_points: tuple[float, ...]
-    four_bit: bool
+    bits: tuple[int, ...]  # the precision menu below 8 bits, widest first
     max_fit_samples: int
     max_eval_samples: int
     io_dtype: str
@@ -57,7 +59,7 @@ class Options:
     kernels: str
 
 
-def options(*, budget_kb, memory, max_accuracy_drop, plan, sparsity_points, four_bit,
+def options(*, budget_kb, memory, max_accuracy_drop, plan, sparsity_points, bits,
             max_fit_samples, max_eval_samples, io_dtype, measure_tflm, progress, batch_size,
             curve_points, kernels) -> Options:
     """Checks ``convert``'s options; an ``AAError`` names the first bad one and the fix."""
@@ -84,7 +86,7 @@ def options(*, budget_kb, memory, max_accuracy_drop, plan, sparsity_points, four
         raise AAError(f"curve_points must be an integer >= 0. Received: {curve_points!r}")
     return Options(budget, None if budget_kb is None else float(budget_kb), mode,
                    None if max_accuracy_drop is None else float(max_accuracy_drop), plan,
-                   tuple(float(p) for p in sparsity_points), bool(four_bit),
+                   tuple(float(p) for p in sparsity_points), check_menu(bits),
                    int(max_fit_samples), int(max_eval_samples), io_dtype, bool(measure_tflm),
                    bool(progress), int(batch_size), int(curve_points), kernels)
 
@@ -231,7 +233,7 @@ def candidate_list(base: Baseline, opts: Options) -> list[tuple[str, str, SiteCo
             for label, c in candidates(graphs[s], bench.site_values(s), memory=opts.mode,
                                        sparsity_points=opts.sparsity_points,
                                        per_channel=bench.per_channel(graphs[s]),
-                                       four_bit=opts.four_bit)]
+                                       bits=opts.bits)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,7 +282,7 @@ def _option_bytes(base: Baseline, site: str, config: SiteConfig, tflite: bytes |
     elements = base.elements
     group = [t for t in base.graphs[site].group if t in elements]
     if mode != MemoryMode.PACKED_SPARSE:
-        return {t: math.ceil(elements[t] * int(config.bits) / 8) for t in group}
+        return {t: precision(config.bits).nbytes(elements[t]) for t in group}
     nz = base.bench.nonzeros(tflite, group)
     return {t: sparse_bytes(elements[t], nz[t], int(config.bits)) for t in group}
 
@@ -353,8 +355,7 @@ def build_report(prep: Prepared, base: Baseline, measured: Measured, chosen: Cho
     tflite = chosen.tflite
     final_plan = Plan(chosen.configs)
     notes = [*base.notes, *measured.notes, *chosen.notes, *_runtime_notes(base.tflite, tflite)]
-    bits = {tt: int(c.bits) for s, c in chosen.configs.items() if c.bits != Bits.INT8
-            for tt in graphs[s].group}
+    bits = tensor_bits(chosen.configs, graphs)
     planned_mem = memory_mod.memory_report(tflite, bits=bits, measure_tflm=opts.measure_tflm)
     int8_mem = memory_mod.memory_report(base.tflite, measure_tflm=opts.measure_tflm)
     site_t = {s: g.tensor for s, g in graphs.items()}
@@ -362,7 +363,7 @@ def build_report(prep: Prepared, base: Baseline, measured: Measured, chosen: Cho
     nz = worst_nonzeros({t: final_values[t] for t in base.group_tensors})
     planned_sparse = [dataclasses.replace(b, nbytes=sparse_bytes(
         elements[b.tensor], nz[b.tensor], bits.get(b.tensor, 8))) if b.tensor in nz else
-        dataclasses.replace(b, nbytes=math.ceil(elements[b.tensor] * bits.get(b.tensor, 8) / 8))
+        dataclasses.replace(b, nbytes=precision(bits.get(b.tensor, 8)).nbytes(elements[b.tensor]))
         for b in base.buffers]
     zps = zero_points(tflite, site_t.values())
     rows = []
@@ -372,7 +373,7 @@ def build_report(prep: Prepared, base: Baseline, measured: Measured, chosen: Cho
         rows.append(SiteRow(
             s, tt, int(c.bits), c.threshold, c.clip,
             float(np.mean(final_values[tt] == 0)) if tt in final_values else None,
-            math.ceil(elements[tt] * int(c.bits) / 8) if tt in elements else None,
+            precision(c.bits).nbytes(elements[tt]) if tt in elements else None,
             sparse_bytes(elements[tt], nz[tt], int(c.bits)) if tt in nz else None,
             measured.points.get((s, c), 0.0), lowering_words(c, g, zps.get(tt))))
     for s, tensor in sorted(base.exported.site_tensors.items()):
@@ -395,6 +396,14 @@ def build_report(prep: Prepared, base: Baseline, measured: Measured, chosen: Cho
         seconds={}, curve=tuple(curve_points),
         sensitivity=dict(measured.sensitivity), notes=tuple(notes),
         tensor_bits=dict(sorted(bits.items())), kernels=opts.kernels)
+
+
+def tensor_bits(configs: Mapping[str, SiteConfig],
+                graphs: Mapping[str, quantedit.SiteGraph]) -> dict[int, int]:
+    """Tensor index -> bits, for every tensor a plan stores below 8 bits (the one place a plan's
+    per-tensor bits are computed)."""
+    return {t: int(c.bits) for s, c in sorted(configs.items()) if c.bits != Bits.INT8
+            for t in graphs[s].group}
 
 
 def _probe_baseline(tflite: bytes, kernels: str = "builtin") -> None:
@@ -523,7 +532,7 @@ def _figure(mode: MemoryMode, tflite: bytes, search: planner.Search,
     """The budgeted figure of a built plan, measured (sparse sizes are re-measured)."""
     if mode != MemoryMode.PACKED_SPARSE:
         return search.peak
-    bits = {t: int(c.bits) for s, c in search.configs().items() for t in graphs[s].group}
+    bits = tensor_bits(search.configs(), graphs)
     tensors = sorted({t for g in graphs.values() for t in g.group if t in elements})
     nz = bench.nonzeros(tflite, tensors)
     sized = [dataclasses.replace(b, nbytes=sparse_bytes(elements[b.tensor], nz[b.tensor],

@@ -51,10 +51,15 @@ class BudgetError(AAError):
 
 
 class Bits(int, enum.Enum):
-    """Activation bit-width of a site. Four-bit is an int8 tensor held to 16 levels."""
+    """Activation bit-width of a site. Below 8, an int8 tensor held to ``2^bits`` levels
+    (``aa_tflite.precision`` has the table)."""
 
     INT8 = 8
+    INT6 = 6
+    INT5 = 5
     INT4 = 4
+    INT3 = 3
+    INT2 = 2
 
 
 class Lowering(str, enum.Enum):
@@ -112,8 +117,8 @@ class SiteConfig:
         threshold: Outputs for inputs below it become 0. ``0`` is a plain ReLU.
         clip: Upper bound of the site's stored output, or None for the site's native bound.
             With the default ``shift`` lowering the output is ``min(max(x - T, 0), clip)``. For a
-            4-bit site, None means "chosen from the data": one clip per channel where the graph
-            allows it (``aa_tflite.convert``), else one for the tensor.
+            site below 8 bits, None means "chosen from the data": one clip per channel where the
+            graph allows it (``aa_tflite.convert``), else one for the tensor.
         bits: Activation bit-width.
     """
 
@@ -128,7 +133,11 @@ class SiteConfig:
         if self.clip is not None and (not math.isfinite(self.clip) or self.clip <= 0):
             raise AAError(f"SiteConfig.clip must be a finite number above 0, or None. "
                           f"Received: clip={self.clip}")
-        object.__setattr__(self, "bits", Bits(int(self.bits)))
+        try:
+            object.__setattr__(self, "bits", Bits(int(self.bits)))
+        except (TypeError, ValueError) as e:
+            raise AAError(f"SiteConfig.bits must be one of {[int(b) for b in Bits]}. "
+                          f"Received: bits={self.bits!r}") from e
 
     def to_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "clip": self.clip, "bits": int(self.bits)}
@@ -137,7 +146,7 @@ class SiteConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> SiteConfig:
         return cls(threshold=float(d.get("threshold", 0.0)),
                    clip=None if d.get("clip") is None else float(d["clip"]),
-                   bits=Bits(int(d.get("bits", 8))))
+                   bits=int(d.get("bits", 8)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ Series, each at budgets of 90% ... 40% of the model's own int8 figure:
 * **all 4-bit**: every site at 4 bits (one point).
 * **precision only**: ``convert(memory="packed")``, int8/4-bit per site, no thresholds. Under the
   packed definition thresholds save nothing, so this *is* aa_tflite's packed result.
-* **thresholds only**: ``convert(memory="packed+sparse", four_bit=False)``.
+* **thresholds only**: ``convert(memory="packed+sparse", bits=())``.
 * **aa_tflite (full)**: ``convert(memory="packed+sparse")``: thresholds and 4-bit.
 * **MCT**: ``mct.ptq.keras_post_training_quantization`` with an activation-memory target, 8/4-bit
   activations (``benchmarks/mct_runner.py``, in ``.venv-mct``). Its accuracy is simulated (its
@@ -86,7 +86,7 @@ def _ours(name: str, model, data: dict, log) -> dict:
                              plan=Plan({s: SiteConfig(bits=4) for s in sites}), **kw)
     out["all_4bit"] = _point(all4, x_test, y_test, time.perf_counter() - t0)
     series = {"precision_only": dict(memory="packed", sparsity_points=()),
-              "thresholds_only": dict(memory="packed+sparse", four_bit=False),
+              "thresholds_only": dict(memory="packed+sparse", bits=()),
               "aa_tflite": dict(memory="packed+sparse")}
     for key, opts in series.items():
         ref = packed8 if opts["memory"] == "packed" else sparse8

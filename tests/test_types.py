@@ -47,6 +47,15 @@ def test_site_config_rejects_bad_values(kwargs, fragment):
         SiteConfig(**kwargs)
 
 
-def test_site_config_bits_must_be_8_or_4():
-    with pytest.raises(ValueError):
-        SiteConfig(bits=3)
+@pytest.mark.parametrize("bits", [1, 7, 16, "four"])
+def test_site_config_bits_must_come_from_the_precision_table(bits):
+    with pytest.raises(AAError, match="bits must be one of"):
+        SiteConfig(bits=bits)
+
+
+def test_every_precision_of_the_table_round_trips_through_plan_json():
+    from aa_tflite.precision import PRECISIONS
+
+    plan = Plan({f"s{b}": SiteConfig(clip=1.0, bits=b) for b in PRECISIONS})
+    assert Plan.from_json(plan.to_json()) == plan
+    assert sorted(PRECISIONS) == [2, 3, 4, 5, 6, 8]
