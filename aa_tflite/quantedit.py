@@ -11,7 +11,8 @@ How each control is written:
   ReLU/ReLU6 clamps below at the zero point and int8 saturates at 127, so the tensor holds the
   ``2^b`` levels ``128 - 2^b .. 127`` for any input, the top one being the clip. Ops that
   pass values through unchanged (pooling, reshape, pad, slices) carry the same parameters to
-  their outputs, which stay within those levels. Weighted consumers get their int32 bias rescaled to the new input scale; other consumers read the parameters at run time.
+  their outputs, which stay within those levels. Weighted consumers get their
+  int32 bias rescaled to the new input scale; other consumers read the parameters at run time.
 * **clip** at 8 bits: scale ``clip / 255``, zero point ``-128``; int8 saturation is the clamp.
 * **threshold** ``T`` (the ``shift`` lowering, ``max(x - T, 0)``): ``T`` is subtracted from the
   producer's bias, in its int32 units.
