@@ -37,6 +37,7 @@ _LAZY = {
     "Report": "aa_tflite.pipeline", "Result": "aa_tflite.pipeline", "convert": "aa_tflite.pipeline",
     "Rewritten": "aa_tflite.rewriter", "rewrite": "aa_tflite.rewriter",
     "evaluate": "aa_tflite.runtime", "load_interpreter": "aa_tflite.runtime",
+    "read_metadata": "aa_tflite.metadata",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from aa_tflite.exporter import Exported, export, to_tflite
     from aa_tflite.layers import AAReLU
     from aa_tflite.memory import memory_report, plan_tensors, tflm_arena
+    from aa_tflite.metadata import read_metadata
     from aa_tflite.pipeline import Report, Result, convert
     from aa_tflite.rewriter import Rewritten, rewrite
     from aa_tflite.runtime import evaluate, load_interpreter
@@ -88,6 +90,7 @@ __all__ = [
     "load_interpreter",
     "memory_report",
     "plan_tensors",
+    "read_metadata",
     "rewrite",
     "site_statistics",
     "tflm_arena",

@@ -127,18 +127,27 @@ def _load_keras(path: str):
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from aa_tflite import flatbuffer, memory, report
+    from aa_tflite import flatbuffer, memory, metadata, report
 
     tflite = _read_tflite(args.model)
     ops, _ = flatbuffer.describe(flatbuffer.read(tflite))
+    meta = metadata.read_metadata(tflite)
+    bits = metadata.stored_bits(tflite)
     print(f"{args.model}: {len(ops)} ops")
     for op in ops:
         act = f" +{op.fused_activation}" if op.fused_activation not in (None, "NONE") else ""
         print(f"  {op.index:3d} {op.name}{act}  {list(op.inputs)} -> {list(op.outputs)}")
-    _, layout = memory.plan_tensors(tflite)
+    _, layout = memory.plan_tensors(tflite, bits=bits)
     print("\n".join(report.tensor_table(layout)))
+    if meta:
+        print(f"Bits per tensor: from the file's aa_tflite metadata ({meta.get('producer', '?')}, "
+              f"plan of {len(meta.get('plan', {}).get('sites', {}))} sites, "
+              f"{meta.get('memory_mode')} budget {meta.get('budget_bytes')} B).")
+    else:
+        print("Bits per tensor: no aa_tflite metadata; derived from each tensor's producer "
+              "clamp and quantization parameters.")
     print("\n".join(report.memory_lines(
-        memory.memory_report(tflite, measure_tflm=not args.no_tflm))))
+        memory.memory_report(tflite, bits=bits, measure_tflm=not args.no_tflm))))
     print(report.MEMORY_NOTE)
     return 0
 

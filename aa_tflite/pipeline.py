@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from absl import logging
 
 from aa_tflite import stages
 from aa_tflite.files import atomic_write_all
+from aa_tflite.metadata import write_metadata
 from aa_tflite.report import Report, SiteRow
 from aa_tflite.types import MemoryMode, Plan
 
@@ -153,5 +155,40 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
     seconds["total"] = time.perf_counter() - t_start
     report = dataclasses.replace(report, seconds={k: round(v, 2) for k, v in seconds.items()})
     plan_out = Plan(chosen.configs)
+    tflite = write_metadata(chosen.tflite, _metadata(report, plan_out))
+    report = dataclasses.replace(report, planned_memory=dataclasses.replace(
+        report.planned_memory, file_size=len(tflite)))
     logging.info("Planned %s: %s", prep.model.name, plan_out.to_json())
-    return Result(chosen.tflite, plan_out, report, base.tflite)
+    return Result(tflite, plan_out, report, base.tflite)
+
+
+def _metadata(report: Report, plan: Plan) -> dict:
+    """What the ``.tflite`` carries about itself (``aa_tflite.read_metadata``). Only figures that
+    the same inputs reproduce exactly: no times, no file size (the document is inside the file)."""
+    m, i8 = report.planned_memory, report.int8_memory
+    return {
+        "producer": f"aa_tflite {_version()}",
+        "model": report.model,
+        "plan": json.loads(plan.to_json()),
+        "tensor_bits": {str(t): b for t, b in sorted(report.tensor_bits.items())},
+        "memory_mode": report.memory_mode,
+        "budget_bytes": report.budget_bytes,
+        "memory": {"packed_peak": m.packed_peak, "int8_peak": m.int8_peak,
+                   "packed_sparse_peak": report.planned_sparse_peak,
+                   "tflm_arena": None if m.tflm is None else m.tflm.total,
+                   "tflm_head": None if m.tflm is None else m.tflm.head,
+                   "weights": m.weights,
+                   "int8_baseline": {"packed_peak": i8.packed_peak,
+                                     "packed_sparse_peak": report.int8_sparse_peak,
+                                     "tflm_arena": None if i8.tflm is None else i8.tflm.total}},
+        "scores": {"metric": report.metric, "float": report.float_score,
+                   "int8": report.int8_score, "planned": report.planned_score,
+                   "eval_samples": report.eval_samples},
+        "kernels": report.kernels,
+    }
+
+
+def _version() -> str:
+    from aa_tflite import __version__
+
+    return __version__

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from aa_tflite import cli
+from aa_tflite import cli, metadata
 from aa_tflite.types import Plan
 from tests.conftest import FIXTURES
 
@@ -38,17 +38,30 @@ def test_convert_with_budget_writes_all_files(tmp_path, digits, capsys):
     assert report["planned_memory"]["packed_peak"] <= report["budget_bytes"] == int(1.8 * 1024)
     assert report["planned_memory"]["tflm"]["total"] <= report["int8_memory"]["tflm"]["total"]
     plan = Plan.from_json((tmp_path / "out" / "digits.plan.json").read_text())
-    assert any(cfg.bits == 4 for cfg in plan.sites.values())
+    assert any(cfg.bits < 8 for cfg in plan.sites.values())
     for ext in (".tflite", ".report.md", ".sensitivity.png", ".memory.png"):
         assert (tmp_path / "out" / f"digits{ext}").exists()
     assert "Met: yes" in capsys.readouterr().out
+    # inspect prints the report's packed figure for the file convert wrote, with and without
+    # the metadata (then the bits come from the tensors' clamps and parameters).
+    packed = report["planned_memory"]["packed_peak"]
+    assert packed < report["int8_memory"]["packed_peak"]
+    tflite = (tmp_path / "out" / "digits.tflite").read_bytes()
+    (tmp_path / "stripped.tflite").write_bytes(metadata.strip_metadata(tflite))
+    for path, source in ((prefix.with_suffix(".tflite"), "from the file's aa_tflite metadata"),
+                         (tmp_path / "stripped.tflite", "no aa_tflite metadata; derived")):
+        assert _run(["inspect", str(path), "--no-tflm"]) == 0
+        out = capsys.readouterr().out
+        assert f"packed activation peak : {packed:,} B" in out and source in out
     # The plan file round-trips through --plan and gives the same model.
     rc = _run(["convert", str(model_path), "--data", str(tmp_path / "cal.npz"), "--out",
                str(tmp_path / "again" / "digits"), "--plan",
                str(tmp_path / "out" / "digits.plan.json"), "--no-tflm", "--no-progress"])
     assert rc == 0
-    assert (tmp_path / "again" / "digits.tflite").read_bytes() == \
-        (tmp_path / "out" / "digits.tflite").read_bytes()
+    # The same model; only the metadata differs (a given plan has no budget).
+    again = (tmp_path / "again" / "digits.tflite").read_bytes()
+    assert metadata.strip_metadata(again) == metadata.strip_metadata(tflite)
+    assert metadata.read_metadata(again)["plan"] == metadata.read_metadata(tflite)["plan"]
 
 
 def test_convert_needs_a_budget_or_a_plan(tmp_path, capsys):

@@ -6,7 +6,8 @@ EXPECTED = [
     "AAError", "AAReLU", "Bits", "BudgetError", "Exported", "Lowering", "MemoryMode",
     "MemoryReport", "Plan", "Report", "Result", "Rewritten", "Site", "SiteConfig", "SiteKind",
     "SiteStats", "TflmArena", "convert", "evaluate", "export", "load_default",
-    "load_interpreter", "memory_report", "plan_tensors", "rewrite", "site_statistics",
+    "load_interpreter", "memory_report", "plan_tensors", "read_metadata", "rewrite",
+    "site_statistics",
     "tflm_arena", "thresholds_for_sparsity", "to_tflite",
 ]
 

@@ -41,6 +41,23 @@ def test_budget_is_met_with_low_bit_sites_and_little_loss(result, digits):
     assert held_out >= base - 0.015
 
 
+def test_the_file_carries_its_plan_and_figures(result):
+    from aa_tflite import metadata
+
+    rep, meta = result.report, aa_tflite.read_metadata(result.tflite)
+    assert meta["plan"] == json.loads(result.plan.to_json())
+    assert meta["memory"]["packed_peak"] == rep.planned_memory.packed_peak
+    assert meta["memory"]["tflm_arena"] == rep.planned_memory.tflm.total
+    assert meta["scores"]["planned"] == rep.planned_score
+    assert {int(t): b for t, b in meta["tensor_bits"].items()} == rep.tensor_bits
+    assert rep.planned_memory.file_size == len(result.tflite)
+    # Without the metadata, the bits derived from the tensors give the same packed figure.
+    bare = metadata.strip_metadata(result.tflite)
+    assert metadata.stored_bits(bare) == rep.tensor_bits
+    assert memory.plan_tensors(bare, bits=metadata.stored_bits(bare))[0] == \
+        rep.planned_memory.packed_peak
+
+
 def test_planned_model_keeps_the_int8_tflm_arena_and_runs_there(result, digits):
     from tests.test_quantedit import assert_runs_in_tflite_micro_like_litert
 
@@ -90,7 +107,7 @@ def test_plan_round_trips_and_save_writes_every_file(result, tmp_path):
 
 
 def test_same_inputs_give_the_same_bytes(result, digits):
-    again = _convert(digits, measure_tflm=False)
+    again = _convert(digits)  # the same options: the metadata records the TFLM arena too
     assert again.tflite == result.tflite
     assert again.plan.to_json() == result.plan.to_json()
 
@@ -138,7 +155,10 @@ def test_tflm_mode_is_honest(digits):
     with pytest.raises(BudgetError, match="cannot\\s+shrink it"):
         _convert(digits, budget_kb=2, memory="tflm")
     out = _convert(digits, budget_kb=64, memory="tflm")
-    assert out.plan.sites == {} and out.tflite == out.baseline_tflite
+    from aa_tflite.metadata import strip_metadata
+
+    assert out.plan.sites == {} and strip_metadata(out.tflite) == \
+        strip_metadata(out.baseline_tflite)
 
 
 def test_without_labels_the_metric_is_agreement(digits):
