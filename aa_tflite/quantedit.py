@@ -49,9 +49,11 @@ _SAME_PARAMS = {"MAX_POOL_2D", "AVERAGE_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_
                 "BATCH_TO_SPACE_ND", "SPACE_TO_BATCH_ND", "MIRROR_PAD", "TILE", "BROADCAST_TO",
                 "REVERSE_V2", "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "UNPACK"}
 # Ops that need one scale on several inputs (checked, or implied by a raw pick between inputs):
-# a site feeding one cannot change alone.
+# a site feeding one cannot change alone. The joining ops below are planned as one tie group
+# when every input is a site that can change; the others block a change.
 _TIED = {"CONCATENATION", "PACK", "PADV2", "MAXIMUM", "MINIMUM", "SELECT", "SELECT_V2",
          "DYNAMIC_UPDATE_SLICE", "ADD_N", "FILL"}
+_JOINING = {"CONCATENATION", "PACK"}  # output = the inputs side by side, one scale for all
 _SHAPE_ONLY = {"SHAPE"}  # read a tensor's shape, not its values
 _CLAMPING = {"RELU", "RELU6"}
 # TFLite Micro's standalone RELU6 clamps in the input's terms and copies (LiteRT's requantizes),
@@ -87,6 +89,11 @@ class SiteGraph:
             copies values in its input's terms, so when the site's parameters change they are
             written as RELU, which requantizes on every runtime; their output's int8 range
             already ends at or below 6, so int8 saturation keeps the clamp.
+        tie: The sites (this one included, sorted) whose tensors an op that needs one scale on
+            all its inputs and its output (``CONCATENATION``, ``PACK``) joins: they take one
+            precision and one clip together, and their groups include that op's output. Empty
+            when the site is alone.
+        joins: Those joining ops' indices.
     """
 
     name: str
@@ -102,6 +109,8 @@ class SiteGraph:
     scale: float = 0.0
     can_equalize: bool = False
     relu6_readers: tuple[int, ...] = ()
+    tie: tuple[str, ...] = ()
+    joins: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,10 +173,21 @@ def analyse(tflite: bytes, site_tensors: Mapping[str, int | None]) -> dict[str, 
         tied = False
         boundary: list[tuple[object, int, int]] = []  # (op, pos, tensor) of ops that rescale
         relu6_readers: list[int] = []
+        joins: list[int] = []
         while frontier:
             t = frontier.pop(0)
             for op, pos in readers.get(t, []):
                 if op.name in _SHAPE_ONLY:
+                    continue
+                if op.name in _JOINING and all(tensors[o].scale == tensors[t].scale and
+                                               tensors[o].zero_point == tensors[t].zero_point
+                                               for o in op.outputs):
+                    if op.index not in joins:  # a tie: its output joins the group
+                        joins.append(op.index)
+                        for o in op.outputs:
+                            if o not in group:
+                                group.append(o)
+                                frontier.append(o)
                     continue
                 if op.name in _SAME_PARAMS and pos == 0:
                     for o in op.outputs:
@@ -226,8 +246,60 @@ def analyse(tflite: bytes, site_tensors: Mapping[str, int | None]) -> dict[str, 
                               clamps and not tied, can_threshold, tuple(notes),
                               float(tensors[root].scale[0]) if tensors[root].scale else 0.0,
                               clamps and not tied and can_threshold and corr is not None
-                              and len(tensors[prod.inputs[1]].scale) > 1,
-                              tuple(relu6_readers))
+                              and len(tensors[prod.inputs[1]].scale) > 1 and not joins,
+                              tuple(relu6_readers), (), tuple(joins))
+    return _tie(out, ops, tensors)
+
+
+def _tie(graphs: dict[str, SiteGraph], ops, tensors) -> dict[str, SiteGraph]:
+    """Joins the sites that feed one ``CONCATENATION``/``PACK`` into tie groups. A tie is offered
+    only when every input of every joining op in it is a site tensor (or a pass-through copy of
+    one) that can change; otherwise its sites are not offered a new precision, and the notes say
+    which input blocks it."""
+    parent = {s: s for s in graphs}
+
+    def find(s):
+        while parent[s] != s:
+            parent[s] = parent[parent[s]]
+            s = parent[s]
+        return s
+
+    by_op: dict[int, list[str]] = {}
+    for s, g in graphs.items():
+        for k in g.joins:
+            by_op.setdefault(k, []).append(s)
+    for members in by_op.values():
+        for s in members[1:]:
+            parent[find(s)] = find(members[0])
+    units: dict[str, list[str]] = {}
+    for s in graphs:
+        if graphs[s].joins:
+            units.setdefault(find(s), []).append(s)
+    out = dict(graphs)
+    for members in units.values():
+        members = sorted(members)
+        covered = {t for s in members for t in graphs[s].group}
+        blocked = [f"input {pos} of {ops[k].name} (op {k}) is not a ReLU output that can change"
+                   for k in sorted({k for s in members for k in graphs[s].joins})
+                   for pos, t in enumerate(ops[k].inputs)
+                   if t >= 0 and not tensors[t].is_constant and t not in covered]
+        blocked += [f"{s} cannot change: {'; '.join(graphs[s].notes)}" for s in members
+                    if not graphs[s].can_requantize]
+        for s in members:
+            g = graphs[s]
+            if blocked:
+                note = ("precision and clip not offered: tied to " + ", ".join(
+                    m for m in members if m != s) + " by one scale, and " + "; ".join(blocked))
+                out[s] = dataclasses.replace(g, can_requantize=False, tie=tuple(members),
+                                             notes=(*g.notes, note))
+            else:
+                others = [m for m in members if m != s]
+                note = (f"tied to {', '.join(others)} by one scale "
+                        f"({', '.join(sorted({ops[k].name for k in g.joins}))}): they take one "
+                        "precision and one clip together" if others else
+                        f"its {', '.join(sorted({ops[k].name for k in g.joins}))} output takes "
+                        "its precision too")
+                out[s] = dataclasses.replace(g, tie=tuple(members), notes=(*g.notes, note))
     return out
 
 
@@ -311,6 +383,15 @@ def apply_edits(tflite: bytes, graphs: Mapping[str, SiteGraph],
                 raise AAError(f"Site {site!r} cannot rescale its channels: it needs a per-channel "
                               "producer and one weighted consumer.")
             scales[g.producer] = np.asarray(edit.channel_scale, np.float64).reshape(-1)
+    for site, edit in edits.items():
+        g = graphs[site]
+        for other in g.tie:
+            if edit.scale is not None and (other not in edits or (
+                    edits[other].scale, edits[other].zero_point) != (edit.scale, edit.zero_point)):
+                raise AAError(f"Sites {list(g.tie)} share one scale (they feed "
+                              f"{', '.join(sorted({ops[k].name for k in g.joins}))}): give them "
+                              f"the same bits and clip. Received a change for {site!r} only, "
+                              "or different ones.")
     for site in edits:
         g = graphs[site]
         if g.producer_op == "RELU6" and g.tensor in new_params:

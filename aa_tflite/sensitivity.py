@@ -222,6 +222,13 @@ class Bench:
         """The baseline's values of a site's tensor on ``x_fit``."""
         return self.base_values[self.graphs[site].tensor]
 
+    def unit_values(self, sites: Sequence[str]) -> np.ndarray:
+        """The baseline's values of a planning unit's site tensors: the site's own for one site,
+        all of a tie's side by side (flattened) for several."""
+        if len(sites) == 1:
+            return self.site_values(sites[0])
+        return np.concatenate([self.site_values(s).reshape(-1) for s in sites])
+
     def _equalized(self, site: str, config: SiteConfig,
                    graph: quantedit.SiteGraph) -> quantedit.SiteEdit:
         """A low-bit edit with per-channel ranges equalized: each channel gets its own clip (from
@@ -263,12 +270,15 @@ class Bench:
                     edits[site] = self._equalized(site, config, graph)
                 else:
                     b = int(config.bits)
-                    clip = min_clip(fit_clip(self.site_values(site), config.threshold, bits=b),
-                                    graph, b)
+                    clip = min_clip(fit_clip(self.unit_values(graph.tie or (site,)),
+                                             config.threshold, bits=b), graph, b)
                     edits[site] = site_edit(dataclasses.replace(config, clip=clip), graph)
             else:
                 edits[site] = site_edit(config, graph)
-            if correct and graph.correction_consumer is not None:
+            # A tie's shared scale is written only once all its sites are in: fit then.
+            waiting = [m for m in graph.tie if m not in edits and configs.get(m, SiteConfig())
+                       != SiteConfig()]
+            if correct and graph.correction_consumer is not None and not waiting:
                 t_in = graph.correction_consumer[1]
                 trial = quantedit.apply_edits(self.base, self.graphs, edits)
                 got = tensor_values(trial, [t_in], self.x_fit, batch_size=self.batch_size)[t_in]

@@ -176,10 +176,21 @@ class Baseline:
     buffers: tuple[planner.Buffer, ...]  # int8 layout
     sparse_buffers: tuple[planner.Buffer, ...]  # zero-compressed, worst sample
     notes: tuple[str, ...]
+    # What the planner moves: a unit is one site, or the sites a tie (CONCATENATION, PACK)
+    # joins, which take one precision and one clip together. Unit name -> its sites.
+    units: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def tflite(self) -> bytes:
         return self.exported.tflite
+
+    def unit_of(self, site: str) -> str:
+        """The planning unit a site belongs to."""
+        return next((u for u, members in self.units.items() if site in members), site)
+
+    def expand(self, configs: Mapping[str, SiteConfig]) -> dict[str, SiteConfig]:
+        """Per-unit configs (the planner's) as per-site configs (the plan's)."""
+        return {s: c for u, c in configs.items() for s in self.units.get(u, (u,))}
 
     def planning_buffers(self, mode: MemoryMode) -> tuple[planner.Buffer, ...]:
         return self.sparse_buffers if mode == MemoryMode.PACKED_SPARSE else self.buffers
@@ -220,7 +231,21 @@ def baseline(prep: Prepared, opts: Options) -> Baseline:
         if tensor is None or s not in graphs:
             notes.append(f"{s}: its tensor was not found in the .tflite; it stays plain int8.")
     return Baseline(base, reference, graphs, bench, elements, group_tensors, buffers, sparse,
-                    tuple(notes))
+                    tuple(notes), planning_units(graphs))
+
+
+def planning_units(graphs: Mapping[str, quantedit.SiteGraph]) -> dict[str, tuple[str, ...]]:
+    """Unit name -> sites: each site alone, or its tie group named ``"a + b"``.
+
+    Example:
+        >>> planning_units({})
+        {}
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for s, g in sorted(graphs.items()):
+        members = tuple(g.tie) or (s,)
+        out[" + ".join(members)] = members
+    return out
 
 
 def candidate_list(base: Baseline, opts: Options) -> list[tuple[str, str, SiteConfig]]:
@@ -229,11 +254,20 @@ def candidate_list(base: Baseline, opts: Options) -> list[tuple[str, str, SiteCo
     if opts.plan is not None or opts.mode == MemoryMode.TFLM:
         return []
     bench, graphs = base.bench, base.graphs
-    return [(s, label, c) for s in bench.order(graphs)
-            for label, c in candidates(graphs[s], bench.site_values(s), memory=opts.mode,
-                                       sparsity_points=opts.sparsity_points,
-                                       per_channel=bench.per_channel(graphs[s]),
-                                       bits=opts.bits)]
+    first = {bench.order(members)[0]: unit for unit, members in base.units.items()}
+    out = []
+    for s in bench.order(first):
+        unit, members = first[s], base.units[first[s]]
+        graph = graphs[s]
+        if len(members) > 1:  # a tie: one clip from all its sites' values, thresholds if all
+            graph = dataclasses.replace(graph, can_threshold=all(
+                graphs[m].can_threshold for m in members), scale=max(graphs[m].scale
+                                                                      for m in members))
+        out += [(unit, label, c) for label, c in candidates(
+            graph, bench.unit_values(members), memory=opts.mode,
+            sparsity_points=opts.sparsity_points,
+            per_channel=len(members) == 1 and bench.per_channel(graph), bits=opts.bits)]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,7 +294,7 @@ def measure(base: Baseline, todo: Sequence[tuple[str, str, SiteConfig]],
     bar = tqdm(todo, desc="sensitivity", unit="option", disable=not opts.progress)
     for site, label, config in bar:
         try:
-            variant = bench.build({site: config})
+            variant = bench.build(base.expand({site: config}))
         except UnsafeVariant as e:
             notes.append(f"{site}: option {label} not offered: {e}")
             continue
@@ -280,7 +314,8 @@ def measure(base: Baseline, todo: Sequence[tuple[str, str, SiteConfig]],
 def _option_bytes(base: Baseline, site: str, config: SiteConfig, tflite: bytes | None,
                   mode: MemoryMode) -> dict[int, int]:
     elements = base.elements
-    group = [t for t in base.graphs[site].group if t in elements]
+    group = sorted({t for m in base.units.get(site, (site,)) for t in base.graphs[m].group
+                    if t in elements})
     if mode != MemoryMode.PACKED_SPARSE:
         return {t: precision(config.bits).nbytes(elements[t]) for t in group}
     nz = base.bench.nonzeros(tflite, group)
@@ -321,7 +356,7 @@ def search_and_verify(base: Baseline, measured: Measured, opts: Options) -> Chos
         return Chosen(configs, built, bench.measure(built), float("nan"), (), ())
     repairs: list[str] = []
     search, built, verified, predicted = _search_and_repair(base, measured, opts, repairs)
-    return Chosen(search.configs(), built, verified, predicted, tuple(repairs), ())
+    return Chosen(base.expand(search.configs()), built, verified, predicted, tuple(repairs), ())
 
 
 def curve(base: Baseline, measured: Measured, opts: Options
@@ -341,7 +376,8 @@ def curve(base: Baseline, measured: Measured, opts: Options
     out, configs = [], {}
     for k, step in enumerate(steps):
         configs[step.site] = step.config
-        verified = _score(bench.measure(bench.build(configs))) if k in pick else None
+        verified = (_score(bench.measure(bench.build(base.expand(configs)))) if k in pick
+                    else None)
         out.append((step.peak, int8_score - step.predicted_loss / 100.0, verified))
     return tuple(out)
 
@@ -375,7 +411,7 @@ def build_report(prep: Prepared, base: Baseline, measured: Measured, chosen: Cho
             float(np.mean(final_values[tt] == 0)) if tt in final_values else None,
             precision(c.bits).nbytes(elements[tt]) if tt in elements else None,
             sparse_bytes(elements[tt], nz[tt], int(c.bits)) if tt in nz else None,
-            measured.points.get((s, c), 0.0), lowering_words(c, g, zps.get(tt))))
+            measured.points.get((base.unit_of(s), c), 0.0), lowering_words(c, g, zps.get(tt))))
     for s, tensor in sorted(base.exported.site_tensors.items()):
         if s not in graphs:
             rows.append(SiteRow(s, tensor, 8, 0.0, None, None, None, None, 0.0,
@@ -485,7 +521,7 @@ def _search_and_repair(base: Baseline, measured: Measured, opts: Options, repair
             repairs.append("No plan without the banned options fits; kept the best verified plan.")
             break
         try:
-            tfl = bench.build(search.configs())
+            tfl = bench.build(base.expand(search.configs()))
         except UnsafeVariant as e:
             if attempt == _MAX_REPAIRS:
                 break
@@ -495,7 +531,8 @@ def _search_and_repair(base: Baseline, measured: Measured, opts: Options, repair
             continue
         metrics = bench.measure(tfl)
         vloss = bench.loss(metrics)
-        figure = _figure(mode, tfl, search, buffers, graphs, elements, bench)
+        figure = _figure(mode, tfl, base.expand(search.configs()), buffers, graphs, elements,
+                         bench)
         predicted = sum(max(points[(s, o.config)], 0.0) for s, o in search.choice.items())
         fits = figure <= budget
         if fits and (best is None or vloss < best[3]):
@@ -523,16 +560,18 @@ def _search_and_repair(base: Baseline, measured: Measured, opts: Options, repair
         raise BudgetError(
             f"The budget of {budget_kb} KiB is met only with a verified loss of {vloss:.2f} "
             f"points, above max_accuracy_drop={max_accuracy_drop}. Raise budget_kb or "
-            "max_accuracy_drop.", smallest_bytes=search.peak, plan=search.configs())
+            "max_accuracy_drop.", smallest_bytes=search.peak, plan=base.expand(search.configs()))
     return search, tfl, metrics, predicted
 
 
-def _figure(mode: MemoryMode, tflite: bytes, search: planner.Search,
+def _figure(mode: MemoryMode, tflite: bytes, configs: Mapping[str, SiteConfig],
             buffers: Sequence[planner.Buffer], graphs, elements, bench: Bench) -> int:
     """The budgeted figure of a built plan, measured (sparse sizes are re-measured)."""
+    bits = tensor_bits(configs, graphs)
     if mode != MemoryMode.PACKED_SPARSE:
-        return search.peak
-    bits = tensor_bits(search.configs(), graphs)
+        return planner.peak(buffers, {"plan": planner.Option("plan", SiteConfig(), 0.0, {
+            b.tensor: precision(bits[b.tensor]).nbytes(elements[b.tensor])
+            for b in buffers if b.tensor in bits})})
     tensors = sorted({t for g in graphs.values() for t in g.group if t in elements})
     nz = bench.nonzeros(tflite, tensors)
     sized = [dataclasses.replace(b, nbytes=sparse_bytes(elements[b.tensor], nz[b.tensor],

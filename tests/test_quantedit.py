@@ -175,7 +175,7 @@ def test_residual_add_site_is_not_offered_a_threshold(tiny_model, tiny_data):
         quantedit.apply_edits(exported.tflite, graphs, {"act": quantedit.SiteEdit(threshold=0.1)})
 
 
-def test_a_site_feeding_a_concatenation_is_not_offered_four_bit():
+def _concat_model(third_input_is_a_site: bool = True):
     import keras
 
     from aa_tflite.exporter import export
@@ -184,15 +184,62 @@ def test_a_site_feeding_a_concatenation_is_not_offered_four_bit():
     i = keras.Input((8, 8, 3))
     a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="a")(i)
     b = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="b")(i)
-    x = keras.layers.Concatenate(name="cat")([a, b])
+    joined = [a, b]
+    if not third_input_is_a_site:  # a signed conv output joins too: no clamp, so no tie
+        joined.append(keras.layers.Conv2D(4, 3, padding="same", name="lin")(i))
+    x = keras.layers.Concatenate(name="cat")(joined)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(x)
     model = keras.Model(i, keras.layers.Dense(3, name="out")(keras.layers.Flatten()(x)))
     data = np.random.RandomState(0).rand(32, 8, 8, 3).astype(np.float32)
-    exported = export(model, None, representative_data=data)
+    return export(model, None, representative_data=data), data
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_sites_feeding_a_concatenation_move_as_one_tie_group(bits):
+    exported, data = _concat_model()
+    tflite = exported.tflite
+    graphs = quantedit.analyse(tflite, exported.site_tensors)
+    ops, _ = flatbuffer.describe(flatbuffer.read(tflite))
+    cat = next(op for op in ops if op.name == "CONCATENATION")
+    pool = next(op for op in ops if op.name == "MAX_POOL_2D")
+    for site in ("a_relu", "b_relu"):
+        g = graphs[site]
+        assert g.tie == ("a_relu", "b_relu") and g.joins == (cat.index,)
+        assert g.can_requantize and not g.can_equalize
+        assert cat.outputs[0] in g.group and pool.outputs[0] in g.group
+    assert graphs["c_relu"].tie == ()
+    # One change for one site of the tie would break the shared scale: refused.
+    p = precision(bits)
+    with pytest.raises(AAError, match="share one scale"):
+        quantedit.apply_edits(tflite, graphs, {"a_relu": quantedit.SiteEdit(
+            scale=0.1, zero_point=p.zero_point)})
+    values = tensor_values(tflite, [graphs["a_relu"].tensor, graphs["b_relu"].tensor], data)
+    clip = fit_clip(np.concatenate([v.reshape(-1) for v in values.values()]), bits=bits)
+    edit = quantedit.SiteEdit(scale=p.step(clip), zero_point=p.zero_point)
+    edited = quantedit.apply_edits(tflite, graphs, {"a_relu": edit, "b_relu": edit})
+    # Same ops, same tensors, same TFLM arena; every tensor of the tie holds 2^bits levels.
+    ops1, _ = flatbuffer.describe(flatbuffer.read(edited))
+    assert [(o.name, o.inputs, o.outputs) for o in ops] == [(o.name, o.inputs, o.outputs)
+                                                            for o in ops1]
+    assert memory.tflm_arena(edited) == memory.tflm_arena(tflite)
+    inp = load_interpreter(edited).get_input_details()[0]
+    group = sorted(set(graphs["a_relu"].group) | set(graphs["b_relu"].group))
+    batches = [quantize(data, inp), quantize(data * 10, inp),
+               *_adversarial((8, 8, 3), np.random.RandomState(1))]
+    seen = stored_levels(edited, group, batches)
+    assert set(seen) == set(group)
+    for t, levels in seen.items():
+        assert len(levels) <= p.levels and min(levels) >= p.zero_point, (t, sorted(levels))
+    assert_runs_in_tflite_micro_like_litert(edited, data)
+
+
+def test_a_tie_with_an_input_that_cannot_change_is_not_offered():
+    exported, _ = _concat_model(third_input_is_a_site=False)
     graphs = quantedit.analyse(exported.tflite, exported.site_tensors)
     for site in ("a_relu", "b_relu"):
         assert not graphs[site].can_requantize
-        assert any("CONCATENATION" in n for n in graphs[site].notes)
+        assert any("input 2 of CONCATENATION" in n for n in graphs[site].notes)
         assert graphs[site].can_threshold  # a threshold does not change the shared scale
     assert graphs["c_relu"].can_requantize
     with pytest.raises(AAError, match="cannot change its bits"):

@@ -1,0 +1,231 @@
+"""Signed lowering: a weighted op's un-activated output held to 2^b levels, at zero cost."""
+
+import numpy as np
+import pytest
+
+from aa_tflite import flatbuffer, memory, quantedit, signed
+from aa_tflite.calibrate import stored_levels, tensor_values
+from aa_tflite.precision import precision
+from aa_tflite.runtime import load_interpreter, quantize, run, run_model
+from aa_tflite.types import AAError
+from tests.test_quantedit import _adversarial
+
+MODELS = ("mini_xception", "mini_mobilenetv2")
+
+
+def _calibrated(name: str, x: np.ndarray):
+    """The untrained miniature with its BatchNorm statistics set from ``x`` (one forward pass
+    with momentum 0), so every layer sees realistic, non-degenerate activations."""
+    import keras
+
+    from converters import mini
+
+    keras.utils.set_random_seed(0)
+    model = mini.BUILDERS[name](keras)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(x, training=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def data():
+    from converters.data import load_digits_split
+
+    return load_digits_split()
+
+
+@pytest.fixture(scope="module")
+def plain(data):
+    from aa_tflite.exporter import export
+
+    return {name: export(_calibrated(name, data["x_cal"]), None, representative_data=data["x_cal"],
+                         io_dtype="int8").tflite for name in MODELS}
+
+
+@pytest.fixture(scope="module")
+def values(plain, data):
+    out = {}
+    for name, tflite in plain.items():
+        ok = [t for t, g in signed.reachable(tflite).items() if g.ok]
+        out[name] = tensor_values(tflite, ok, data["x_cal"])
+    return out
+
+
+def _lower(tflite: bytes, values, bits: int) -> bytes:
+    return signed.apply(tflite, {t: signed.SignedChoice(bits, *signed.fit(v, bits))
+                                 for t, v in values.items()})
+
+
+def test_reachable_finds_separable_depthwise_and_bottlenecks_feeding_a_conv(plain):
+    ops, _ = flatbuffer.describe(flatbuffer.read(plain["mini_xception"]))
+    graphs = signed.reachable(plain["mini_xception"])
+    ok = {t for t, g in graphs.items() if g.ok}
+    depthwise = {o.outputs[0] for o in ops if o.name == "DEPTHWISE_CONV_2D"}
+    assert ok == depthwise and len(ok) == 5  # every separable conv's depthwise half
+    assert all(ops[graphs[t].consumers[0]].name == "CONV_2D" for t in ok)
+    notes = [n for g in graphs.values() for n in g.notes]
+    assert sum("read by ADD" in n for n in notes) == 2  # the branches' pointwise halves
+    assert sum("read by MAX_POOL_2D" in n for n in notes) == 1
+    assert sum("graph output" in n for n in notes) == 1  # the logits
+
+    ops, _ = flatbuffer.describe(flatbuffer.read(plain["mini_mobilenetv2"]))
+    graphs = signed.reachable(plain["mini_mobilenetv2"])
+    projects = [o for o in ops if o.name == "CONV_2D" and o.fused_activation == "NONE"]
+    assert len(projects) == 4 and all(o.outputs[0] in graphs for o in projects)
+    ok = [t for t, g in graphs.items() if g.ok]
+    assert ok == [projects[-1].outputs[0]]  # the last bottleneck feeds the head conv directly
+    for o in projects[:-1]:  # the others reach a residual ADD (one also feeds the next block)
+        assert any("read by ADD" in n for n in graphs[o.outputs[0]].notes)
+    assert all(g.producer_op == "CONV_2D" for t, g in graphs.items() if t in ok)
+
+
+@pytest.mark.parametrize("bits", [6, 4, 2])
+@pytest.mark.parametrize("name", MODELS)
+def test_signed_tensors_hold_2_to_the_bits_levels_on_real_and_adversarial_inputs(
+        name, bits, plain, values, data):
+    lowered = _lower(plain[name], values[name], bits)
+    p = precision(bits)
+    inp = load_interpreter(lowered).get_input_details()[0]
+    x = data["x_val"]
+    real = [quantize(x[i:i + 100], inp) for i in range(0, len(x), 100)]
+    real.append(quantize(x[:100] * 5.0, inp))  # 5x the calibration range
+    shape = tuple(int(d) for d in inp["shape"][1:])
+    tensors = sorted(values[name])
+    for kind, batches in (("real", real), ("adversarial", _adversarial(shape,
+                                                                        np.random.RandomState(0)))):
+        seen = stored_levels(lowered, tensors, batches)
+        for t, levels in seen.items():
+            assert len(levels) <= p.levels, (kind, t, sorted(levels))
+            assert min(levels) >= p.zero_point and max(levels) <= 127, (kind, t, sorted(levels))
+        if kind == "real":  # the fitted grid is used, not collapsed onto a few levels
+            assert all(len(levels) >= p.levels // 2 for levels in seen.values())
+        else:  # the clamp holds at both ends, not wrap-around
+            assert any(127 in v for v in seen.values()) and any(p.zero_point in v
+                                                              for v in seen.values())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_lowering_adds_no_op_or_tensor_and_keeps_the_tflm_arena(name, plain, values):
+    lowered = _lower(plain[name], values[name], 4)
+    ops0, t0 = flatbuffer.describe(flatbuffer.read(plain[name]))
+    ops1, t1 = flatbuffer.describe(flatbuffer.read(lowered))
+    assert [(o.name, o.inputs, o.outputs) for o in ops0] == [(o.name, o.inputs, o.outputs)
+                                                             for o in ops1]
+    assert [(t.shape, t.dtype) for t in t0] == [(t.shape, t.dtype) for t in t1]
+    graphs = signed.reachable(plain[name])
+    model0, model1 = flatbuffer.read(plain[name]), flatbuffer.read(lowered)
+    for t in values[name]:
+        g = graphs[t]
+        assert ops1[g.producer].fused_activation == "RELU_N1_TO_1"
+        assert t1[t].scale == (1 / 8,) and t1[t].zero_point == (120,)
+        w = ops0[g.producer].inputs[1]  # the producer's int8 kernel stays bit for bit
+        data0 = model0.buffers[model0.subgraphs[0].tensors[w].buffer].data
+        data1 = model1.buffers[model1.subgraphs[0].tensors[w].buffer].data
+        assert np.array_equal(data0, data1)
+    changed = [o.index for o, p in zip(ops1, ops0) if o.fused_activation != p.fused_activation]
+    assert sorted(changed) == sorted(graphs[t].producer for t in values[name])
+    assert quantedit.scale_problems(lowered) == []
+    assert memory.tflm_arena(lowered) == memory.tflm_arena(plain[name])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_six_bits_stays_close_to_the_int8_model(name, plain, values, data):
+    x = data["x_val"]
+    ref = run_model(plain[name], x)
+    spread = ref.std()
+    for bits, max_rel, min_agree in ((6, 0.05, 0.95), (4, None, None)):
+        out = run_model(_lower(plain[name], values[name], bits), x)
+        rel = float(np.abs(out - ref).mean() / spread)
+        agree = float(np.mean(out.argmax(1) == ref.argmax(1)))
+        print(f"{name} {bits} bits: mean |d| / std {rel:.4f}, top-1 agreement {agree:.3f}")
+        if max_rel is not None:
+            assert rel <= max_rel and agree >= min_agree, (bits, rel, agree)
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+@pytest.mark.parametrize("name", MODELS)
+def test_tflite_micro_runs_it_like_litert(name, bits, plain, values, data):
+    """TFLM matches LiteRT's reference kernels within one output step. LiteRT's optimized
+    kernels (and XNNPACK) round some requantizations differently; a one-level flip of a 2-bit
+    tensor moves the logits far more than an int8 one, so they get a looser bound."""
+    from ai_edge_litert import interpreter as litert
+
+    lowered = _lower(plain[name], values[name], bits)
+    x = data["x_val"][:100]
+    step = load_interpreter(lowered).get_output_details()[0]["quantization"][0]
+    tflm = run_model(lowered, x, kernels="tflm")
+    ref = run(litert.Interpreter(model_content=lowered,
+                                 experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF),
+              x)
+    assert np.abs(tflm - ref).max() <= step * 1.001
+    assert np.mean(tflm.argmax(1) == ref.argmax(1)) >= 0.99
+    spread = tflm.max() - tflm.min()
+    for kernels in ("builtin", "xnnpack"):
+        out = run_model(lowered, x, kernels=kernels)
+        assert np.abs(out - tflm).max() <= 0.25 * spread, kernels
+        assert np.mean(out.argmax(1) == tflm.argmax(1)) >= 0.9, kernels
+
+
+def test_composes_with_relu_site_edits(plain, values, data):
+    from aa_tflite.sensitivity import fit_clip, site_edit
+    from aa_tflite.types import SiteConfig
+
+    tflite = plain["mini_xception"]
+    ops, _ = flatbuffer.describe(flatbuffer.read(tflite))
+    relus = {f"op{o.index}": o.outputs[0] for o in ops
+             if o.fused_activation == "RELU" or o.name == "RELU"}
+    graphs = quantedit.analyse(tflite, relus)
+    relu_values = tensor_values(tflite, list(relus.values()), data["x_cal"])
+    edits = {s: site_edit(SiteConfig(clip=fit_clip(relu_values[t], bits=4), bits=4), graphs[s])
+             for s, t in relus.items() if graphs[s].can_requantize}
+    assert len(edits) >= 3
+    first = quantedit.apply_edits(tflite, graphs, edits)
+    both = _lower(first, values["mini_xception"], 4)
+    inp = load_interpreter(both).get_input_details()[0]
+    batches = [quantize(data["x_val"][:200], inp)]
+    batches += _adversarial(tuple(int(d) for d in inp["shape"][1:]), np.random.RandomState(2))
+    seen = stored_levels(both, sorted({*values["mini_xception"], *(
+        graphs[s].tensor for s in edits)}), batches)
+    assert all(len(v) <= 16 and min(v) >= 112 for v in seen.values())
+    ref, out = run_model(first, data["x_val"]), run_model(both, data["x_val"])
+    assert np.mean(ref.argmax(1) == out.argmax(1)) >= 0.9
+
+
+def test_fit_keeps_the_int8_step_and_covers_each_channel():
+    rng = np.random.RandomState(0)
+    v = np.stack([rng.normal(2.0, 1.0, 5000), rng.normal(-1.0, 0.1, 5000),
+                  np.full(5000, 0.25)], axis=-1)
+    v = np.round(v / 0.01) * 0.01  # dequantized int8-like values, step 0.01
+    for bits in (6, 4, 2):
+        c, m = signed.fit(v, bits)
+        assert c.shape == m.shape == (3,)
+        assert np.all(m / 2 ** (bits - 1) >= 0.01 * (1 - 1e-6))  # never below the int8 step
+        g = signed.grid(c, m, bits)
+        assert g.shape == (2 ** bits, 3)
+        assert abs(c[0] - 2.0) < 0.3 and abs(c[1] + 1.0) < 0.05
+        assert g[0, 0] < 0.5 < 3.5 < g[-1, 0]  # the bulk of the channel is covered
+        assert np.min(np.abs(g[:, 2] - 0.25)) < 1e-9 or m[2] / 2 ** (bits - 1) <= 0.01 + 1e-9
+    c, m = signed.fit(v, 4, min_step=0.5)
+    assert np.all(m >= 0.5 * 8 * (1 - 1e-9))
+    with pytest.raises(AAError, match="bits"):
+        signed.fit(v, 8)
+
+
+def test_refuses_what_it_cannot_lower(plain, values):
+    tflite = plain["mini_mobilenetv2"]
+    graphs = signed.reachable(tflite)
+    blocked = next(t for t, g in graphs.items() if not g.ok)
+    with pytest.raises(AAError, match="read by ADD"):
+        signed.apply(tflite, {blocked: signed.SignedChoice(4, 0.0, 1.0)})
+    with pytest.raises(AAError, match="not a signed activation"):
+        signed.apply(tflite, {0: signed.SignedChoice(4, 0.0, 1.0)})
+    t = next(iter(values["mini_mobilenetv2"]))
+    with pytest.raises(AAError, match="positive"):
+        signed.apply(tflite, {t: signed.SignedChoice(4, 0.0, -1.0)})
+    with pytest.raises(AAError, match="one value per channel"):
+        signed.apply(tflite, {t: signed.SignedChoice(4, np.zeros(3), 1.0)})
+    assert signed.apply(tflite, {t: signed.SignedChoice(8, 0.0, 1.0)}) == tflite
+    lowered = _lower(tflite, values["mini_mobilenetv2"], 4)
+    assert t not in signed.reachable(lowered)  # its producer now clamps: not lowered twice
