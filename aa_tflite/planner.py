@@ -18,8 +18,8 @@ import numpy as np
 from aa_tflite.memory import greedy_offsets
 from aa_tflite.types import BudgetError, SiteConfig
 
-__all__ = ["Buffer", "Option", "Search", "Step", "greedy", "live_excess", "peak", "search",
-           "smallest"]
+__all__ = ["Buffer", "Option", "Search", "Step", "greedy", "live_excess", "peak", "peak_tensors",
+           "search", "smallest"]
 
 _EPS_LOSS = 1e-3  # loss points: lets zero-loss moves rank by the memory they save
 _EXCESS_WEIGHT = 1e-3  # bytes over budget summed over time: breaks ties when the peak cannot move
@@ -98,6 +98,28 @@ def peak(buffers: Sequence[Buffer], choice: Mapping[str, Option] | None = None) 
     """
     sizes = _sizes(buffers, choice or {})
     return greedy_offsets(sizes, [b.first for b in buffers], [b.last for b in buffers])[1]
+
+
+def peak_tensors(buffers: Sequence[Buffer], choice: Mapping[str, Option] | None = None
+                 ) -> tuple[int, list[tuple[int, int]]]:
+    """The tensors that set the peak: the scope where the layout's topmost buffer is alive and
+    the most bytes are live, and ``(tensor, bytes)`` of every buffer alive then, largest first.
+
+    Example:
+        >>> peak_tensors([Buffer(0, 0, 1, 100), Buffer(1, 1, 2, 200), Buffer(2, 2, 3, 50)])
+        (1, [(1, 200), (0, 100)])
+    """
+    if not buffers:
+        return 0, []
+    sizes = _sizes(buffers, choice or {})
+    offsets, _ = greedy_offsets(sizes, [b.first for b in buffers], [b.last for b in buffers])
+    top = max(range(len(buffers)), key=lambda i: (offsets[i] + sizes[i], -i))
+    alive = _alive(buffers)
+    live = alive @ np.array(sizes, np.int64)
+    scopes = range(buffers[top].first, buffers[top].last + 1)
+    scope = max(scopes, key=lambda k: (live[k], -k))
+    out = [(b.tensor, sizes[i]) for i, b in enumerate(buffers) if alive[scope, i]]
+    return scope, sorted(out, key=lambda x: (-x[1], x[0]))
 
 
 def _alive(buffers: Sequence[Buffer]) -> np.ndarray:

@@ -224,8 +224,8 @@ def fit(values: np.ndarray, bits: int, *, min_step: float | None = None
 
     For each channel, the candidate grids run from a low quantile ``lo`` (0, 0.1, 0.5, 2, 5 %) to
     a high one ``hi`` (100 ... 95 %) in ``2^bits`` levels; the one with the least squared error
-    wins. Its step ``(hi - lo) / (2^bits - 1)`` is raised to ``min_step`` when finer, keeping the
-    middle of the grid.
+    wins. Its step ``(hi - lo) / (2^bits - 1)`` is raised to ``min_step`` when finer (the grid then
+    starts at ``lo`` and reaches past ``hi``).
 
     Example:
         >>> v = np.stack([np.linspace(-1, 3, 1001), np.linspace(0, 1, 1001)], axis=-1)
@@ -255,15 +255,16 @@ def fit(values: np.ndarray, bits: int, *, min_step: float | None = None
     floor = _int8_step(v) if min_step is None else float(min_step)
     if len(v) > _FIT_SAMPLES:  # a fixed subsample keeps this fast and deterministic
         v = v[np.linspace(0, len(v) - 1, _FIT_SAMPLES).astype(np.int64)]
-    lo_q = np.quantile(v, _LO_QUANTILES, axis=0)  # (n_lo, C)
-    hi_q = np.quantile(v, _HI_QUANTILES, axis=0)
+    # Quantiles that are values of the data, so a grid floored at the int8 step from ``lo`` holds
+    # the int8 values between ``lo`` and ``hi`` exactly.
+    lo_q = np.quantile(v, _LO_QUANTILES, axis=0, method="lower")  # (n_lo, C)
+    hi_q = np.quantile(v, _HI_QUANTILES, axis=0, method="higher")
     best_err = np.full(v.shape[1], np.inf)
     best_lo, best_step = lo_q[0].copy(), np.zeros(v.shape[1])
     for lo in lo_q:
         for hi in hi_q:
             step = np.maximum((hi - lo) / (levels - 1), floor)
-            mid = (lo + hi) / 2
-            start = np.where((hi - lo) / (levels - 1) < floor, mid - step * (levels - 1) / 2, lo)
+            start = lo
             safe = np.where(step > 0, step, 1.0)
             k = np.clip(np.round((v - start) / safe), 0, levels - 1)
             err = np.mean((v - (start + k * step)) ** 2, axis=0)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from aa_tflite import guard, planner, quantedit
+from aa_tflite import flatbuffer, guard, planner, quantedit
 from aa_tflite import memory as memory_mod
 from aa_tflite.precision import check_menu, precision
 from aa_tflite.report import Report, SiteRow, lowering_words, zero_points
@@ -354,6 +354,7 @@ def search_and_verify(base: Baseline, measured: Measured, opts: Options) -> Chos
         configs = _complete(opts.plan.sites, base.graphs)
         built = bench.build(configs)
         return Chosen(configs, built, bench.measure(built), float("nan"), (), ())
+    _check_floor(base, measured, opts)
     repairs: list[str] = []
     search, built, verified, predicted = _search_and_repair(base, measured, opts, repairs)
     return Chosen(base.expand(search.configs()), built, verified, predicted, tuple(repairs), ())
@@ -562,6 +563,63 @@ def _search_and_repair(base: Baseline, measured: Measured, opts: Options, repair
             f"points, above max_accuracy_drop={max_accuracy_drop}. Raise budget_kb or "
             "max_accuracy_drop.", smallest_bytes=search.peak, plan=base.expand(search.configs()))
     return search, tfl, metrics, predicted
+
+
+def _check_floor(base: Baseline, measured: Measured, opts: Options) -> None:
+    """Raises a ``BudgetError`` that helps when no plan reaches the budget: it names the tensors
+    that set the floor and why each cannot shrink, and carries the least-loss plan at the floor
+    (not merely the smallest options everywhere)."""
+    buffers = base.planning_buffers(opts.mode)
+    floor = planner.smallest(buffers, measured.options)
+    if opts.budget is None or floor.peak <= opts.budget:
+        return
+    try:  # the least predicted loss that still reaches the floor
+        cheapest = planner.search(buffers, measured.options, floor.peak)
+    except BudgetError:
+        cheapest = floor
+    scope, live = planner.peak_tensors(buffers, cheapest.choice)
+    model = flatbuffer.read(base.tflite)
+    ops, tensors = flatbuffer.describe(model)
+    inputs = set(int(t) for t in (model.subgraphs[0].inputs if model.subgraphs[0].inputs
+                                  is not None else []))
+    producer = {t: op for op in ops for t in op.outputs}
+    chosen = tensor_bits(base.expand(cheapest.configs()), base.graphs)
+    owner = {t: s for s, g in base.graphs.items() for t in g.group}
+    lines = []
+    for t, nbytes in live:
+        name = tensors[t].name.split(";")[0][-60:]
+        if t in inputs:
+            why = "the model input: its int8 type is fixed by the data the caller feeds"
+        elif t in chosen:
+            why = (f"already at {chosen[t]} bits, the narrowest the menu "
+                   f"{list(opts.bits)} offers with a measured option")
+        elif t in owner:
+            g = base.graphs[owner[t]]
+            unit = base.unit_of(owner[t])
+            if not measured.options.get(unit):
+                why = (f"ReLU site {owner[t]}: " + ("; ".join(g.notes[:2]) if not g.can_requantize
+                       else "none of its options could be built safely"))
+            else:
+                why = f"ReLU site {owner[t]}: its narrower options save nothing more here"
+        else:
+            op = producer.get(t)
+            what = "a constant-free input" if op is None else f"{op.name} (op {op.index})"
+            signed = op is not None and op.fused_activation in (None, "NONE")
+            why = (f"output of {what}" + (", signed (no activation to clamp it)" if signed else "")
+                   + ": not a ReLU output, and no zero-cost lowering reaches it yet")
+        lines.append(f"  tensor {t} `{name}` {list(tensors[t].shape)}: {nbytes:,} B, {why}")
+    unit = "KiB" if opts.mode != MemoryMode.PACKED_SPARSE else "KiB (packed+sparse)"
+    where = (f"while op {scope - 1} ({ops[scope - 1].name}) runs" if 0 < scope <= len(ops)
+             else "at the model input")
+    raise BudgetError(
+        f"The budget of {opts.budget / 1024:.2f} {unit} ({opts.budget:,} B) cannot be met: the "
+        f"smallest activation memory any plan reaches is {floor.peak:,} B "
+        f"({floor.peak / 1024:.2f} KiB, {floor.peak / planner.peak(buffers):.0%} of int8), set "
+        f"{where} by these live tensors:\n"
+        + "\n".join(lines) + f"\nRaise budget_kb to at least "
+        f"{math.ceil(floor.peak / 10.24) / 100:.2f}. The error's .plan is the least-loss plan at "
+        f"that floor (predicted loss {cheapest.predicted_loss:.2f} points).",
+        smallest_bytes=floor.peak, plan=base.expand(cheapest.configs()))
 
 
 def _figure(mode: MemoryMode, tflite: bytes, configs: Mapping[str, SiteConfig],

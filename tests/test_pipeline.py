@@ -136,6 +136,28 @@ def test_impossible_budget_names_the_smallest_figure(digits):
     assert err.value.smallest_bytes > 512 and err.value.plan
 
 
+def test_budget_error_names_the_tensors_that_set_the_floor_and_why():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((12, 12, 4))  # the input (576 B) is live at the peak
+    x = keras.layers.Conv2D(8, 3, padding="same", name="lin")(i)  # signed, no activation
+    x = keras.layers.Conv2D(8, 1, activation="relu", name="a")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(i, keras.layers.Dense(3)(x))
+    x_cal = np.random.RandomState(0).rand(64, 12, 12, 4).astype(np.float32)
+    with pytest.raises(BudgetError) as err:
+        aa_tflite.convert(model, budget_kb=0.5, representative_data=x_cal, progress=False,
+                          measure_tflm=False, curve_points=0)
+    text = str(err.value)
+    assert "the model input" in text
+    assert "output of CONV_2D (op 0), signed" in text and "no zero-cost lowering" in text
+    assert err.value.smallest_bytes == 576 + 1152  # input + the signed conv output, at int8
+    # The plan at the floor is the cheapest one: the ReLU site (live beside the signed tensor)
+    # goes only as narrow as the floor needs, 4 bits, not to the menu's 2.
+    assert {s: int(c.bits) for s, c in err.value.plan.items()} == {"a_relu": 4}
+
+
 def test_max_accuracy_drop_is_enforced(digits):
     # packed+sparse at a tight budget needs 2-3 bits and thresholds; no loss at all cannot hold.
     with pytest.raises(BudgetError, match="max_accuracy_drop"):
