@@ -94,6 +94,8 @@ class SiteGraph:
             precision and one clip together, and their groups include that op's output. Empty
             when the site is alone.
         joins: Those joining ops' indices.
+        signed: A signed tensor (a weighted op's output with no activation), lowered by
+            ``aa_tflite.signed`` rather than by these edits; its name is ``signed:<tensor>``.
     """
 
     name: str
@@ -111,6 +113,7 @@ class SiteGraph:
     relu6_readers: tuple[int, ...] = ()
     tie: tuple[str, ...] = ()
     joins: tuple[int, ...] = ()
+    signed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -171,6 +171,11 @@ def zero_points(tflite: bytes, tensors) -> dict[int, tuple[float, int]]:
 def lowering_words(c: SiteConfig, g, q: tuple[float, int] | None) -> str:
     """How a site's config was written into the ``.tflite``, in words for the report."""
     parts = []
+    if g.signed and c.bits != Bits.INT8 and q is not None:
+        p = precision(c.bits)
+        return (f"{p.bits}-bit signed: int8 tensor, zero point {q[1]}, scale {q[0]:.4g} "
+                f"({p.levels} levels, no op added); {g.producer_op} clamps with a fused "
+                "RELU_N1_TO_1 around per-channel centres, its consumers absorb them")
     if c.bits != Bits.INT8 and q is not None:
         p = precision(c.bits)
         how = ("per-channel clips from the data, equalized through the producer's filter "

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from aa_tflite import quantedit
+from aa_tflite import quantedit, signed
 from aa_tflite.calibrate import tensor_values
 from aa_tflite.precision import check_menu, precision
 from aa_tflite.runtime import check_kernels, run_model
@@ -245,6 +245,22 @@ class Bench:
         return quantedit.SiteEdit(threshold=config.threshold, scale=p.step(top),
                                   zero_point=p.zero_point, channel_scale=scale)
 
+    def _signed_choice(self, site: str, config: SiteConfig) -> signed.SignedChoice:
+        """A signed tensor's lowering: its per-channel centre and half-range from the data, or
+        one half-range ``clip`` about zero when the config gives one."""
+        if config.threshold:
+            raise AAError(f"{site!r} is a signed tensor: it takes bits (and a clip), not a "
+                          f"threshold. Received: threshold={config.threshold}")
+        b = int(config.bits)
+        if b == 8:
+            raise AAError(f"{site!r} is a signed tensor: give it bits below 8, or leave it out "
+                          "of the plan to keep it at int8.")
+        if config.clip is not None:
+            return signed.SignedChoice(b, 0.0, float(config.clip))
+        values = self.site_values(site)
+        centre, half = signed.fit(values, b, min_step=self.graphs[site].scale)
+        return signed.SignedChoice(b, centre, half)
+
     def order(self, sites) -> list[str]:
         """Sites in execution order (by their producer op)."""
         return sorted(sites, key=lambda s: (self.graphs[s].producer, s))
@@ -261,9 +277,13 @@ class Bench:
         if unknown:
             raise AAError(f"Unknown sites in the plan: {unknown}. Known: {sorted(self.graphs)}.")
         edits: dict[str, quantedit.SiteEdit] = {}
+        lowered: dict[int, signed.SignedChoice] = {}
         for site in self.order(configs):
             config, graph = configs[site], self.graphs[site]
             if config == SiteConfig():
+                continue
+            if graph.signed:  # written after the ReLU sites' edits, which it composes with
+                lowered[graph.tensor] = self._signed_choice(site, config)
                 continue
             if config.bits != Bits.INT8 and config.clip is None:  # clips chosen from the data
                 if correct and self.per_channel(graph):
@@ -285,6 +305,8 @@ class Bench:
                 a, b = _affine_fit(got, self.base_values[t_in])
                 edits[site] = dataclasses.replace(edits[site], correction=(a, b))
         out = quantedit.apply_edits(self.base, self.graphs, edits)
+        if lowered:
+            out = signed.apply(out, lowered)
         problems = quantedit.scale_problems(out)
         if problems:
             raise UnsafeVariant(f"The plan {sorted(edits)} gives tensor {problems[0][0]} a scale "

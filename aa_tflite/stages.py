@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from aa_tflite import flatbuffer, guard, planner, quantedit
+from aa_tflite import flatbuffer, guard, planner, quantedit, signed
 from aa_tflite import memory as memory_mod
 from aa_tflite.precision import check_menu, precision
 from aa_tflite.report import Report, SiteRow, lowering_words, zero_points
@@ -205,6 +205,8 @@ def baseline(prep: Prepared, opts: Options) -> Baseline:
     reference = np.asarray(prep.model.predict(prep.x_eval, batch_size=opts.batch_size,
                                               verbose=0))
     graphs = quantedit.analyse(base.tflite, base.site_tensors)
+    signed_graphs, signed_notes = signed_sites(base.tflite)
+    graphs.update(signed_graphs)
     bench = Bench(base.tflite, graphs, x_fit=prep.x_fit, x_eval=prep.x_eval, y_eval=prep.y_eval,
                   reference=reference, batch_size=opts.batch_size, kernels=opts.kernels)
     _, layout = memory_mod.plan_tensors(base.tflite)
@@ -215,7 +217,7 @@ def baseline(prep: Prepared, opts: Options) -> Baseline:
     sparse = tuple(dataclasses.replace(b, nbytes=sparse_bytes(elements[b.tensor],
                                                               base_nz[b.tensor], 8))
                    if b.tensor in base_nz else b for b in buffers)
-    notes = [f"Repaired the int8 conversion: {r}" for r in base.repairs]
+    notes = [f"Repaired the int8 conversion: {r}" for r in base.repairs] + signed_notes
     if prep.keras2:
         notes.append("The model was a Keras 2 (tf_keras) model; it was converted to Keras 3 "
                      "through a legacy .h5 file (the given object is untouched).")
@@ -232,6 +234,28 @@ def baseline(prep: Prepared, opts: Options) -> Baseline:
             notes.append(f"{s}: its tensor was not found in the .tflite; it stays plain int8.")
     return Baseline(base, reference, graphs, bench, elements, group_tensors, buffers, sparse,
                     tuple(notes), planning_units(graphs))
+
+
+def signed_sites(tflite: bytes) -> tuple[dict[str, quantedit.SiteGraph], list[str]]:
+    """The signed tensors (weighted ops' outputs with no activation) as planning sites named
+    ``signed:<tensor name>``, and a note for each one ``aa_tflite.signed`` cannot reach."""
+    _, tensors = flatbuffer.describe(flatbuffer.read(tflite))
+    out: dict[str, quantedit.SiteGraph] = {}
+    notes = []
+    for t, g in sorted(signed.reachable(tflite).items()):
+        name = f"signed:{tensors[t].name.split(';')[0]}"
+        if name in out:
+            name = f"{name}#{t}"
+        if not g.ok:
+            notes.append(f"{name} (tensor {t}, {g.producer_op} output, signed): stays int8: "
+                         + "; ".join(g.notes))
+            continue
+        out[name] = quantedit.SiteGraph(
+            name, t, (t,), g.producer, g.producer_op, g.consumers, None, True, False,
+            (f"signed {g.producer_op} output: its producer gets a fused RELU_N1_TO_1 clamp and "
+             "its consumers absorb the per-channel centre and half-range",),
+            g.scale, signed=True)
+    return out, notes
 
 
 def planning_units(graphs: Mapping[str, quantedit.SiteGraph]) -> dict[str, tuple[str, ...]]:
@@ -266,7 +290,8 @@ def candidate_list(base: Baseline, opts: Options) -> list[tuple[str, str, SiteCo
         out += [(unit, label, c) for label, c in candidates(
             graph, bench.unit_values(members), memory=opts.mode,
             sparsity_points=opts.sparsity_points,
-            per_channel=len(members) == 1 and bench.per_channel(graph), bits=opts.bits)]
+            per_channel=graph.signed or (len(members) == 1 and bench.per_channel(graph)),
+            bits=opts.bits)]
     return out
 
 
@@ -584,7 +609,8 @@ def _check_floor(base: Baseline, measured: Measured, opts: Options) -> None:
                                   is not None else []))
     producer = {t: op for op in ops for t in op.outputs}
     chosen = tensor_bits(base.expand(cheapest.configs()), base.graphs)
-    owner = {t: s for s, g in base.graphs.items() for t in g.group}
+    owner = {t: s for s, g in base.graphs.items() for t in g.group if not g.signed}
+    signed_reach = signed.reachable(base.tflite)
     lines = []
     for t, nbytes in live:
         name = tensors[t].name.split(";")[0][-60:]
@@ -601,12 +627,15 @@ def _check_floor(base: Baseline, measured: Measured, opts: Options) -> None:
                        else "none of its options could be built safely"))
             else:
                 why = f"ReLU site {owner[t]}: its narrower options save nothing more here"
+        elif t in signed_reach:
+            why = (f"output of {signed_reach[t].producer_op} (op {signed_reach[t].producer}), "
+                   "signed: " + ("; ".join(signed_reach[t].notes) or "its options save nothing "
+                                 "more here"))
         else:
             op = producer.get(t)
             what = "a constant-free input" if op is None else f"{op.name} (op {op.index})"
-            signed = op is not None and op.fused_activation in (None, "NONE")
-            why = (f"output of {what}" + (", signed (no activation to clamp it)" if signed else "")
-                   + ": not a ReLU output, and no zero-cost lowering reaches it yet")
+            why = (f"output of {what}: neither a ReLU output nor a weighted op's signed output, "
+                   "and no zero-cost lowering reaches it yet")
         lines.append(f"  tensor {t} `{name}` {list(tensors[t].shape)}: {nbytes:,} B, {why}")
     unit = "KiB" if opts.mode != MemoryMode.PACKED_SPARSE else "KiB (packed+sparse)"
     where = (f"while op {scope - 1} ({ops[scope - 1].name}) runs" if 0 < scope <= len(ops)
@@ -617,8 +646,9 @@ def _check_floor(base: Baseline, measured: Measured, opts: Options) -> None:
         f"({floor.peak / 1024:.2f} KiB, {floor.peak / planner.peak(buffers):.0%} of int8), set "
         f"{where} by these live tensors:\n"
         + "\n".join(lines) + f"\nRaise budget_kb to at least "
-        f"{math.ceil(floor.peak / 10.24) / 100:.2f}. The error's .plan is the least-loss plan at "
-        f"that floor (predicted loss {cheapest.predicted_loss:.2f} points).",
+        f"{math.ceil(floor.peak / 10.24) / 100:.2f}, or offer narrower bits; the error's .plan is "
+        f"the least-loss plan at that floor (predicted loss {cheapest.predicted_loss:.2f} "
+        "points).",
         smallest_bytes=floor.peak, plan=base.expand(cheapest.configs()))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import aa_tflite
-from aa_tflite import memory, quantedit, stages
+from aa_tflite import flatbuffer, memory, quantedit, stages
 from aa_tflite.calibrate import tensor_values
 from aa_tflite.runtime import evaluate
 from aa_tflite.types import AAError, BudgetError, Plan, SiteConfig
@@ -140,22 +140,24 @@ def test_budget_error_names_the_tensors_that_set_the_floor_and_why():
     import keras
 
     keras.utils.set_random_seed(0)
-    i = keras.Input((12, 12, 4))  # the input (576 B) is live at the peak
+    i = keras.Input((12, 12, 16))  # the input (2,304 B) is live at the peak
     x = keras.layers.Conv2D(8, 3, padding="same", name="lin")(i)  # signed, no activation
+    x = keras.layers.Activation("tanh", name="tanh")(x)  # which no consumer can absorb
     x = keras.layers.Conv2D(8, 1, activation="relu", name="a")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(i, keras.layers.Dense(3)(x))
-    x_cal = np.random.RandomState(0).rand(64, 12, 12, 4).astype(np.float32)
+    x_cal = np.random.RandomState(0).rand(64, 12, 12, 16).astype(np.float32)
     with pytest.raises(BudgetError) as err:
         aa_tflite.convert(model, budget_kb=0.5, representative_data=x_cal, progress=False,
                           measure_tflm=False, curve_points=0)
     text = str(err.value)
     assert "the model input" in text
-    assert "output of CONV_2D (op 0), signed" in text and "no zero-cost lowering" in text
-    assert err.value.smallest_bytes == 576 + 1152  # input + the signed conv output, at int8
-    # The plan at the floor is the cheapest one: the ReLU site (live beside the signed tensor)
-    # goes only as narrow as the floor needs, 4 bits, not to the menu's 2.
-    assert {s: int(c.bits) for s, c in err.value.plan.items()} == {"a_relu": 4}
+    assert "output of CONV_2D (op 0), signed" in text and "read by TANH" in text
+    assert err.value.smallest_bytes == 2304 + 1152  # input + the signed conv output, at int8
+    # The plan at the floor is the cheapest one: the ReLU site is not live at the floor, so
+    # the plan leaves it at int8 (the smallest options everywhere would lose accuracy for
+    # nothing).
+    assert err.value.plan == {}
 
 
 def test_max_accuracy_drop_is_enforced(digits):
@@ -241,3 +243,44 @@ def test_float_io_models_are_planned_too(digits):
     out = _convert(digits, io_dtype="float32", measure_tflm=False, curve_points=0)
     assert out.report.planned_memory.packed_peak <= out.report.budget_bytes
     assert evaluate(out.tflite, digits.x_val[250:], digits.y_val[250:]) > 0.95
+
+
+def _separable_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(i)
+    x = keras.layers.SeparableConv2D(16, 3, padding="same", name="sep")(x)  # signed middle
+    x = keras.layers.ReLU(name="sep_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(i, keras.layers.Dense(10, name="out")(x), name="sep")
+
+
+def test_signed_tensors_are_planned_and_hold_their_levels(digits):
+    model = _separable_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(digits.x_val[:250], digits.y_val[:250], epochs=10, verbose=0)
+    # The depthwise half of the separable conv is a signed tensor live at the peak: only the
+    # signed lowering can meet this budget.
+    out = aa_tflite.convert(model, budget_kb=0.55, representative_data=digits.x_cal,
+                            eval_data=(digits.x_val[250:], digits.y_val[250:]), progress=False,
+                            measure_tflm=False, curve_points=0)
+    signed_sites = {s: c for s, c in out.plan.sites.items() if s.startswith("signed:")}
+    assert signed_sites and all(c.bits < 8 for c in signed_sites.values())
+    rep = out.report
+    assert rep.planned_memory.packed_peak <= rep.budget_bytes
+    rows = {r.site: r for r in rep.sites}
+    for s, c in signed_sites.items():
+        assert "signed" in rows[s].lowering and "RELU_N1_TO_1" in rows[s].lowering
+        t = rows[s].tensor
+        values = tensor_values(out.tflite, [t], digits.x_val * 4)[t]
+        assert len(np.unique(values)) <= 2 ** int(c.bits)
+    # The file says the same: metadata and derived bits agree with the report.
+    from aa_tflite import metadata
+
+    assert metadata.stored_bits(metadata.strip_metadata(out.tflite)) == rep.tensor_bits
+    ops0, _ = flatbuffer.describe(flatbuffer.read(out.baseline_tflite))
+    ops1, _ = flatbuffer.describe(flatbuffer.read(out.tflite))
+    assert [(o.name, o.inputs, o.outputs) for o in ops0] == [(o.name, o.inputs, o.outputs)
+                                                             for o in ops1]
