@@ -1,22 +1,23 @@
-"""Accuracy against activation memory for five reference models: aa_tflite, its ablations, uniform
+"""Accuracy against activation memory for eight reference models: aa_tflite, its ablations, uniform
 int8, all-4-bit, and Sony MCT's mixed-precision PTQ, side by side.
 
 Run ``python -m benchmarks.curves`` (``make bench``; about 10 minutes here). Writes
 ``benchmarks/results/curves.json`` and one ``curves_<model>.png`` per model; ``python -m
 benchmarks.readme`` turns them into the README's results section.
 
-Series, each at budgets of 90% ... 40% of the model's own int8 figure:
+Series, each at budgets of 90% ... 30% of the model's own int8 figure:
 
 * **uniform int8**: plain TFLite post-training quantization (the converter's int8 model).
 * **all 4-bit**: every site at 4 bits (one point).
-* **precision only**: ``convert(memory="packed")``, int8/4-bit per site, no thresholds. Under the
-  packed definition thresholds save nothing, so this *is* aa_tflite's packed result.
+* **precision only**: ``convert(memory="packed")``, 8/6/5/4/3/2 bits per site (ReLU outputs, tie
+  groups and signed tensors), no thresholds. Under the packed definition thresholds save nothing,
+  so this *is* aa_tflite's packed result.
 * **thresholds only**: ``convert(memory="packed+sparse", bits=())``.
-* **aa_tflite (full)**: ``convert(memory="packed+sparse")``: thresholds and 4-bit.
-* **MCT**: ``mct.ptq.keras_post_training_quantization`` with an activation-memory target, 8/4-bit
-  activations (``benchmarks/mct_runner.py``, in ``.venv-mct``). Its accuracy is simulated (its
-  fake-quant Keras model; MCT cannot export 4-bit activations to TFLite) and its memory is its own
-  max-cut figure. Memory is therefore compared as a fraction of each tool's own int8 figure.
+* **aa_tflite (full)**: ``convert(memory="packed+sparse")``: thresholds and the bit menu.
+* **MCT**: ``mct.ptq.keras_post_training_quantization`` with an activation-memory target, the same
+  8/6/5/4/3/2-bit activation menu (``benchmarks/mct_runner.py``, in ``.venv-mct``). Its accuracy
+  is simulated (its fake-quant Keras model; MCT cannot export 4-bit activations to TFLite) and its
+  memory is its own max-cut figure. Memory is therefore compared as a fraction of each tool's own int8 figure.
 
 The planner sees the first half of each held-out split; every accuracy here is on the second half.
 """
@@ -38,8 +39,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 RESULTS = os.path.join(RESULTS_DIR, "curves.json")
 MCT_PYTHON = os.path.join(ROOT, ".venv-mct", "bin", "python")
-FRACTIONS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
-MODELS = ("digits_cnn", "mnist1d_cnn", "mini_resnet", "mini_vgg", "mini_mobilenet")
+FRACTIONS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+MODELS = ("digits_cnn", "mnist1d_cnn", "mini_resnet", "mini_vgg", "mini_mobilenet",
+          "mini_xception", "mini_squeezenet", "mini_mobilenetv2")
 BOUND = 1.5  # points of accuracy loss
 
 
@@ -61,6 +63,7 @@ def _point(result, x_test, y_test, seconds: float) -> dict:
     return {"packed": rep.planned_memory.packed_peak, "sparse": rep.planned_sparse_peak,
             "accuracy": evaluate(result.tflite, x_test, y_test), "seconds": round(seconds, 2),
             "four_bit_sites": sum(1 for r in rep.sites if r.bits == 4),
+            "bits": {r.site: r.bits for r in rep.sites if r.bits < 8},
             "threshold_sites": sum(1 for r in rep.sites if r.threshold > 0)}
 
 

@@ -4,9 +4,10 @@ MCT 2.6.1 needs TensorFlow 2.15 (Keras 2), so ``benchmarks/curves.py`` runs this
 ``.venv-mct/bin/python`` (``make mct-env`` creates it). The model is rebuilt from the recipe in
 ``converters/`` with ``tf.keras`` and gets the trained weights through ``get_weights`` / numpy.
 
-Activation 4-bit needs a custom target platform: the default IMX500 one offers mixed precision for
-weights only. Here every conv, depthwise, dense and add (each fused with its ReLU/ReLU6) may put its
-activation at 8 or 4 bits; weights stay 8-bit per channel, as in our int8 TFLite. MCT's model is a
+Low-bit activations need a custom target platform: the default IMX500 one offers mixed precision
+for weights only. Here every conv, depthwise, dense, add and concatenation (each fused with its
+ReLU/ReLU6) may put its activation at any of the bit-widths aa_tflite offers (8, 6, 5, 4, 3, 2,
+``BITS``); weights stay 8-bit per channel, as in our int8 TFLite. MCT's model is a
 fake-quant Keras model: with any 4-bit activation MCT cannot export a runnable TFLite, so its accuracy
 here is measured in simulation. MCT's activation memory is its own figure (the largest cut of the
 graph, under the operator order that minimises it), not our TFLM-style packed peak.
@@ -43,7 +44,10 @@ def _builder(name: str):
     return lambda: BUILDERS[name](tf.keras)
 
 
-def _tpc(four_bit: bool):
+BITS = (8, 6, 5, 4, 3, 2)  # the same menu as aa_tflite's precision table
+
+
+def _tpc(low_bits: bool):
     from mct_quantizers import QuantizationMethod
     from model_compression_toolkit.target_platform_capabilities.constants import (
         BIAS_ATTR,
@@ -66,7 +70,7 @@ def _tpc(four_bit: bool):
         weights_per_channel_threshold=False, enable_weights_quantization=False,
         lut_values_bitwidth=None)
     common = dict(activation_quantization_method=QuantizationMethod.POWER_OF_TWO,
-                  supported_input_activation_n_bits=(8, 4), enable_activation_quantization=True,
+                  supported_input_activation_n_bits=BITS, enable_activation_quantization=True,
                   quantization_preserving=False, fixed_scale=None, fixed_zero_point=None,
                   simd_size=32, signedness=schema.Signedness.AUTO)
     plain8 = schema.OpQuantizationConfig(default_weight_attr_config=off,
@@ -78,7 +82,8 @@ def _tpc(four_bit: bool):
                                           activation_n_bits=8, **common)
 
     def options(base):
-        configs = [base] + ([base.clone_and_edit(activation_n_bits=4)] if four_bit else [])
+        configs = [base] + ([base.clone_and_edit(activation_n_bits=b) for b in BITS[1:]]
+                            if low_bits else [])
         return schema.QuantizationConfigOptions(quantization_configurations=tuple(configs),
                                                 base_config=base)
 
@@ -94,10 +99,11 @@ def _tpc(four_bit: bool):
     dw = schema.OperatorsSet(name=names.DEPTHWISE_CONV, qc_options=options(linear8))
     fc = schema.OperatorsSet(name=names.FULLY_CONNECTED, qc_options=options(linear8))
     add = schema.OperatorsSet(name=names.ADD, qc_options=options(plain8))
-    # The activation of a fused op is the fused ReLU's: that is where the 8/4 choice must be.
+    concat = schema.OperatorsSet(name=names.CONCATENATE, qc_options=options(plain8))
+    # The activation of a fused op is the fused ReLU's: that is where the bit choice must be.
     relu = schema.OperatorsSet(name=names.RELU, qc_options=options(plain8))
     relu6 = schema.OperatorsSet(name=names.RELU6, qc_options=options(plain8))
-    sets += [conv, conv1d, dw, fc, add, relu, relu6]
+    sets += [conv, conv1d, dw, fc, add, concat, relu, relu6]
     acts = schema.OperatorSetGroup(operators_set=[relu, relu6])
     convs = schema.OperatorSetGroup(operators_set=[conv, conv1d, dw])
     fusing = (schema.Fusing(operator_groups=(convs, acts)),
@@ -106,7 +112,7 @@ def _tpc(four_bit: bool):
     return schema.TargetPlatformCapabilities(
         default_qco=default, tpc_minor_version=1, tpc_patch_version=0,
         tpc_platform_type="aa_tflite_benchmark", operator_set=tuple(sets),
-        fusing_patterns=fusing, name="activation_8_4", add_metadata=False, is_simd_padding=False)
+        fusing_patterns=fusing, name="activation_8_to_2", add_metadata=False, is_simd_padding=False)
 
 
 def main() -> None:
@@ -147,7 +153,7 @@ def main() -> None:
             mixed_precision_config=mct.core.MixedPrecisionQuantizationConfig(
                 num_of_images=min(len(x_rep), 64)))
 
-    tpc = _tpc(four_bit=True)
+    tpc = _tpc(low_bits=True)
     t0 = time.perf_counter()
     ref = mct.core.keras_resource_utilization_data(model, rep, core(),
                                                    target_platform_capabilities=tpc)
@@ -155,7 +161,7 @@ def main() -> None:
     int8_model, _ = mct.ptq.keras_post_training_quantization(
         model, rep, core_config=mct.core.CoreConfig(
             quantization_config=mct.core.QuantizationConfig(custom_tpc_opset_to_layer=conv1d)),
-        target_platform_capabilities=_tpc(four_bit=False))
+        target_platform_capabilities=_tpc(low_bits=False))
     out = {"model": job["model"], "float": acc(model), "int8_sim": acc(int8_model),
            "int8_activation_memory": float(ref.activation_memory),
            "reference_seconds": ref_seconds, "points": []}

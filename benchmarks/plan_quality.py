@@ -77,6 +77,8 @@ def _row(name: str, model, x_cal, plan_eval, x_test, y_test, *, progress: bool) 
             "kl_from_float_int8": kl["int8"], "kl_from_float_planned": kl["planned"],
             "planning_seconds": round(seconds, 1), "options_measured": rep.options_measured,
             "four_bit_sites": sum(1 for r in rep.sites if r.bits == 4), "sites": len(rep.sites),
+            "low_bit_sites": {str(b): sum(1 for r in rep.sites if r.bits == b)
+                              for b in sorted({r.bits for r in rep.sites if r.bits < 8})},
             "repairs": list(rep.repairs)}
 
 

@@ -27,8 +27,41 @@ def _plan_quality() -> list[str]:
             lines.append("")
             lines.append(f"{r['model']}: output KL from float {r['kl_from_float_int8']:.4f} (int8) "
                          f"and {r['kl_from_float_planned']:.4f} (planned) nats; "
-                         f"{r['four_bit_sites']} of {r['sites']} sites at 4 bits; "
+                         f"{_low_bits(r)}; "
                          f"{r['options_measured']} options measured; {len(r['repairs'])} repairs.")
+    return lines
+
+
+def _low_bits(r: dict) -> str:
+    if "low_bit_sites" in r:
+        per = ", ".join(f"{n} at {b} bits" for b, n in sorted(r["low_bit_sites"].items(),
+                                                               key=lambda x: -int(x[0])))
+        return f"{sum(r['low_bit_sites'].values())} of {r['sites']} sites below 8 bits ({per})"
+    return f"{r['four_bit_sites']} of {r['sites']} sites at 4 bits"
+
+
+def _planning_time() -> list[str]:
+    from benchmarks.planning_time import RESULTS
+
+    with open(RESULTS) as f:
+        data = json.load(f)
+    before, after = data.get("before", {}), data.get("after", {})
+    lines = ["| model | before: time (s) | options | after: time (s) | options | after / before |",
+             "|---|---|---|---|---|---|"]
+    for name, a in after.items():
+        b = before.get(name)
+
+        def cell(r):
+            if r is None:
+                return "- | -"
+            return f"{r['seconds']:.1f} | " + ("infeasible" if r.get("infeasible")
+                                               else str(r.get("options", "-")))
+        ratio = "-" if b is None else f"{a['seconds'] / b['seconds']:.2f}"
+        lines.append(f"| {name} | {cell(b)} | {cell(a)} | {ratio} |")
+    lines += ["", "Median of 3 conversions at 60% of each model's int8 packed peak, on this "
+              "machine (2 cores). \"before\" is the package before the bit menu, tie groups and "
+              "signed tensors (4-bit ReLU sites only); \"after\" is this version "
+              "(`benchmarks/planning_time.py`)."]
     return lines
 
 
@@ -107,7 +140,7 @@ def _kernels() -> list[str]:
 
 
 SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz,
-            "kernels": _kernels}
+            "kernels": _kernels, "planning_time": _planning_time}
 
 
 def main() -> None:

@@ -141,3 +141,43 @@ def test_search_improves_on_greedy_where_greedy_commits_too_early():
     assert plain.peak <= 500 and better.peak <= 500
     assert plain.predicted_loss == pytest.approx(3.16)
     assert better.predicted_loss == pytest.approx(2.90)
+
+
+def test_a_group_move_shrinks_every_tensor_of_the_group_at_once():
+    """A concatenation: x(300) and y(300) are joined into z(600). One unit holds all three; its
+    2-bit option shrinks them together, and the planner sees the whole effect in one move."""
+    buffers = [Buffer(0, 0, 2, 300), Buffer(1, 1, 2, 300), Buffer(2, 2, 3, 600)]
+    assert peak(buffers) == 1200
+    unit = "x + y"
+    two = SiteConfig(clip=1.0, bits=2)
+    options = {unit: [Option(unit, FOUR, 0.5, {0: 150, 1: 150, 2: 300}),
+                      Option(unit, two, 3.0, {0: 75, 1: 75, 2: 150})]}
+    plan = greedy(buffers, options, 600)
+    assert plan.configs() == {unit: FOUR} and plan.peak == 600
+    plan = greedy(buffers, options, 400)
+    assert plan.configs() == {unit: two} and plan.peak == 300
+
+
+def test_graded_options_take_the_widest_bits_that_meet_the_budget():
+    """6/4/2-bit options of one site: the planner stops at the cheapest one that fits."""
+    buffers = [Buffer(0, 0, 1, 100), Buffer(1, 1, 2, 800)]
+    opts = {"a": [Option("a", SiteConfig(clip=1.0, bits=b), loss, {1: 800 * b // 8})
+                  for b, loss in ((6, 0.1), (4, 0.6), (2, 5.0))]}
+    assert int(greedy(buffers, opts, 700).configs()["a"].bits) == 6
+    assert int(greedy(buffers, opts, 500).configs()["a"].bits) == 4
+    assert int(greedy(buffers, opts, 300).configs()["a"].bits) == 2
+
+
+def test_planning_units_and_their_expansion():
+    from aa_tflite import quantedit, stages
+
+    def graph(name, tie=()):
+        return quantedit.SiteGraph(name, 0, (0,), 0, "CONV_2D", (), None, True, True, (), 1.0,
+                                   tie=tie)
+
+    graphs = {"a": graph("a", ("a", "b")), "b": graph("b", ("a", "b")), "c": graph("c")}
+    units = stages.planning_units(graphs)
+    assert units == {"a + b": ("a", "b"), "c": ("c",)}
+    base = stages.Baseline(None, None, graphs, None, {}, (), (), (), (), units)
+    assert base.expand({"a + b": FOUR, "c": FOUR}) == {"a": FOUR, "b": FOUR, "c": FOUR}
+    assert base.unit_of("b") == "a + b" and base.unit_of("c") == "c"

@@ -1,0 +1,109 @@
+"""Planning time per reference model at 60% of its int8 packed peak, with the default options.
+
+Run ``python -m benchmarks.planning_time --label after`` (about 3 minutes here). To time an older
+checkout of the package with the same script (the issue's "within 2x of today's"), put that
+checkout first on the path and run this file directly::
+
+    git worktree add /tmp/old <commit>
+    PYTHONPATH=/tmp/old .venv/bin/python benchmarks/planning_time.py --label before
+
+Each model is converted once to warm up TensorFlow's converter, then timed ``--repeats`` times;
+the median is kept. Writes ``benchmarks/results/planning_time.json`` (one entry per label).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results", "planning_time.json")
+MODELS = ("digits_cnn", "mnist1d_cnn", "mini_resnet", "mini_vgg", "mini_mobilenet",
+          "mini_xception", "mini_squeezenet", "mini_mobilenetv2")
+FRACTION = 0.6
+
+
+def _train(name: str):
+    if name == "digits_cnn":
+        from converters import digits_cnn
+        return digits_cnn.train()
+    if name == "mnist1d_cnn":
+        from converters import mnist1d_cnn
+        return mnist1d_cnn.train()
+    from converters import mini
+    if name not in mini.BUILDERS:
+        return None
+    return mini.train(name)
+
+
+def measure(name: str, repeats: int) -> dict | None:
+    import aa_tflite
+
+    trained = _train(name)
+    if trained is None:
+        return None
+    model, data = trained
+    half = len(data["x_val"]) // 2
+    kw = dict(representative_data=data["x_cal"], progress=False, measure_tflm=False,
+              eval_data=(data["x_val"][:half], data["y_val"][:half]))
+    peak = aa_tflite.convert(model, budget_kb=1e6, curve_points=0, **kw)  # also warms up
+    budget_kb = FRACTION * peak.report.int8_memory.packed_peak / 1024
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        try:
+            out = aa_tflite.convert(model, budget_kb=budget_kb, **kw)
+        except aa_tflite.BudgetError as e:
+            times.append(time.perf_counter() - t0)
+            out = e
+            continue
+        times.append(time.perf_counter() - t0)
+    row = {"seconds": round(statistics.median(times), 2), "budget_kb": round(budget_kb, 3)}
+    if isinstance(out, aa_tflite.BudgetError):
+        row.update(infeasible=True, smallest=out.smallest_bytes)
+    else:
+        rep = out.report
+        row.update(options=rep.options_measured, packed=rep.planned_memory.packed_peak,
+                   int8=rep.int8_memory.packed_peak,
+                   stages={k: v for k, v in rep.seconds.items() if k != "total"})
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--label", required=True, help="e.g. before / after")
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    sys.path.insert(1, ROOT)  # the converters; aa_tflite comes from PYTHONPATH if given
+    from absl import logging
+
+    import aa_tflite
+
+    logging.set_verbosity(logging.WARNING)
+    print(f"aa_tflite from {os.path.dirname(aa_tflite.__file__)}", flush=True)
+    results = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            results = json.load(f)
+    rows = results.setdefault(args.label, {})
+    for name in args.models:
+        row = measure(name, args.repeats)
+        if row is None:
+            print(f"{name}: not in this checkout's recipes", flush=True)
+            continue
+        rows[name] = row
+        print(f"{name}: {row}", flush=True)
+    tmp = RESULTS + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    os.replace(tmp, RESULTS)
+
+
+if __name__ == "__main__":
+    main()
