@@ -17,7 +17,8 @@ Series, each at budgets of 90% ... 30% of the model's own int8 figure:
 * **MCT**: ``mct.ptq.keras_post_training_quantization`` with an activation-memory target, the same
   8/6/5/4/3/2-bit activation menu (``benchmarks/mct_runner.py``, in ``.venv-mct``). Its accuracy
   is simulated (its fake-quant Keras model; MCT cannot export 4-bit activations to TFLite) and its
-  memory is its own max-cut figure. Memory is therefore compared as a fraction of each tool's own int8 figure.
+  memory is its own max-cut figure. Memory is therefore compared as a fraction of each tool's own
+  int8 figure.
 
 The planner sees the first half of each held-out split; every accuracy here is on the second half.
 """
