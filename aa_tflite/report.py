@@ -15,8 +15,9 @@ from aa_tflite.types import Bits, MemoryMode, MemoryReport, SiteConfig, TensorMe
 __all__ = ["MEMORY_NOTE", "Report", "SiteRow", "lowering_words", "memory_lines", "tensor_table",
            "zero_points"]
 
-MEMORY_NOTE = ("Packed = activation peak with each tensor at its bit-width (int4 packed two per "
-               "byte): real only on a runtime that packs activations. TFLM arena = what stock "
+MEMORY_NOTE = ("Packed = activation peak with each tensor at its bit-width, packed (ceil(n x bits "
+               "/ 8) bytes): real only on a runtime that packs activations; stock TFLite and "
+               "TFLite Micro store every activation in int8. TFLM arena = what stock "
                "TFLite Micro allocates (int8 activations, plus its bookkeeping tail).")
 
 
