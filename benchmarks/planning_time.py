@@ -5,7 +5,8 @@ checkout of the package with the same script (the issue's "within 2x of today's"
 checkout first on the path and run this file directly::
 
     git worktree add /tmp/old <commit>
-    PYTHONPATH=/tmp/old .venv/bin/python benchmarks/planning_time.py --label before
+    mkdir /tmp/oldpkg && ln -s /tmp/old/aa_tflite /tmp/oldpkg/aa_tflite  # that package only
+    PYTHONPATH=/tmp/oldpkg .venv/bin/python benchmarks/planning_time.py --label before
 
 Each model is converted once to warm up TensorFlow's converter, then timed ``--repeats`` times;
 the median is kept. Writes ``benchmarks/results/planning_time.json`` (one entry per label).
@@ -80,7 +81,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    sys.path.insert(1, ROOT)  # the converters; aa_tflite comes from PYTHONPATH if given
+    sys.path.append(ROOT)  # the converters; aa_tflite comes from PYTHONPATH first, if given
     from absl import logging
 
     import aa_tflite
