@@ -139,6 +139,14 @@ class SiteEdit:
     channel_scale: np.ndarray | None = None
 
 
+def _buffer_users(model: schema.ModelT) -> dict[int, int]:
+    """How many tensors use each buffer (a shared constant gets its own copy before an edit)."""
+    users: dict[int, int] = {}
+    for t in model.subgraphs[0].tensors:
+        users[t.buffer] = users.get(t.buffer, 0) + 1
+    return users
+
+
 def _consumers(ops) -> dict[int, list]:
     out: dict[int, list] = {}
     for op in ops:
@@ -354,9 +362,7 @@ def apply_edits(tflite: bytes, graphs: Mapping[str, SiteGraph],
     model = flatbuffer.read(tflite)
     ops, tensors = flatbuffer.describe(model)
     graph = model.subgraphs[0]
-    users: dict[int, int] = {}
-    for t in graph.tensors:
-        users[t.buffer] = users.get(t.buffer, 0) + 1
+    users = _buffer_users(model)
     new_params: dict[int, tuple[float, int]] = {}
     shifts: dict[int, float] = {}
     scales: dict[int, np.ndarray] = {}
@@ -520,9 +526,7 @@ def rescale_tensors(tflite: bytes, scales: Mapping[int, float]) -> bytes:
         wanted[group[t]] = max(wanted.get(group[t], 0.0), float(sc))
     new_params = {t.index: (max(wanted[group[t.index]], t.scale[0]), t.zero_point[0])
                   for t in _activation_tensors(tensors) if group[t.index] in wanted}
-    users: dict[int, int] = {}
-    for t in model.subgraphs[0].tensors:
-        users[t.buffer] = users.get(t.buffer, 0) + 1
+    users = _buffer_users(model)
     _write_params(model, ops, tensors, new_params, {}, {}, {}, users)
     return flatbuffer.write(model)
 
@@ -553,22 +557,95 @@ def repair_scales(tflite: bytes) -> tuple[bytes, list[str]]:
                   "outputs are constant zero on the representative data.")
 
 
-def _requantize(model, op, tensors, new_params, shift: float, correction, channel_scale,
-                users) -> None:
-    graph = model.subgraphs[0]
-    inp, wt = op.inputs[0], op.inputs[1]
-    bias_t = op.inputs[2] if len(op.inputs) > 2 else -1
-    w_info = tensors[wt]
-    if w_info.dtype != "INT8":
-        raise AAError(f"{op.name} (op {op.index}) has {w_info.dtype} weights; only int8 kernels "
+@dataclasses.dataclass(frozen=True)
+class _Kernel:
+    """A weighted op's int8 kernel, in int8 and real units, with its per-channel layout."""
+
+    q: np.ndarray  # the int8 values, as float64
+    w: np.ndarray  # the real weights
+    scale: np.ndarray  # per output channel
+    dim: int  # the quantized (output-channel) dimension
+    per_tensor: bool  # one filter scale for all channels
+
+    @property
+    def n_out(self) -> int:
+        return self.q.shape[self.dim]
+
+    def broadcast(self, v: np.ndarray) -> np.ndarray:
+        """A per-output-channel vector, shaped to multiply the kernel."""
+        shape = [1] * self.q.ndim
+        shape[self.dim] = self.n_out
+        return np.asarray(v).reshape(shape)
+
+
+def _kernel(model: schema.ModelT, op, tensors) -> _Kernel:
+    wt = op.inputs[1]
+    info = tensors[wt]
+    if info.dtype != "INT8":
+        raise AAError(f"{op.name} (op {op.index}) has {info.dtype} weights; only int8 kernels "
                       "can be edited.")
     q = _array(model, wt, np.int8).astype(np.float64)
-    dim = graph.tensors[wt].quantization.quantizedDimension or 0
-    n_out = q.shape[dim]
-    f_scale = _per_channel(w_info.scale, n_out)
-    bshape = [1] * q.ndim
-    bshape[dim] = n_out
-    w = q * f_scale.reshape(bshape)
+    dim = model.subgraphs[0].tensors[wt].quantization.quantizedDimension or 0
+    scale = _per_channel(info.scale, q.shape[dim])
+    k = _Kernel(q, q, scale, dim, len(info.scale) == 1)
+    return dataclasses.replace(k, w=q * k.broadcast(scale))
+
+
+def _absorb_input(op_name: str, w: np.ndarray, bias: np.ndarray, a: np.ndarray,
+                  b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Folds ``x = a * x' + b`` (per channel of the op's input, last axis) into the op's real
+    kernel and bias, so the op reading ``x'`` computes what it computed on ``x``. Exact except
+    where a 'same' convolution larger than 1x1 reads zero padding."""
+    a, b = (np.asarray(v, np.float64).reshape(-1) for v in (a, b))
+    if op_name == "DEPTHWISE_CONV_2D":  # (1, kh, kw, c * mult): output o reads channel o // mult
+        mult = w.shape[-1] // len(a)
+        a_o, b_o = np.repeat(a, mult), np.repeat(b, mult)
+        return w * a_o, bias + w.reshape(-1, w.shape[-1]).sum(axis=0) * b_o
+    if op_name == "FULLY_CONNECTED":  # (units, features); NHWC flattening: feature j reads j % C
+        reps = w.shape[-1] // len(a)
+        a_f, b_f = np.tile(a, reps), np.tile(b, reps)
+        return w * a_f[None, :], bias + w @ b_f
+    # CONV_2D (out, kh, kw, in)
+    return w * a, bias + w.reshape(w.shape[0], -1, w.shape[-1]).sum(axis=1) @ b
+
+
+def _store_kernel(model, op, k: _Kernel, w: np.ndarray, users) -> np.ndarray:
+    """Requantizes real weights ``w`` into the op's int8 kernel, per output channel (per tensor
+    where the op had one scale); returns the new per-channel scales."""
+    per = np.moveaxis(np.abs(w), k.dim, 0).reshape(k.n_out, -1).max(axis=1)
+    if k.per_tensor:
+        per = np.full(k.n_out, per.max())
+    new_scale = np.where(per > 0, per / 127.0, k.scale)
+    new_q = np.clip(np.round(w / k.broadcast(new_scale)), -127, 127)
+    _store(model, op.inputs[1], new_q.astype(np.int8), users)
+    _set_filter_scale(model, op, k, new_scale)
+    return new_scale
+
+
+def _set_filter_scale(model, op, k: _Kernel, scale: np.ndarray) -> None:
+    n = 1 if k.per_tensor else k.n_out
+    _set_quant(model.subgraphs[0].tensors[op.inputs[1]], np.asarray(scale)[:n],
+               np.zeros(n, np.int64), k.dim)
+
+
+def _store_bias(model, op, tensors, bias: np.ndarray, in_scale: float, filter_scale: np.ndarray,
+                users) -> None:
+    """Writes real ``bias`` as the op's int32 bias at scale ``in_scale * filter_scale``."""
+    bias_t = op.inputs[2]
+    denom = in_scale * filter_scale
+    bias_q = np.clip(np.round(bias / denom), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+    _store(model, bias_t, bias_q, users)
+    if len(tensors[bias_t].scale) <= 1:
+        denom = denom[:1]
+    _set_quant(model.subgraphs[0].tensors[bias_t], denom, np.zeros(len(denom), np.int64), 0)
+
+
+def _requantize(model, op, tensors, new_params, shift: float, correction, channel_scale,
+                users) -> None:
+    inp = op.inputs[0]
+    bias_t = op.inputs[2] if len(op.inputs) > 2 else -1
+    k = _kernel(model, op, tensors)
+    w, f_scale, n_out = k.w, k.scale, k.n_out
     in_old = tensors[inp].scale[0]
     in_new = new_params.get(inp, (in_old, 0))[0]
     if bias_t >= 0:
@@ -578,42 +655,20 @@ def _requantize(model, op, tensors, new_params, shift: float, correction, channe
             raise AAError(f"{op.name} (op {op.index}) has no bias to edit.")
         bias = np.zeros(n_out)
     bias = bias - shift
-    new_q, new_scale = q, f_scale
+    new_scale = f_scale
     if correction is not None:
-        a, b = (np.asarray(v, np.float64).reshape(-1) for v in correction)
-        if op.name == "DEPTHWISE_CONV_2D":  # (1, kh, kw, c * m): output o reads channel o // m
-            mult = w.shape[-1] // len(a)
-            a_o, b_o = np.repeat(a, mult), np.repeat(b, mult)
-            bias = bias + w.reshape(-1, w.shape[-1]).sum(axis=0) * b_o
-            w = w * a_o
-        elif op.name == "FULLY_CONNECTED":  # (units, features)
-            bias = bias + w @ b
-            w = w * a[None, :]
-        else:  # CONV_2D (out, kh, kw, in); at padded borders the bias term is approximate
-            bias = bias + w.reshape(w.shape[0], -1, w.shape[-1]).sum(axis=1) @ b
-            w = w * a
+        w, bias = _absorb_input(op.name, w, bias, *correction)
     if channel_scale is not None:
         if len(channel_scale) != n_out:
             raise AAError(f"{op.name} (op {op.index}) has {n_out} output channels, but "
                           f"{len(channel_scale)} channel scales were given.")
-        w = w * channel_scale.reshape(bshape)
+        w = w * k.broadcast(channel_scale)
         bias = bias * channel_scale
         if correction is None:  # the int8 kernel stays; its per-channel scales absorb s
             new_scale = f_scale * channel_scale
-            _set_quant(graph.tensors[wt], new_scale, np.zeros(n_out, np.int64), dim)
+            _set_quant(model.subgraphs[0].tensors[op.inputs[1]], new_scale,
+                       np.zeros(n_out, np.int64), k.dim)
     if correction is not None:
-        per = np.moveaxis(np.abs(w), dim, 0).reshape(n_out, -1).max(axis=1)
-        if len(w_info.scale) == 1:
-            per = np.full(n_out, per.max())
-        new_scale = np.where(per > 0, per / 127.0, f_scale)
-        new_q = np.clip(np.round(w / new_scale.reshape(bshape)), -127, 127)
-        _store(model, wt, new_q.astype(np.int8), users)
-        _set_quant(graph.tensors[wt], new_scale if len(w_info.scale) > 1 else new_scale[:1],
-                   np.zeros(len(w_info.scale), np.int64), dim)
+        new_scale = _store_kernel(model, op, k, w, users)
     if bias_t >= 0:
-        denom = in_new * new_scale
-        bias_q = np.clip(np.round(bias / denom), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
-        _store(model, bias_t, bias_q, users)
-        if len(tensors[bias_t].scale) <= 1:
-            denom = denom[:1]
-        _set_quant(graph.tensors[bias_t], denom, np.zeros(len(denom), np.int64), 0)
+        _store_bias(model, op, tensors, bias, in_new, new_scale, users)

@@ -60,7 +60,18 @@ from ai_edge_litert import schema_py_generated as schema
 
 from aa_tflite import flatbuffer
 from aa_tflite.precision import precision
-from aa_tflite.quantedit import _WEIGHTED, _array, _per_channel, _set_quant, _store
+from aa_tflite.quantedit import (
+    _WEIGHTED,
+    _absorb_input,
+    _array,
+    _buffer_users,
+    _kernel,
+    _per_channel,
+    _set_filter_scale,
+    _set_quant,
+    _store_bias,
+    _store_kernel,
+)
 from aa_tflite.types import AAError
 
 __all__ = ["SIGNED_BITS", "SignedChoice", "SignedGraph", "apply", "fit", "grid", "reachable"]
@@ -331,9 +342,7 @@ def apply(tflite: bytes, choices: Mapping[int, SignedChoice]) -> bytes:
     model = flatbuffer.read(tflite)
     ops, tensors = flatbuffer.describe(model)
     graph = model.subgraphs[0]
-    users: dict[int, int] = {}
-    for t in graph.tensors:
-        users[t.buffer] = users.get(t.buffer, 0) + 1
+    users = _buffer_users(model)
     new_params: dict[int, tuple[float, int]] = {}
     out_side: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     in_side: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -372,58 +381,27 @@ def _edit_op(model, op, tensors, new_params, in_side, out_side, users) -> None:
     channel only when the input side changes it; otherwise the filter scales absorb ``1 / m``.
     """
     graph = model.subgraphs[0]
-    inp, wt, bias_t = op.inputs[0], op.inputs[1], op.inputs[2]
-    w_info = tensors[wt]
-    q = _array(model, wt, np.int8).astype(np.float64)
-    dim = graph.tensors[wt].quantization.quantizedDimension or 0
-    n_out = q.shape[dim]
-    f_scale = _per_channel(w_info.scale, n_out)
-    bshape = [1] * q.ndim
-    bshape[dim] = n_out
-    w = q * f_scale.reshape(bshape)
+    inp, bias_t = op.inputs[0], op.inputs[2]
+    k = _kernel(model, op, tensors)
+    w, f_scale = k.w, k.scale
     in_old = tensors[inp].scale[0]
     in_new = new_params.get(inp, (in_old, 0))[0]
     b_scale = tensors[bias_t].scale
-    b_scale = _per_channel(b_scale, n_out) if b_scale else in_old * f_scale
+    b_scale = _per_channel(b_scale, k.n_out) if b_scale else in_old * f_scale
     bias = _array(model, bias_t, np.int32).astype(np.float64) * b_scale
-    new_q, new_scale = q, f_scale
+    new_scale = f_scale
     if in_side is not None:
         c, m = in_side
-        if op.name == "DEPTHWISE_CONV_2D":  # (1, kh, kw, C * mult): output o reads o // mult
-            mult = w.shape[-1] // len(m)
-            m_o, c_o = np.repeat(m, mult), np.repeat(c, mult)
-            bias = bias + w.reshape(-1, w.shape[-1]).sum(axis=0) * c_o
-            w = w * m_o
-        elif op.name == "FULLY_CONNECTED":  # (units, features); NHWC flattening: feature j % C
-            reps = w.shape[-1] // len(m)
-            m_f, c_f = np.tile(m, reps), np.tile(c, reps)
-            bias = bias + w @ c_f
-            w = w * m_f[None, :]
-        else:  # CONV_2D (out, kh, kw, in); exact but at the zero padding of a 'same' conv
-            bias = bias + w.reshape(w.shape[0], -1, w.shape[-1]).sum(axis=1) @ c
-            w = w * m
+        w, bias = _absorb_input(op.name, w, bias, m, c)
     if out_side is not None:
         c, m = out_side
         bias = (bias - c) / m
-        w = w / m.reshape(bshape)
+        w = w / k.broadcast(m)
         if in_side is None:  # the int8 kernel stays; its per-channel scales absorb 1 / m
             new_scale = f_scale / m
+            _set_filter_scale(model, op, k, new_scale)
     if in_side is not None:
-        per = np.moveaxis(np.abs(w), dim, 0).reshape(n_out, -1).max(axis=1)
-        if len(w_info.scale) == 1:
-            per = np.full(n_out, per.max())
-        new_scale = np.where(per > 0, per / 127.0, new_scale)
-        new_q = np.clip(np.round(w / new_scale.reshape(bshape)), -127, 127)
-        _store(model, wt, new_q.astype(np.int8), users)
-    if in_side is not None or out_side is not None:
-        per_tensor = len(w_info.scale) == 1
-        _set_quant(graph.tensors[wt], new_scale[:1] if per_tensor else new_scale,
-                   np.zeros(1 if per_tensor else n_out, np.int64), dim)
-    denom = in_new * new_scale
-    bias_q = np.clip(np.round(bias / denom), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
-    _store(model, bias_t, bias_q, users)
-    if len(tensors[bias_t].scale) <= 1:
-        denom = denom[:1]
-    _set_quant(graph.tensors[bias_t], denom, np.zeros(len(denom), np.int64), 0)
+        new_scale = _store_kernel(model, op, k, w, users)
+    _store_bias(model, op, tensors, bias, in_new, new_scale, users)
     if out_side is not None:
         graph.operators[op.index].builtinOptions.fusedActivationFunction = _RELU_N1_TO_1
