@@ -259,15 +259,16 @@ def _independent_peak(tflite: bytes, tensor_bits) -> int:
     return peak
 
 
-def _allowed_drift(plain: int, coarse: bool) -> int:
+def _allowed_drift(plain: int, narrowest: int) -> int:
     """How far a runtime's outputs may differ from the builtin kernels' on a planned model.
 
     Runtimes round the int32 accumulator differently (LiteRT builtin and TFLM: double rounding;
     XNNPACK: float, ties to even), so the plain int8 model already differs by ``plain`` steps. A
     tensor held to 2^b levels has a step 2^(8-b) times the int8 one, so the same tie rounded the
     other way moves its consumers that many times further. The bound is the plain model's drift
-    scaled by that factor (16 for 4 bits), and at least that factor."""
-    return max(plain, 1) * (16 if coarse else 1)
+    scaled by that factor for the plan's narrowest tensor (16 for 4 bits, 64 for 2), and at least
+    that factor."""
+    return max(plain, 1) * 2 ** (8 - narrowest)
 
 
 def check_result(result, model_before, model, x_eval, budget, mode, convert_again, rng,
@@ -306,7 +307,7 @@ def check_result(result, model_before, model, x_eval, budget, mode, convert_agai
     for name, tfl in (("plain", result.baseline_tflite), ("planned", result.tflite)):
         for kernels in ("builtin", "xnnpack", "tflm"):
             outs[name, kernels] = guard.probe(tfl, kernels=kernels, inputs=x)
-    coarse = any(b < 8 for b in tensor_bits.values())
+    narrowest = min(tensor_bits.values(), default=8)
     measured["low_bit_tensors"] = len(tensor_bits)
     measured["runs"] = {f"{n}/{k}": v.ok for (n, k), v in outs.items()}
     for kernels in ("builtin", "xnnpack", "tflm"):
@@ -324,7 +325,7 @@ def check_result(result, model_before, model, x_eval, budget, mode, convert_agai
             continue  # float32 io: the int8 comparison is the int8-io models'
         got = int(np.abs(q.outputs.astype(int) - qb.outputs.astype(int)).max())
         measured[f"drift_{kernels}"] = [plain, got]
-        if got > _allowed_drift(plain, coarse):
+        if got > _allowed_drift(plain, narrowest):
             fails.append(f"{kernels} differs from builtin by {got} steps on the planned model "
                          f"(plain int8: {plain})")
     return fails
