@@ -602,13 +602,14 @@ def _check_floor(base: Baseline, measured: Measured, opts: Options) -> None:
         cheapest = planner.search(buffers, measured.options, floor.peak)
     except BudgetError:
         cheapest = floor
-    scope, live = planner.peak_tensors(buffers, cheapest.choice)
+    # The tensors that bind: live at the peak of the plan with every unit at its smallest option.
+    scope, live = planner.peak_tensors(buffers, floor.choice)
     model = flatbuffer.read(base.tflite)
     ops, tensors = flatbuffer.describe(model)
     inputs = set(int(t) for t in (model.subgraphs[0].inputs if model.subgraphs[0].inputs
                                   is not None else []))
     producer = {t: op for op in ops for t in op.outputs}
-    chosen = tensor_bits(base.expand(cheapest.configs()), base.graphs)
+    chosen = tensor_bits(base.expand(floor.configs()), base.graphs)
     owner = {t: s for s, g in base.graphs.items() for t in g.group if not g.signed}
     signed_reach = signed.reachable(base.tflite)
     lines = []
@@ -617,8 +618,7 @@ def _check_floor(base: Baseline, measured: Measured, opts: Options) -> None:
         if t in inputs:
             why = "the model input: its int8 type is fixed by the data the caller feeds"
         elif t in chosen:
-            why = (f"already at {chosen[t]} bits, the narrowest the menu "
-                   f"{list(opts.bits)} offers with a measured option")
+            why = (f"at {chosen[t]} bits, its narrowest option (menu {list(opts.bits)})")
         elif t in owner:
             g = base.graphs[owner[t]]
             unit = base.unit_of(owner[t])
