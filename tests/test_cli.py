@@ -109,3 +109,17 @@ def test_bad_npz_is_a_clear_error(tmp_path, digits, capsys):
                str(tmp_path / "two.npz"), "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "name the inputs 'x'" in capsys.readouterr().err
+
+
+def test_a_bit_menu_outside_the_table_is_a_clear_error(tmp_path, digits, capsys):
+    model_path = tmp_path / "m.keras"
+    digits.model.save(model_path)
+    np.savez(tmp_path / "cal.npz", x=digits.x_cal)
+    rc = _run(["convert", str(model_path), "--budget-kb", "2", "--data", str(tmp_path / "cal.npz"),
+               "--out", str(tmp_path / "o"), "--bits", "7,4", "--no-tflm", "--no-progress"])
+    assert rc == 2
+    assert "bits must be one of [8, 6, 5, 4, 3, 2]. Received: bits=7" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.parse_args(["convert", "m.keras", "--data", "x.npz", "--out", "o", "--bits", "4,x"])
+    assert cli.parse_args(["convert", "m.keras", "--data", "x.npz", "--out", "o",
+                           "--bits", "none"]).bits == ()
