@@ -96,6 +96,8 @@ class SiteGraph:
         joins: Those joining ops' indices.
         signed: A signed tensor (a weighted op's output with no activation), lowered by
             ``aa_tflite.signed`` rather than by these edits; its name is ``signed:<tensor>``.
+        offset: With ``signed``: lowered by the offset form (``signed.apply_offset``), for a
+            signed tensor that reaches a residual ``ADD``; its name is ``offset:<tensor>``.
     """
 
     name: str
@@ -114,6 +116,7 @@ class SiteGraph:
     tie: tuple[str, ...] = ()
     joins: tuple[int, ...] = ()
     signed: bool = False
+    offset: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

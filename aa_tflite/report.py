@@ -172,6 +172,11 @@ def zero_points(tflite: bytes, tensors) -> dict[int, tuple[float, int]]:
 def lowering_words(c: SiteConfig, g, q: tuple[float, int] | None) -> str:
     """How a site's config was written into the ``.tflite``, in words for the report."""
     parts = []
+    if g.offset and c.bits != Bits.INT8 and q is not None:
+        p = precision(c.bits)
+        return (f"{p.bits}-bit signed, offset form: int8 tensor, zero point {q[1]}, scale "
+                f"{q[0]:.4g} ({p.levels} levels, no op added); {g.producer_op} stores y - low "
+                "under a fused RELU, the ADD's other input takes + low")
     if g.signed and c.bits != Bits.INT8 and q is not None:
         p = precision(c.bits)
         return (f"{p.bits}-bit signed: int8 tensor, zero point {q[1]}, scale {q[0]:.4g} "

@@ -261,6 +261,15 @@ class Bench:
         centre, half = signed.fit(values, b, min_step=self.graphs[site].scale)
         return signed.SignedChoice(b, centre, half)
 
+    def _offset_choice(self, site: str, config: SiteConfig) -> signed.OffsetChoice:
+        """A signed tensor's offset lowering: per-channel low and one width from the data."""
+        if config.threshold or config.clip is not None or int(config.bits) == 8:
+            raise AAError(f"{site!r} is a signed tensor lowered by offset: give it bits below 8 "
+                          f"only (its range comes from the data). Received: {config}")
+        b = int(config.bits)
+        low, width = signed.fit_offset(self.site_values(site), b, min_step=self.graphs[site].scale)
+        return signed.OffsetChoice(b, low, width)
+
     def order(self, sites) -> list[str]:
         """Sites in execution order (by their producer op)."""
         return sorted(sites, key=lambda s: (self.graphs[s].producer, s))
@@ -278,9 +287,13 @@ class Bench:
             raise AAError(f"Unknown sites in the plan: {unknown}. Known: {sorted(self.graphs)}.")
         edits: dict[str, quantedit.SiteEdit] = {}
         lowered: dict[int, signed.SignedChoice] = {}
+        offsets: dict[int, signed.OffsetChoice] = {}
         for site in self.order(configs):
             config, graph = configs[site], self.graphs[site]
             if config == SiteConfig():
+                continue
+            if graph.offset:
+                offsets[graph.tensor] = self._offset_choice(site, config)
                 continue
             if graph.signed:  # written after the ReLU sites' edits, which it composes with
                 lowered[graph.tensor] = self._signed_choice(site, config)
@@ -307,6 +320,8 @@ class Bench:
         out = quantedit.apply_edits(self.base, self.graphs, edits)
         if lowered:
             out = signed.apply(out, lowered)
+        if offsets:
+            out = signed.apply_offset(out, offsets)
         problems = quantedit.scale_problems(out)
         if problems:
             raise UnsafeVariant(f"The plan {sorted(edits)} gives tensor {problems[0][0]} a scale "

@@ -74,7 +74,8 @@ from aa_tflite.quantedit import (
 )
 from aa_tflite.types import AAError
 
-__all__ = ["SIGNED_BITS", "SignedChoice", "SignedGraph", "apply", "fit", "grid", "reachable"]
+__all__ = ["SIGNED_BITS", "OffsetChoice", "OffsetGraph", "SignedChoice", "SignedGraph", "apply",
+           "apply_offset", "fit", "fit_offset", "grid", "offset_reachable", "reachable"]
 
 # Bit widths with a signed lowering (8 bits is the plain int8 tensor, left as is).
 SIGNED_BITS: tuple[int, ...] = (6, 5, 4, 3, 2)
@@ -405,3 +406,194 @@ def _edit_op(model, op, tensors, new_params, in_side, out_side, users) -> None:
     _store_bias(model, op, tensors, bias, in_new, new_scale, users)
     if out_side is not None:
         graph.operators[op.index].builtinOptions.fusedActivationFunction = _RELU_N1_TO_1
+
+
+# ---------------------------------------------------------------------------------------------
+# The offset form: a signed tensor that reaches a residual ADD.
+#
+# An ADD requantizes each input by that input's own scale and has no weights, so it cannot absorb
+# a half-range ``m``; it can absorb a per-channel offset, if its *other* input takes the opposite
+# offset. A signed tensor ``y`` (a weighted op's output with no activation, read only through max
+# pooling by one ADD) is stored as ``y - lo`` (``lo`` per channel, subtracted from the producer's
+# bias) under a fused RELU, scale ``W / (2^b - 1)`` and zero point ``128 - 2^b``: the ReLU clamps
+# at ``y = lo``, int8 saturation at ``y = lo + W``, so the tensor holds ``2^b`` levels for any
+# input. The ADD's other input ``o``, written by a weighted op with a bias and read by nothing
+# else, gets ``+ lo`` in that bias, and its int8 range moves with it (one scale and zero point
+# over the shifted range). The ADD then computes ``(y - lo) + (o + lo) = y + o``: its output and
+# everything after it are unchanged. Max pooling commutes with a per-channel shift.
+# ---------------------------------------------------------------------------------------------
+
+_OFFSET_PASS = {"MAX_POOL_2D"}
+_RELU = schema.ActivationFunctionType.RELU
+
+
+@dataclasses.dataclass(frozen=True)
+class OffsetGraph:
+    """A signed tensor that reaches one residual ``ADD``, and the ADD's other input.
+
+    Attributes:
+        tensor: The signed tensor (the producer's output).
+        group: It and the max-pool outputs that carry its values to the ADD.
+        producer: Index of the weighted op that writes it.
+        producer_op: That op's name.
+        add: Index of the ADD.
+        partner: The ADD's other input tensor.
+        partner_producer: Index of the weighted op that writes ``partner``.
+        channels: Channels (last axis) of the tensor.
+        scale: The tensor's int8 scale in the baseline.
+    """
+
+    tensor: int
+    group: tuple[int, ...]
+    producer: int
+    producer_op: str
+    add: int
+    partner: int
+    partner_producer: int
+    channels: int
+    scale: float
+
+
+@dataclasses.dataclass(frozen=True)
+class OffsetChoice:
+    """The offset lowering of one tensor: ``bits``, per-channel ``low`` and one ``width``: the
+    levels are ``low + width * k / (2^bits - 1)``, ``k = 0 .. 2^bits - 1``."""
+
+    bits: int
+    low: np.ndarray | float
+    width: float
+
+
+def offset_reachable(tflite: bytes) -> dict[int, OffsetGraph]:
+    """The signed tensors the offset form reaches: each written by a weighted op with no
+    activation and a bias, read (directly or through max pooling) only by one ``ADD`` whose other
+    input is written by a weighted op with no activation and a bias and read by nothing else.
+
+    Example:
+        >>> offset_reachable(open("mini_xception.tflite", "rb").read())  # doctest: +SKIP
+        {37: OffsetGraph(tensor=37, group=(37, 38), producer=8, ...)}
+    """
+    model = flatbuffer.read(tflite)
+    ops, tensors = flatbuffer.describe(model)
+    graph = model.subgraphs[0]
+    readers = _readers(ops)
+    producer = {t: op for op in ops for t in op.outputs}
+    outputs = {int(t) for t in (graph.outputs if graph.outputs is not None else [])}
+
+    def biased_linear(op) -> bool:
+        w = tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
+        return (op.name in _WEIGHTED and op.fused_activation == "NONE" and w is not None
+                and len(w.scale) > 1 and not _weight_notes(op, tensors, "op"))
+
+    out: dict[int, OffsetGraph] = {}
+    for op in ops:
+        if not biased_linear(op) or not op.outputs:
+            continue
+        t = op.outputs[0]
+        info = tensors[t]
+        if info.dtype != "INT8" or len(info.scale) != 1 or t in outputs:
+            continue
+        group, frontier, adds, bad = [t], [t], [], False
+        while frontier and not bad:
+            u = frontier.pop()
+            for r, _ in readers.get(u, []):
+                if r.name in _SHAPE_ONLY:
+                    continue
+                if r.name in _OFFSET_PASS and tensors[r.outputs[0]].scale == tensors[u].scale \
+                        and tensors[r.outputs[0]].zero_point == tensors[u].zero_point:
+                    group.append(r.outputs[0])
+                    frontier.append(r.outputs[0])
+                elif r.name == "ADD" and r not in adds:
+                    adds.append(r)
+                else:
+                    bad = True
+        if bad or len(adds) != 1 or any(g in outputs for g in group):
+            continue
+        add = adds[0]
+        others = [i for i in add.inputs if i >= 0 and i not in group]
+        if len(others) != 1 or len([i for i in add.inputs if i in group]) != 1:
+            continue
+        partner = others[0]
+        q = producer.get(partner)
+        p_info = tensors[partner]
+        if q is None or not biased_linear(q) or partner in outputs or len(p_info.scale) != 1 \
+                or [r.index for r, _ in readers.get(partner, [])] != [add.index] \
+                or tuple(p_info.shape) != tuple(tensors[group[-1]].shape):
+            continue
+        out[t] = OffsetGraph(t, tuple(group), op.index, op.name, add.index, partner, q.index,
+                             int(info.shape[-1]) if info.shape else 1, float(info.scale[0]))
+    return out
+
+
+def fit_offset(values: np.ndarray, bits: int, *, min_step: float) -> tuple[np.ndarray, float]:
+    """Per-channel ``low`` and one ``width`` for the offset form, with the least squared error
+    over low/high quantile pairs of ``values`` (channels on the last axis); the step is never
+    below ``min_step``.
+
+    Example:
+        >>> v = np.stack([np.linspace(-1, 1, 101), np.linspace(2, 3, 101)], axis=-1)
+        >>> low, width = fit_offset(v, 4, min_step=0.01)
+        >>> np.round(low, 2).tolist(), round(width, 2)
+        ([-1.0, 2.0], 2.0)
+    """
+    top = precision(bits).top
+    v = np.asarray(values, np.float64)
+    v = v.reshape(-1, v.shape[-1])
+    if len(v) > _FIT_SAMPLES:
+        v = v[np.linspace(0, len(v) - 1, _FIT_SAMPLES).astype(np.int64)]
+    best = None
+    for ql, qh in zip(_LO_QUANTILES, _HI_QUANTILES):
+        low = np.quantile(v, ql, axis=0, method="lower")
+        width = max(float(np.max(np.quantile(v, qh, axis=0, method="higher") - low)),
+                    min_step * top)
+        step = width / top
+        k = np.clip(np.round((v - low) / step), 0, top)
+        err = float(np.mean((v - (low + k * step)) ** 2))
+        if best is None or err < best[0] - 1e-15:
+            best = (err, low, width)
+    return best[1], best[2]
+
+
+def apply_offset(tflite: bytes, choices: Mapping[int, OffsetChoice]) -> bytes:
+    """Writes the offset form of each chosen tensor (a key of ``offset_reachable``). No op and no
+    tensor is added; the producer's fused activation becomes RELU.
+
+    Raises:
+        AAError: A tensor is not reachable, or a choice is malformed.
+    """
+    chosen = {int(t): c for t, c in choices.items() if int(c.bits) != 8}
+    if not chosen:
+        return bytes(tflite)
+    graphs = offset_reachable(tflite)
+    model = flatbuffer.read(tflite)
+    ops, tensors = flatbuffer.describe(model)
+    graph = model.subgraphs[0]
+    users = _buffer_users(model)
+    for t, choice in chosen.items():
+        g = graphs.get(t)
+        if g is None:
+            raise AAError(f"Tensor {t} is not reachable by the offset form (a signed tensor read "
+                          f"only by one ADD whose other input a biased conv writes). Reachable: "
+                          f"{sorted(graphs)}")
+        p = precision(choice.bits)
+        low = _vector(choice.low, g.channels, "low", t)
+        width = max(float(choice.width), g.scale * p.top)
+        for k, shift in ((g.producer, -low), (g.partner_producer, low)):
+            op = ops[k]
+            kern = _kernel(model, op, tensors)
+            b_scale = _per_channel(tensors[op.inputs[2]].scale, kern.n_out)
+            bias = _array(model, op.inputs[2], np.int32).astype(np.float64) * b_scale
+            _store_bias(model, op, tensors, bias + shift, tensors[op.inputs[0]].scale[0],
+                        kern.scale, users)
+        graph.operators[g.producer].builtinOptions.fusedActivationFunction = _RELU
+        for u in g.group:
+            _set_quant(graph.tensors[u], [p.step(width)], [p.zero_point], 0)
+        # The partner's int8 range moves by ``low`` (one scale and zero point over all channels).
+        o = tensors[g.partner]
+        s, z = float(o.scale[0]), int(o.zero_point[0])
+        lo = min(s * (-128 - z) + float(low.min()), 0.0)
+        hi = max(s * (127 - z) + float(low.max()), 0.0)
+        scale = max((hi - lo) / 255.0, 1e-12)
+        zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
+        _set_quant(graph.tensors[g.partner], [scale], [zp], 0)
+    return flatbuffer.write(model)

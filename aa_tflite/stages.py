@@ -255,6 +255,15 @@ def signed_sites(tflite: bytes) -> tuple[dict[str, quantedit.SiteGraph], list[st
             (f"signed {g.producer_op} output: its producer gets a fused RELU_N1_TO_1 clamp and "
              "its consumers absorb the per-channel centre and half-range",),
             g.scale, signed=True)
+    offset = signed.offset_reachable(tflite)
+    for t, g in sorted(offset.items()):
+        name = f"offset:{tensors[t].name.split(';')[0]}"
+        out[name] = quantedit.SiteGraph(
+            name, t, g.group, g.producer, g.producer_op, (), None, True, False,
+            (f"signed {g.producer_op} output that reaches ADD (op {g.add}): stored as y - low "
+             f"under a fused RELU; the ADD's other input (tensor {g.partner}) takes + low in "
+             f"its producer's bias",), g.scale, signed=True, offset=True)
+    notes = [n for n in notes if not any(f"(tensor {t}," in n for t in offset)]
     return out, notes
 
 

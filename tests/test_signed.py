@@ -235,3 +235,73 @@ def test_refuses_what_it_cannot_lower(plain, values):
     assert signed.apply(tflite, {t: signed.SignedChoice(8, 0.0, 1.0)}) == tflite
     lowered = _lower(tflite, values["mini_mobilenetv2"], 4)
     assert t not in signed.reachable(lowered)  # its producer now clamps: not lowered twice
+
+
+# The offset form: signed tensors that reach a residual ADD whose other input a biased conv writes.
+
+
+@pytest.fixture(scope="module")
+def offset_model(data):
+    """mini_xception's entry_b: a separable conv + BN (no activation) -> max pool -> ADD, whose
+    other input is the strided 1x1 shortcut conv + BN."""
+    from aa_tflite.exporter import export
+
+    return export(_calibrated("mini_xception", data["x_cal"]), None,
+                  representative_data=data["x_cal"], io_dtype="int8").tflite
+
+
+def _offset_lower(tflite, x, bits):
+    graphs = signed.offset_reachable(tflite)
+    vals = tensor_values(tflite, list(graphs), x)
+    return graphs, signed.apply_offset(tflite, {
+        t: signed.OffsetChoice(bits, *signed.fit_offset(vals[t], bits, min_step=g.scale))
+        for t, g in graphs.items()})
+
+
+def test_offset_form_reaches_the_pre_add_branch_of_a_projection_block(offset_model):
+    graphs = signed.offset_reachable(offset_model)
+    ops, _ = flatbuffer.describe(flatbuffer.read(offset_model))
+    assert graphs, "mini_xception's entry_b branch feeds max pool -> ADD with a conv shortcut"
+    for t, g in graphs.items():
+        assert ops[g.add].name == "ADD" and ops[g.producer].fused_activation == "NONE"
+        assert [ops[k].name for k in range(len(ops)) if any(u in ops[k].inputs
+                                                             for u in g.group)] .count("ADD") == 1
+        assert ops[g.partner_producer].name in ("CONV_2D", "DEPTHWISE_CONV_2D")
+        assert not signed.reachable(offset_model)[t].ok  # the other form cannot take it
+
+
+@pytest.mark.parametrize("bits", [6, 4, 2])
+def test_offset_form_holds_its_levels_keeps_the_graph_and_the_add_output(offset_model, data,
+                                                                          bits):
+    graphs, lowered = _offset_lower(offset_model, data["x_cal"], bits)
+    p = precision(bits)
+    ops0, t0 = flatbuffer.describe(flatbuffer.read(offset_model))
+    ops1, t1 = flatbuffer.describe(flatbuffer.read(lowered))
+    assert [(o.name, o.inputs, o.outputs) for o in ops0] == [(o.name, o.inputs, o.outputs)
+                                                             for o in ops1]
+    assert [(t.shape, t.dtype) for t in t0] == [(t.shape, t.dtype) for t in t1]
+    assert memory.tflm_arena(lowered) == memory.tflm_arena(offset_model)
+    inp = load_interpreter(lowered).get_input_details()[0]
+    group = sorted({u for g in graphs.values() for u in g.group})
+    batches = [quantize(data["x_val"][:64], inp), quantize(data["x_val"][:64] * 5, inp),
+               *_adversarial((8, 8, 1), np.random.RandomState(0))]
+    for t, levels in stored_levels(lowered, group, batches).items():
+        assert len(levels) <= p.levels and min(levels) >= p.zero_point, (t, sorted(levels))
+    # The ADD's output is what it was, up to the lowered tensor's rounding: (y - low) + (o + low).
+    adds = {g.add for g in graphs.values()}
+    outs = [ops0[k].outputs[0] for k in adds]
+    x = data["x_val"][:64]
+    before, after = tensor_values(offset_model, outs, x), tensor_values(lowered, outs, x)
+    for t in outs:
+        spread = float(np.ptp(before[t]))
+        err = float(np.sqrt(np.mean((after[t] - before[t]) ** 2)))
+        assert err <= (0.05 if bits >= 4 else 0.25) * spread, (t, err, spread)
+
+
+def test_offset_form_runs_in_tflite_micro_like_litert(offset_model, data):
+    _, lowered = _offset_lower(offset_model, data["x_cal"], 4)
+    x = data["x_val"][:100]
+    tflm = run_model(lowered, x, kernels="tflm")
+    for kernels in ("builtin", "xnnpack"):
+        out = run_model(lowered, x, kernels=kernels)
+        assert np.mean(out.argmax(1) == tflm.argmax(1)) >= 0.95, kernels
