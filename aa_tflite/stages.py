@@ -640,6 +640,10 @@ def _check_floor(base: Baseline, measured: Measured, opts: Options) -> None:
             why = (f"output of {signed_reach[t].producer_op} (op {signed_reach[t].producer}), "
                    "signed: " + ("; ".join(signed_reach[t].notes) or "its options save nothing "
                                  "more here"))
+            if "read by ADD" in why:
+                why += ("; nor the offset form, which needs the ADD's other input to come from "
+                        "a conv with a bias that nothing else reads (an identity shortcut cannot "
+                        "take the opposite offset)")
         else:
             op = producer.get(t)
             what = "a constant-free input" if op is None else f"{op.name} (op {op.index})"

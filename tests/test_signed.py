@@ -305,3 +305,19 @@ def test_offset_form_runs_in_tflite_micro_like_litert(offset_model, data):
     for kernels in ("builtin", "xnnpack"):
         out = run_model(lowered, x, kernels=kernels)
         assert np.mean(out.argmax(1) == tflm.argmax(1)) >= 0.95, kernels
+
+
+def test_planning_sites_name_each_lowering_and_say_why_the_rest_stay_int8(offset_model):
+    from aa_tflite import stages
+
+    sites, notes = stages.signed_sites(offset_model)
+    offset = {s: g for s, g in sites.items() if s.startswith("offset:")}
+    plain = {s: g for s, g in sites.items() if s.startswith("signed:")}
+    assert offset and plain
+    assert all(g.signed and g.offset and len(g.group) >= 1 for g in offset.values())
+    assert all(g.signed and not g.offset for g in plain.values())
+    assert {g.tensor for g in offset.values()} == set(signed.offset_reachable(offset_model))
+    # Every signed tensor neither form reaches is in the notes, with the reason.
+    unreached = [t for t, g in signed.reachable(offset_model).items() if not g.ok
+                 and t not in signed.offset_reachable(offset_model)]
+    assert len(notes) == len(unreached) and all("stays int8" in n for n in notes)
