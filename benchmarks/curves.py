@@ -268,7 +268,7 @@ def main() -> None:
     summary = {"bound_points": BOUND, "fractions": list(FRACTIONS), "models": ordered,
                "headline": [h for r in ordered for h in headline(r)],
                "timing": {r["model"]: timing(r) for r in ordered},
-               "seconds": round(time.perf_counter() - t_all, 1)}
+               "seconds": round(time.perf_counter() - t_all, 1), "last_run": args.models}
     from aa_tflite.files import atomic_write
 
     atomic_write(RESULTS, json.dumps(summary, indent=2))

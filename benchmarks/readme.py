@@ -98,7 +98,14 @@ def _curves() -> list[str]:
     lines.append("")
     for r in data["models"]:
         lines.append(f"![{r['model']}](benchmarks/results/curves_{r['model']}.png)")
-    lines += ["", f"Whole run: {data['seconds']:.0f} s (`python -m benchmarks.curves`)."]
+    ran = data.get("last_run")
+    if ran and len(ran) < len(data["models"]):
+        lines += ["", f"The last run covered {', '.join(ran)} ({data['seconds']:.0f} s, `python -m "
+                  f"benchmarks.curves --models {' '.join(ran)}`); the other rows come from the "
+                  "earlier full run (the history of `benchmarks/results/curves.json` says "
+                  "which)."]
+    else:
+        lines += ["", f"Whole run: {data['seconds']:.0f} s (`python -m benchmarks.curves`)."]
     return lines
 
 
