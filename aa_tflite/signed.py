@@ -534,7 +534,7 @@ def fit_offset(values: np.ndarray, bits: int, *, min_step: float) -> tuple[np.nd
         >>> v = np.stack([np.linspace(-1, 1, 101), np.linspace(2, 3, 101)], axis=-1)
         >>> low, width = fit_offset(v, 4, min_step=0.01)
         >>> np.round(low, 2).tolist(), round(width, 2)
-        ([-1.0, 2.0], 2.0)
+        ([-0.96, 2.02], 1.92)
     """
     top = precision(bits).top
     v = np.asarray(values, np.float64)
