@@ -56,7 +56,9 @@ def _planning_time() -> list[str]:
                 return "- | -"
             return f"{r['seconds']:.1f} | " + ("infeasible" if r.get("infeasible")
                                                else str(r.get("options", "-")))
-        ratio = "-" if b is None else f"{a['seconds'] / b['seconds']:.2f}"
+        ratio = ("-" if b is None else "n/a (before: BudgetError, no plan)"
+                 if b.get("infeasible") or a.get("infeasible")
+                 else f"{a['seconds'] / b['seconds']:.2f}")
         lines.append(f"| {name} | {cell(b)} | {cell(a)} | {ratio} |")
     lines += ["", "Median of 3 conversions at 60% of each model's int8 packed peak, on this "
               "machine (2 cores). \"before\" is the package before the bit menu, tie groups and "
