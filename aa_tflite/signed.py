@@ -130,6 +130,13 @@ class SignedChoice:
     half_range: np.ndarray | float
 
 
+def _open(tflite: bytes):
+    """The model to edit, its ops and tensors, and how many tensors use each buffer."""
+    model = flatbuffer.read(tflite)
+    ops, tensors = flatbuffer.describe(model)
+    return model, ops, tensors, _buffer_users(model)
+
+
 def _readers(ops) -> dict[int, list[tuple[object, int]]]:
     out: dict[int, list[tuple[object, int]]] = {}
     for op in ops:
@@ -340,10 +347,8 @@ def apply(tflite: bytes, choices: Mapping[int, SignedChoice]) -> bytes:
     if not chosen:
         return bytes(tflite)
     graphs = reachable(tflite)
-    model = flatbuffer.read(tflite)
-    ops, tensors = flatbuffer.describe(model)
+    model, ops, tensors, users = _open(tflite)
     graph = model.subgraphs[0]
-    users = _buffer_users(model)
     new_params: dict[int, tuple[float, int]] = {}
     out_side: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     in_side: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -565,10 +570,8 @@ def apply_offset(tflite: bytes, choices: Mapping[int, OffsetChoice]) -> bytes:
     if not chosen:
         return bytes(tflite)
     graphs = offset_reachable(tflite)
-    model = flatbuffer.read(tflite)
-    ops, tensors = flatbuffer.describe(model)
+    model, ops, tensors, users = _open(tflite)
     graph = model.subgraphs[0]
-    users = _buffer_users(model)
     for t, choice in chosen.items():
         g = graphs.get(t)
         if g is None:
