@@ -137,6 +137,15 @@ def _open(tflite: bytes):
     return model, ops, tensors, _buffer_users(model)
 
 
+def _real_bias(model, op, tensors, k) -> np.ndarray:
+    """A weighted op's int32 bias in real units: at its own scale, or at input scale x filter
+    scale where the file gives none."""
+    b_scale = tensors[op.inputs[2]].scale
+    b_scale = (_per_channel(b_scale, k.n_out) if b_scale
+               else tensors[op.inputs[0]].scale[0] * k.scale)
+    return _array(model, op.inputs[2], np.int32).astype(np.float64) * b_scale
+
+
 def _readers(ops) -> dict[int, list[tuple[object, int]]]:
     out: dict[int, list[tuple[object, int]]] = {}
     for op in ops:
@@ -387,14 +396,12 @@ def _edit_op(model, op, tensors, new_params, in_side, out_side, users) -> None:
     channel only when the input side changes it; otherwise the filter scales absorb ``1 / m``.
     """
     graph = model.subgraphs[0]
-    inp, bias_t = op.inputs[0], op.inputs[2]
+    inp = op.inputs[0]
     k = _kernel(model, op, tensors)
     w, f_scale = k.w, k.scale
     in_old = tensors[inp].scale[0]
     in_new = new_params.get(inp, (in_old, 0))[0]
-    b_scale = tensors[bias_t].scale
-    b_scale = _per_channel(b_scale, k.n_out) if b_scale else in_old * f_scale
-    bias = _array(model, bias_t, np.int32).astype(np.float64) * b_scale
+    bias = _real_bias(model, op, tensors, k)
     new_scale = f_scale
     if in_side is not None:
         c, m = in_side
@@ -584,8 +591,7 @@ def apply_offset(tflite: bytes, choices: Mapping[int, OffsetChoice]) -> bytes:
         for k, shift in ((g.producer, -low), (g.partner_producer, low)):
             op = ops[k]
             kern = _kernel(model, op, tensors)
-            b_scale = _per_channel(tensors[op.inputs[2]].scale, kern.n_out)
-            bias = _array(model, op.inputs[2], np.int32).astype(np.float64) * b_scale
+            bias = _real_bias(model, op, tensors, kern)
             _store_bias(model, op, tensors, bias + shift, tensors[op.inputs[0]].scale[0],
                         kern.scale, users)
         graph.operators[g.producer].builtinOptions.fusedActivationFunction = _RELU

@@ -242,20 +242,21 @@ def signed_sites(tflite: bytes) -> tuple[dict[str, quantedit.SiteGraph], list[st
     _, tensors = flatbuffer.describe(flatbuffer.read(tflite))
     out: dict[str, quantedit.SiteGraph] = {}
     notes = []
+    offset = signed.offset_reachable(tflite)
     for t, g in sorted(signed.reachable(tflite).items()):
         name = f"signed:{tensors[t].name.split(';')[0]}"
         if name in out:
             name = f"{name}#{t}"
-        if not g.ok:
-            notes.append(f"{name} (tensor {t}, {g.producer_op} output, signed): stays int8: "
-                         + "; ".join(g.notes))
+        if not g.ok:  # the offset form below may take it; else say why it stays int8
+            if t not in offset:
+                notes.append(f"{name} (tensor {t}, {g.producer_op} output, signed): stays "
+                             "int8: " + "; ".join(g.notes))
             continue
         out[name] = quantedit.SiteGraph(
             name, t, (t,), g.producer, g.producer_op, g.consumers, None, True, False,
             (f"signed {g.producer_op} output: its producer gets a fused RELU_N1_TO_1 clamp and "
              "its consumers absorb the per-channel centre and half-range",),
             g.scale, signed=True)
-    offset = signed.offset_reachable(tflite)
     for t, g in sorted(offset.items()):
         name = f"offset:{tensors[t].name.split(';')[0]}"
         out[name] = quantedit.SiteGraph(
@@ -263,7 +264,6 @@ def signed_sites(tflite: bytes) -> tuple[dict[str, quantedit.SiteGraph], list[st
             (f"signed {g.producer_op} output that reaches ADD (op {g.add}): stored as y - low "
              f"under a fused RELU; the ADD's other input (tensor {g.partner}) takes + low in "
              f"its producer's bias",), g.scale, signed=True, offset=True)
-    notes = [n for n in notes if not any(f"(tensor {t}," in n for t in offset)]
     return out, notes
 
 
@@ -566,8 +566,8 @@ def _search_and_repair(base: Baseline, measured: Measured, opts: Options, repair
             continue
         metrics = bench.measure(tfl)
         vloss = bench.loss(metrics)
-        figure = _figure(mode, tfl, base.expand(search.configs()), buffers, graphs, elements,
-                         bench)
+        figure = _figure(mode, tfl, search, base.expand(search.configs()), buffers, graphs,
+                         elements, bench)
         predicted = sum(max(points[(s, o.config)], 0.0) for s, o in search.choice.items())
         fits = figure <= budget
         if fits and (best is None or vloss < best[3]):
@@ -665,14 +665,14 @@ def _check_floor(base: Baseline, measured: Measured, opts: Options) -> None:
         smallest_bytes=floor.peak, plan=base.expand(cheapest.configs()))
 
 
-def _figure(mode: MemoryMode, tflite: bytes, configs: Mapping[str, SiteConfig],
-            buffers: Sequence[planner.Buffer], graphs, elements, bench: Bench) -> int:
-    """The budgeted figure of a built plan, measured (sparse sizes are re-measured)."""
-    bits = tensor_bits(configs, graphs)
+def _figure(mode: MemoryMode, tflite: bytes, search: planner.Search,
+            configs: Mapping[str, SiteConfig], buffers: Sequence[planner.Buffer], graphs,
+            elements, bench: Bench) -> int:
+    """The budgeted figure of a built plan: the search's packed peak (its options carry every
+    tensor of each unit), or the packed+sparse peak re-measured on the built model."""
     if mode != MemoryMode.PACKED_SPARSE:
-        return planner.peak(buffers, {"plan": planner.Option("plan", SiteConfig(), 0.0, {
-            b.tensor: precision(bits[b.tensor]).nbytes(elements[b.tensor])
-            for b in buffers if b.tensor in bits})})
+        return search.peak
+    bits = tensor_bits(configs, graphs)
     tensors = sorted({t for g in graphs.values() for t in g.group if t in elements})
     nz = bench.nonzeros(tflite, tensors)
     sized = [dataclasses.replace(b, nbytes=sparse_bytes(elements[b.tensor], nz[b.tensor],
