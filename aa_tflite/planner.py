@@ -18,8 +18,8 @@ import numpy as np
 from aa_tflite.memory import greedy_offsets
 from aa_tflite.types import BudgetError, SiteConfig
 
-__all__ = ["Buffer", "Option", "Search", "Step", "greedy", "live_excess", "peak", "peak_tensors",
-           "search", "smallest"]
+__all__ = ["Buffer", "Option", "Search", "Step", "greedy", "hot_tensors", "live_excess", "peak",
+           "peak_tensors", "search", "smallest"]
 
 _EPS_LOSS = 1e-3  # loss points: lets zero-loss moves rank by the memory they save
 _EXCESS_WEIGHT = 1e-3  # bytes over budget summed over time: breaks ties when the peak cannot move
@@ -129,6 +129,26 @@ def _alive(buffers: Sequence[Buffer]) -> np.ndarray:
     first = np.array([b.first for b in buffers])[None, :]
     end = np.array([b.last for b in buffers])[None, :]
     return ((scopes >= first) & (scopes <= end)).astype(np.int64)
+
+
+def hot_tensors(buffers: Sequence[Buffer], budget: int) -> set[int]:
+    """The tensors alive in some scope whose live bytes exceed ``budget``.
+
+    Only they can bring a peak over ``budget`` down: shrinking any other tensor changes no live
+    total above the budget. (The layout's peak can still exceed the largest live total by
+    fragmentation, so a caller that finds ``budget`` unreachable with these alone should widen.)
+
+    Example:
+        >>> sorted(hot_tensors([Buffer(0, 0, 1, 100), Buffer(1, 1, 2, 200),
+        ...                     Buffer(2, 3, 4, 50)], 250))
+        [0, 1]
+    """
+    if not buffers:
+        return set()
+    alive = _alive(buffers)
+    live = alive @ np.array([b.nbytes for b in buffers], np.int64)
+    hot = alive[live > budget].any(axis=0)
+    return {b.tensor for b, h in zip(buffers, hot, strict=True) if h}
 
 
 def live_excess(buffers: Sequence[Buffer], choice: Mapping[str, Option], budget: int, *,

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from aa_tflite import flatbuffer, guard, planner, quantedit, signed
 from aa_tflite import memory as memory_mod
@@ -313,11 +314,51 @@ class Measured:
     points: Mapping[tuple[str, SiteConfig], float]  # single-site loss in points
     count: int
     notes: tuple[str, ...]
+    skipped: int = 0  # options left unmeasured: no plan that meets the budget needs them
 
 
 def measure(base: Baseline, todo: Sequence[tuple[str, str, SiteConfig]],
             opts: Options) -> Measured:
-    """Builds each option as an edit of the baseline and measures its loss in the interpreter."""
+    """Builds each option as an edit of the baseline and measures its loss in the interpreter.
+
+    Only the units with a tensor alive while the int8 model's live bytes exceed the budget are
+    measured first (``planner.hot_tensors``): shrinking any other unit lowers no live total that
+    is over the budget, so the search would never take it. If those options cannot reach the
+    budget (the layout can fragment), the rest are measured too, so the floor a ``BudgetError``
+    reports is the true one.
+    """
+    hot = _hot_units(base, opts)
+    first = [c for c in todo if hot is None or c[0] in hot]
+    rest = [c for c in todo if not (hot is None or c[0] in hot)]
+    out = _measure(base, first, opts)
+    if rest and planner.smallest(base.planning_buffers(opts.mode), out.options).peak > opts.budget:
+        logging.info("The budget is out of reach of the %d options over it; measuring the other "
+                     "%d.", len(first), len(rest))
+        more = _measure(base, rest, opts)
+        units = list(dict.fromkeys(c[0] for c in todo))  # execution order, as before
+        return Measured({u: out.options.get(u, ()) + more.options.get(u, ()) for u in units
+                         if u in out.options or u in more.options},
+                        {u: out.sensitivity.get(u, ()) + more.sensitivity.get(u, ()) for u in units
+                         if u in out.sensitivity or u in more.sensitivity},
+                        {**out.points, **more.points}, out.count + more.count,
+                        out.notes + more.notes)
+    if rest:
+        logging.info("Skipped %d options of units never live while the int8 model is over the "
+                     "budget.", len(rest))
+    return dataclasses.replace(out, skipped=len(rest))
+
+
+def _hot_units(base: Baseline, opts: Options) -> set[str] | None:
+    """Units with a tensor alive while the int8 live bytes exceed the budget (None: all units)."""
+    if opts.budget is None:
+        return None
+    hot = planner.hot_tensors(base.planning_buffers(opts.mode), opts.budget)
+    return {u for u, members in base.units.items()
+            if any(t in hot for m in members for t in base.graphs[m].group)}
+
+
+def _measure(base: Baseline, todo: Sequence[tuple[str, str, SiteConfig]],
+             opts: Options) -> Measured:
     from tqdm.auto import tqdm
 
     bench = base.bench
@@ -463,7 +504,8 @@ def build_report(prep: Prepared, base: Baseline, measured: Measured, chosen: Cho
         int8_memory=int8_mem, planned_memory=planned_mem,
         int8_sparse_peak=planner.peak(base.sparse_buffers),
         planned_sparse_peak=planner.peak(planned_sparse), sites=tuple(rows),
-        options_measured=measured.count, repairs=chosen.repairs,
+        options_measured=measured.count, options_skipped=measured.skipped,
+        repairs=chosen.repairs,
         seconds={}, curve=tuple(curve_points),
         sensitivity=dict(measured.sensitivity), notes=tuple(notes),
         tensor_bits=dict(sorted(bits.items())), kernels=opts.kernels)

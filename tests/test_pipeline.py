@@ -81,9 +81,10 @@ def test_report_has_scores_memory_sites_and_time(result):
     assert rep.metric == "top-1 accuracy"
     assert 0.9 < rep.float_score <= 1 and 0.9 < rep.int8_score <= 1
     assert rep.verified_loss == pytest.approx(100 * (rep.int8_score - rep.planned_score))
-    # four sites, each offered the whole menu (6, 5, 4, 3, 2 bits)
-    assert len(rep.sensitivity) == 4 and rep.seconds["total"] > 0
-    assert rep.options_measured == 4 * 5
+    # the two sites alive while the int8 model is over the budget, each offered the whole menu
+    # (6, 5, 4, 3, 2 bits); the other two sites' options are skipped
+    assert sorted(rep.sensitivity) == ["conv1_relu", "conv2_relu"] and rep.seconds["total"] > 0
+    assert rep.options_measured == 2 * 5 and rep.options_skipped == 2 * 5
     assert [label for label, _, _ in rep.sensitivity["conv1_relu"]] == ["6b", "5b", "4b", "3b",
                                                                         "2b"]
     md = rep.to_markdown()
@@ -128,6 +129,31 @@ def test_user_model_is_not_modified(digits):
     before = [w.copy() for w in digits.model.get_weights()]
     _convert(digits, measure_tflm=False)
     assert all(np.array_equal(a, b) for a, b in zip(before, digits.model.get_weights()))
+
+
+def test_only_units_alive_over_the_budget_are_measured_unless_the_budget_needs_more(result,
+                                                                                   digits):
+    """The options skipped are exactly those of sites whose tensors are never alive while the
+    int8 model's live bytes exceed the budget; an out-of-reach budget measures every option."""
+    rep = result.report
+    _, layout = memory.plan_tensors(result.baseline_tflite)
+    buffers = [aa_tflite.planner.Buffer(t.index, t.first, t.last, t.nbytes) for t in layout]
+    hot = aa_tflite.planner.hot_tensors(buffers, rep.budget_bytes)
+    site_tensor = {r.site: r.tensor for r in rep.sites}
+    assert {s for s, t in site_tensor.items() if t in hot} == set(rep.sensitivity)
+    assert "10 skipped" in rep.to_markdown()
+    assert not aa_tflite.planner.hot_tensors(buffers, INT8_PEAK)  # nothing over the peak
+    # Out of reach of the hot sites alone: the rest are measured, so a BudgetError's floor is
+    # the true one.
+    opts = stages.options(budget_kb=0.5, memory="packed", max_accuracy_drop=None, plan=None,
+                          sparsity_points=(), bits=[4], max_fit_samples=64,
+                          max_eval_samples=100, io_dtype="int8", measure_tflm=False,
+                          progress=False, batch_size=64, curve_points=0, kernels="builtin")
+    prep = stages.prepare(digits.model, digits.x_cal, (digits.x_val, digits.y_val), opts)
+    base = stages.baseline(prep, opts)
+    todo = stages.candidate_list(base, opts)
+    measured = stages.measure(base, todo, opts)
+    assert measured.skipped == 0 and measured.count == len(todo) == 4
 
 
 def test_impossible_budget_names_the_smallest_figure(digits):
