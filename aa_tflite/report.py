@@ -97,8 +97,8 @@ class Report:
     # input; such a tensor holds at most 2^bits levels).
     tensor_bits: Mapping[int, int] = dataclasses.field(default_factory=dict)
     kernels: str = "builtin"  # the kernels every loss was measured on
-    # Options not measured: their tensors are never live while the int8 model is over the budget,
-    # so no plan that meets it needs them (``stages.measure``).
+    # Options not measured: their tensors are never alive while the int8 model holds more than
+    # half the budget, so a plan that meets it does not need them (``stages.measure``).
     options_skipped: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,8 +142,9 @@ class Report:
         t = self.seconds
         lines += ["", "## Time", "", " · ".join(f"{k} {v:.1f} s" for k, v in t.items()),
                   f"({self.options_measured} options measured in the interpreter"
-                  + (f"; {self.options_skipped} skipped: their tensors are never live while the "
-                     "int8 model is over the budget" if self.options_skipped else "") + ")"]
+                  + (f"; {self.options_skipped} skipped: their tensors are never alive while "
+                     "the int8 model holds more than half the budget"
+                     if self.options_skipped else "") + ")"]
         if self.repairs:
             lines += ["", "## Repairs", "", *[f"- {r}" for r in self.repairs]]
         if self.notes:
