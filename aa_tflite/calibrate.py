@@ -48,18 +48,49 @@ class SiteStats:
 
 def tensor_values(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *,
                   batch_size: int = 64) -> dict[int, np.ndarray]:
-    """Runs ``x`` with all tensors preserved and returns the dequantized values of ``tensors``.
+    """Runs ``x`` and returns the dequantized values of ``tensors``.
+
+    The model is cut after the last op that ``tensors`` need, with ``tensors`` as its outputs, so
+    an early tensor costs only the ops before it (the same kernels compute the same values).
+    Where that cannot be done (a requested tensor no op writes), the whole model runs with every
+    tensor preserved.
 
     Returns:
         Tensor index -> float32 array shaped ``(N, ...)``.
     """
-    interp = load_interpreter(tflite, preserve_all_tensors=True)
+    prefix = _prefix_model(tflite, tensors)
+    interp = (load_interpreter(tflite, preserve_all_tensors=True) if prefix is None
+              else load_interpreter(prefix))
     details = {d["index"]: d for d in interp.get_tensor_details()}
     out: dict[int, list[np.ndarray]] = {t: [] for t in tensors}
     for _ in batches(interp, x, batch_size=batch_size):
         for t in tensors:
             out[t].append(dequantize(interp.get_tensor(t).copy(), details[t]))
     return {t: np.concatenate(v) for t, v in out.items()}
+
+
+def _prefix_model(tflite: bytes, tensors: Sequence[int]) -> bytes | None:
+    """``tflite`` with only the ops ``tensors`` depend on, and ``tensors`` as its outputs; None if
+    some requested tensor is not written by an op (an input or a constant)."""
+    from aa_tflite import flatbuffer
+
+    model = flatbuffer.read(tflite)
+    graph = model.subgraphs[0]
+    ops = graph.operators or []
+    written = {int(o) for op in ops for o in (op.outputs if op.outputs is not None else [])}
+    if not tensors or any(int(t) not in written for t in tensors):
+        return None
+    need, keep = {int(t) for t in tensors}, []
+    for k in range(len(ops) - 1, -1, -1):
+        outs = [int(o) for o in (ops[k].outputs if ops[k].outputs is not None else [])]
+        if need.intersection(outs):
+            keep.append(k)
+            need.update(int(i) for i in (ops[k].inputs if ops[k].inputs is not None else [])
+                        if i >= 0)
+    graph.operators = [ops[k] for k in sorted(keep)]
+    graph.outputs = np.array(sorted({int(t) for t in tensors}), np.int32)
+    model.signatureDefs = []
+    return flatbuffer.write(model)
 
 
 def stored_levels(tflite: bytes, tensors: Sequence[int], raw_inputs: Sequence[np.ndarray]

@@ -213,6 +213,10 @@ class Bench:
         self.base_values = tensor_values(self.base, sorted(needed), self.x_fit,
                                          batch_size=batch_size)
         self.baseline = self.measure(self.base)
+        # A consumer correction depends only on the configs of its site and the sites before it
+        # in execution order: the key. Plans that share such a prefix (the curve's steps, the
+        # single-site measurements) reuse the fit instead of running the model again.
+        self._corrections: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def per_channel(self, graph: quantedit.SiteGraph) -> bool:
         """Whether a 4-bit site without a clip gets per-channel clips (else one tensor clip)."""
@@ -288,6 +292,7 @@ class Bench:
         edits: dict[str, quantedit.SiteEdit] = {}
         lowered: dict[int, signed.SignedChoice] = {}
         offsets: dict[int, signed.OffsetChoice] = {}
+        prefix: tuple = ()
         for site in self.order(configs):
             config, graph = configs[site], self.graphs[site]
             if config == SiteConfig():
@@ -308,15 +313,18 @@ class Bench:
                     edits[site] = site_edit(dataclasses.replace(config, clip=clip), graph)
             else:
                 edits[site] = site_edit(config, graph)
+            prefix += ((site, config),)
             # A tie's shared scale is written only once all its sites are in: fit then.
             waiting = [m for m in graph.tie if m not in edits and configs.get(m, SiteConfig())
                        != SiteConfig()]
             if correct and graph.correction_consumer is not None and not waiting:
-                t_in = graph.correction_consumer[1]
-                trial = quantedit.apply_edits(self.base, self.graphs, edits)
-                got = tensor_values(trial, [t_in], self.x_fit, batch_size=self.batch_size)[t_in]
-                a, b = _affine_fit(got, self.base_values[t_in])
-                edits[site] = dataclasses.replace(edits[site], correction=(a, b))
+                if prefix not in self._corrections:
+                    t_in = graph.correction_consumer[1]
+                    trial = quantedit.apply_edits(self.base, self.graphs, edits)
+                    got = tensor_values(trial, [t_in], self.x_fit,
+                                        batch_size=self.batch_size)[t_in]
+                    self._corrections[prefix] = _affine_fit(got, self.base_values[t_in])
+                edits[site] = dataclasses.replace(edits[site], correction=self._corrections[prefix])
         out = quantedit.apply_edits(self.base, self.graphs, edits)
         if lowered:
             out = signed.apply(out, lowered)

@@ -35,3 +35,26 @@ def test_errors(digits_tflite):
         runtime.evaluate(digits_tflite, np.zeros((2, 4, 4, 1), np.float32))
     with pytest.raises(AAError, match="labels"):
         runtime.evaluate(digits_tflite, np.zeros((2, 8, 8, 1), np.float32), np.zeros(3))
+
+
+def test_tensor_values_from_the_cut_model_equal_the_whole_model_preserved(digits, digits_tflite):
+    """tensor_values runs only the ops a tensor needs; the values equal those of the whole model
+    run with every tensor preserved, bit for bit, for every op's output."""
+    from aa_tflite import flatbuffer
+    from aa_tflite.calibrate import _prefix_model, tensor_values
+
+    x = digits.x_val[:40]
+    ops, tensors = flatbuffer.describe(flatbuffer.read(digits_tflite))
+    outs = [t for op in ops for t in op.outputs if len(tensors[t].shape) >= 2]  # activations
+    assert len(outs) >= 6
+    whole = runtime.load_interpreter(digits_tflite, preserve_all_tensors=True)
+    details = {d["index"]: d for d in whole.get_tensor_details()}
+    for _ in runtime.batches(whole, x, batch_size=64):
+        expected = {t: runtime.dequantize(whole.get_tensor(t).copy(), details[t]) for t in outs}
+    for t in outs:
+        cut = _prefix_model(digits_tflite, [t])
+        n_ops = len(flatbuffer.read(cut).subgraphs[0].operators)
+        assert n_ops == 1 + next(op.index for op in ops if t in op.outputs)
+        assert np.array_equal(tensor_values(digits_tflite, [t], x)[t], expected[t])
+    inp = int(flatbuffer.read(digits_tflite).subgraphs[0].inputs[0])
+    assert _prefix_model(digits_tflite, [inp]) is None  # the input: the whole model runs
