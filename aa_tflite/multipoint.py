@@ -1,0 +1,191 @@
+"""One ``.tflite`` holding several operating points: one subgraph and one signature per point.
+
+Every point is an edit of the same int8 conversion, so the points have the same tensors and ops
+and differ only in some constants and quantization parameters. ``combine`` keeps the first point
+as it is and appends each further point's subgraph; a constant whose bytes equal one already
+stored points at that buffer, so the weights are stored once. LiteRT and ``tflite-runtime`` run
+any point by its signature key (``get_signature_runner(key)``). TFLite Micro runs subgraph 0 only
+and allocates every subgraph, so it gets one single-point file per point instead.
+
+No TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from aa_tflite import flatbuffer
+from aa_tflite.types import AAError
+
+__all__ = ["KEY_PATTERN", "combine", "point_key", "signature_keys"]
+
+KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+def point_key(budget_kb: float, input_size: int | None = None) -> str:
+    """The signature key of a point: readable, stable, and a valid identifier.
+
+    Example:
+        >>> point_key(1.8)
+        'kib1p8'
+        >>> point_key(4, 96)
+        'px96_kib4'
+    """
+    text = f"{float(budget_kb):.4g}".replace(".", "p").replace("+", "")
+    key = f"kib{text}"
+    return key if input_size is None else f"px{int(input_size)}_{key}"
+
+
+def signature_keys(tflite: bytes) -> list[str]:
+    """The signature keys of a ``.tflite``, in subgraph order."""
+    model = flatbuffer.read(tflite)
+    defs = sorted(model.signatureDefs or [], key=lambda d: d.subgraphIndex)
+    return [_text(d.signatureKey) for d in defs]
+
+
+def _text(v) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v or "")
+
+
+def _digest(buf: schema.BufferT) -> bytes | None:
+    if buf.data is None or len(buf.data) == 0:
+        return None
+    return hashlib.sha256(np.asarray(buf.data, np.uint8).tobytes()).digest()
+
+
+def combine(points: Sequence[tuple[str, bytes]]) -> bytes:
+    """One ``.tflite`` with each ``(key, tflite)`` point as its own subgraph and signature.
+
+    Args:
+        points: ``(signature key, single-subgraph .tflite)`` pairs, in the order the signatures
+            should take. Every file must be an edit of the same conversion: same operator codes,
+            same ops and tensors, one subgraph each.
+
+    Returns:
+        The combined file. Subgraph ``k`` is point ``k``; constants with equal bytes share one
+        buffer. Metadata of the parts is dropped (write the points' metadata afterwards).
+
+    Raises:
+        AAError: No points, a bad or repeated key, or files that are not edits of one conversion.
+
+    Example:
+        >>> both = combine([("kib3", small), ("kib6", large)])  # doctest: +SKIP
+        >>> signature_keys(both)  # doctest: +SKIP
+        ['kib3', 'kib6']
+    """
+    if not points:
+        raise AAError("combine needs at least one (key, tflite) point.")
+    keys = [k for k, _ in points]
+    bad = [k for k in keys if not isinstance(k, str) or not KEY_PATTERN.match(k)]
+    if bad:
+        raise AAError(f"Signature keys must start with a letter and hold only letters, digits "
+                      f"and '_' (at most 64). Received: {bad}")
+    if len(set(keys)) != len(keys):
+        raise AAError(f"Signature keys must be distinct. Received: {keys}")
+    from aa_tflite.metadata import strip_metadata
+
+    parts = [strip_metadata(t) for _, t in points]
+    models = [flatbuffer.read(t) for t in parts]
+    base = models[0]
+    codes = [(c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version)
+             for c in base.operatorCodes]
+    for (key, _), m in zip(points, models, strict=True):
+        if len(m.subgraphs) != 1:
+            raise AAError(f"Point {key!r} has {len(m.subgraphs)} subgraphs; each point must be "
+                          "a single-subgraph file.")
+        mine = [(c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version)
+                for c in m.operatorCodes]
+        g, g0 = m.subgraphs[0], base.subgraphs[0]
+        if mine != codes or len(g.tensors) != len(g0.tensors) or \
+                len(g.operators) != len(g0.operators):
+            raise AAError(f"Point {key!r} is not an edit of the same conversion as point "
+                          f"{keys[0]!r} (its ops or tensors differ); convert every point from "
+                          "the same model in one call.")
+    # Drop the parts' metadata and signatures; keep point 0's buffers as they are.
+    base.metadata, base.metadataBuffer, base.signatureDefs = None, None, None
+    stored = {d: i for i, b in enumerate(base.buffers) if (d := _digest(b)) is not None}
+    sig0 = (flatbuffer.read(parts[0]).signatureDefs or [None])[0]
+    for k, m in enumerate(models[1:], start=1):
+        graph = m.subgraphs[0]
+        for t in graph.tensors:
+            buf = m.buffers[t.buffer]
+            d = _digest(buf)
+            if d is None:
+                t.buffer = 0  # an arena tensor: buffer 0 is the schema's empty sentinel
+                continue
+            if d not in stored:
+                base.buffers.append(buf)
+                stored[d] = len(base.buffers) - 1
+            t.buffer = stored[d]
+        graph.name = keys[k]
+        base.subgraphs.append(graph)
+    base.subgraphs[0].name = keys[0]
+    defs = []
+    for k, key in enumerate(keys):
+        d = schema.SignatureDefT()
+        d.signatureKey = key
+        d.subgraphIndex = k
+        d.inputs, d.outputs = _maps(sig0, base.subgraphs[k])
+        defs.append(d)
+    base.signatureDefs = defs
+    return _write_shared(base)
+
+
+def _write_shared(model: schema.ModelT) -> bytes:
+    """Packs ``model`` writing equal tensor, quantization and operator tables once.
+
+    The points' subgraphs repeat most of these tables byte for byte (only the edited tensors'
+    quantization differs), and a flatbuffer may reference one table from many places. Each
+    object's ``Pack`` is wrapped, on the instance only, to look its serialized bytes up in a
+    cache that lives for this one write.
+    """
+    builder = flatbuffers.Builder(1024)
+    cache: dict[bytes, int] = {}
+
+    def shared(obj) -> None:
+        original = type(obj).Pack
+
+        def pack(b):
+            if b is not builder:  # the scratch pack below
+                return original(obj, b)
+            scratch = flatbuffers.Builder(256)
+            scratch.Finish(original(obj, scratch))
+            key = type(obj).__name__.encode() + bytes(scratch.Output())
+            if key not in cache:
+                cache[key] = original(obj, builder)
+            return cache[key]
+
+        obj.Pack = pack
+
+    for graph in model.subgraphs:
+        for t in graph.tensors:
+            if t.quantization is not None:
+                shared(t.quantization)
+            shared(t)
+        for op in graph.operators:
+            shared(op)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _maps(sig, graph) -> tuple[list, list]:
+    """Signature tensor maps for one subgraph: the converter's names where it gave them, else
+    ``input_k`` / ``output_k``."""
+    def one(indices, named, stem):
+        out = []
+        by_tensor = {int(m.tensorIndex): _text(m.name) for m in (named or [])}
+        for k, t in enumerate(int(i) for i in indices):
+            m = schema.TensorMapT()
+            m.name = by_tensor.get(t, f"{stem}_{k}")
+            m.tensorIndex = t
+            out.append(m)
+        return out
+
+    return (one(graph.inputs, sig.inputs if sig else None, "input"),
+            one(graph.outputs, sig.outputs if sig else None, "output"))
