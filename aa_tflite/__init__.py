@@ -38,6 +38,8 @@ _LAZY = {
     "Rewritten": "aa_tflite.rewriter", "rewrite": "aa_tflite.rewriter",
     "evaluate": "aa_tflite.runtime", "load_interpreter": "aa_tflite.runtime",
     "read_metadata": "aa_tflite.metadata",
+    "OperatingPoints": "aa_tflite.onthefly", "PointInfo": "aa_tflite.onthefly",
+    "Point": "aa_tflite.pipeline",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,7 +49,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from aa_tflite.layers import AAReLU
     from aa_tflite.memory import memory_report, plan_tensors, tflm_arena
     from aa_tflite.metadata import read_metadata
-    from aa_tflite.pipeline import Report, Result, convert
+    from aa_tflite.onthefly import OperatingPoints, PointInfo
+    from aa_tflite.pipeline import Point, Report, Result, convert
     from aa_tflite.rewriter import Rewritten, rewrite
     from aa_tflite.runtime import evaluate, load_interpreter
 
@@ -74,7 +77,10 @@ __all__ = [
     "Lowering",
     "MemoryMode",
     "MemoryReport",
+    "OperatingPoints",
     "Plan",
+    "Point",
+    "PointInfo",
     "Report",
     "Result",
     "Rewritten",

@@ -31,7 +31,7 @@ from aa_tflite.precision import bits_for_levels
 from aa_tflite.quantedit import _SAME_PARAMS
 from aa_tflite.types import AAError
 
-__all__ = ["METADATA_NAME", "METADATA_SCHEMA_VERSION", "read_metadata", "stored_bits",
+__all__ = ["METADATA_NAME", "METADATA_SCHEMA_VERSION", "attach", "read_metadata", "stored_bits",
            "strip_metadata", "write_metadata"]
 
 METADATA_NAME = "aa_tflite"
@@ -52,6 +52,13 @@ def write_metadata(tflite: bytes, payload: Mapping[str, Any]) -> bytes:
         >>> tagged = write_metadata(tflite, {"tensor_bits": {"14": 4}})  # doctest: +SKIP
     """
     model = flatbuffer.read(tflite)
+    attach(model, payload)
+    return flatbuffer.write(model)
+
+
+def attach(model: schema.ModelT, payload: Mapping[str, Any]) -> None:
+    """Stores ``payload`` as the ``aa_tflite`` metadata of an unpacked model (replacing any);
+    ``write_metadata`` for a model already in the schema's object form."""
     doc = {"schema_version": METADATA_SCHEMA_VERSION, **payload}
     data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
     buf = schema.BufferT()
@@ -62,7 +69,6 @@ def write_metadata(tflite: bytes, payload: Mapping[str, Any]) -> bytes:
     entry.name = METADATA_NAME
     entry.buffer = len(model.buffers) - 1
     model.metadata = [*entries, entry]
-    return flatbuffer.write(model)
 
 
 def strip_metadata(tflite: bytes) -> bytes:

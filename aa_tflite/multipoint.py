@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flatbuffers
 import numpy as np
@@ -59,7 +60,8 @@ def _digest(buf: schema.BufferT) -> bytes | None:
     return hashlib.sha256(np.asarray(buf.data, np.uint8).tobytes()).digest()
 
 
-def combine(points: Sequence[tuple[str, bytes]]) -> bytes:
+def combine(points: Sequence[tuple[str, bytes]], *,
+            metadata: Mapping[str, Any] | None = None) -> bytes:
     """One ``.tflite`` with each ``(key, tflite)`` point as its own subgraph and signature.
 
     Args:
@@ -67,9 +69,12 @@ def combine(points: Sequence[tuple[str, bytes]]) -> bytes:
             should take. Every file must be an edit of the same conversion: same operator codes,
             same ops and tensors, one subgraph each.
 
+        metadata: The combined file's ``aa_tflite`` metadata. (Writing it afterwards with
+            ``write_metadata`` would work too, but repacks the file without the shared tables.)
+
     Returns:
         The combined file. Subgraph ``k`` is point ``k``; constants with equal bytes share one
-        buffer. Metadata of the parts is dropped (write the points' metadata afterwards).
+        buffer. Metadata of the parts is dropped.
 
     Raises:
         AAError: No points, a bad or repeated key, or files that are not edits of one conversion.
@@ -88,7 +93,7 @@ def combine(points: Sequence[tuple[str, bytes]]) -> bytes:
                       f"and '_' (at most 64). Received: {bad}")
     if len(set(keys)) != len(keys):
         raise AAError(f"Signature keys must be distinct. Received: {keys}")
-    from aa_tflite.metadata import strip_metadata
+    from aa_tflite.metadata import attach, strip_metadata
 
     parts = [strip_metadata(t) for _, t in points]
     models = [flatbuffer.read(t) for t in parts]
@@ -134,6 +139,8 @@ def combine(points: Sequence[tuple[str, bytes]]) -> bytes:
         d.inputs, d.outputs = _maps(sig0, base.subgraphs[k])
         defs.append(d)
     base.signatureDefs = defs
+    if metadata is not None:
+        attach(base, metadata)
     return _write_shared(base)
 
 

@@ -7,7 +7,6 @@ search and verify, draw the accuracy-memory curve, report.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -17,13 +16,53 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from aa_tflite import stages
+from aa_tflite import multipoint, stages
 from aa_tflite.files import atomic_write_all
-from aa_tflite.metadata import write_metadata
+from aa_tflite.metadata import read_metadata, write_metadata
 from aa_tflite.report import Report, SiteRow
-from aa_tflite.types import MemoryMode, Plan
+from aa_tflite.types import AAError, MemoryMode, Plan
 
-__all__ = ["Report", "Result", "SiteRow", "convert"]
+__all__ = ["Point", "Report", "Result", "SiteRow", "convert"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One operating point: a budget's plan, its single-subgraph file and what it measured.
+
+    Attributes:
+        key: Its signature key in the multi-point file (``"serving_default"`` for a single point).
+        budget_kb: The budget it was planned for, in KiB.
+        input_size: The input size it runs at, or None for the model's own.
+        plan: Its plan.
+        report: What was measured for it.
+        tflite: Its own single-subgraph ``.tflite`` (what TFLite Micro runs).
+        latency_ms: Median LiteRT latency of one sample, default kernels (XNNPACK), 1 thread.
+    """
+
+    key: str
+    budget_kb: float | None
+    input_size: int | None
+    plan: Plan
+    report: Report
+    tflite: bytes = dataclasses.field(repr=False)
+    latency_ms: float = float("nan")
+
+    @property
+    def score(self) -> float:
+        return self.report.planned_score
+
+    @property
+    def packed(self) -> int:
+        return self.report.planned_memory.packed_peak
+
+    @property
+    def packed_sparse(self) -> int:
+        return self.report.planned_sparse_peak
+
+    @property
+    def tflm_arena(self) -> int | None:
+        tflm = self.report.planned_memory.tflm
+        return None if tflm is None else tflm.total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,12 +74,44 @@ class Result:
         plan: The per-site plan (``Plan.to_json`` round-trips it).
         report: What was measured.
         baseline_tflite: The plain int8 conversion the plan was written into.
+        points: Every operating point, in the order of the budgets given. With one budget, the
+            one point; with several, ``tflite`` holds one signature per point and ``plan`` and
+            ``report`` are the first point's.
     """
 
     tflite: bytes
     plan: Plan
     report: Report
     baseline_tflite: bytes = dataclasses.field(repr=False)
+    points: tuple[Point, ...] = ()
+
+    @property
+    def tflm_arena(self) -> int | None:
+        """The TFLite Micro arena to reserve: the largest point's."""
+        arenas = [p.tflm_arena for p in self.points if p.tflm_arena is not None]
+        return max(arenas) if arenas else None
+
+    def points_markdown(self) -> str:
+        """The table of operating points, and the multi-point file against separate files."""
+        lines = ["# Operating points", "",
+                 f"One file, {len(self.points)} signatures: {len(self.tflite):,} B, against "
+                 f"{sum(len(p.tflite) for p in self.points):,} B for separate files "
+                 f"({len(self.tflite) / max(len(self.points[0].tflite), 1):.2f}x one point's "
+                 f"file). TFLite Micro runs one point per file: reserve "
+                 f"{self.tflm_arena or 0:,} B of arena (the largest point's).", "",
+                 "| signature | budget (KiB) | packed peak (B) | packed+sparse (B) | TFLM arena "
+                 f"(B) | weights (B) | {self.report.metric} | latency (ms) |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for p in self.points:
+            lines.append(f"| {p.key} | {p.budget_kb:g} | {p.packed:,} | {p.packed_sparse:,} | "
+                         f"{p.tflm_arena if p.tflm_arena is not None else '-'} | "
+                         f"{p.report.planned_memory.weights:,} | {p.score:.4f} | "
+                         f"{p.latency_ms:.3f} |")
+        lines += ["", "Packed and packed+sparse figures are real only on a runtime that packs "
+                  "low-bit tensors; stock LiteRT and TFLite Micro allocate the TFLM arena column.",
+                  "Latency: median of single-sample runs in LiteRT (XNNPACK, 1 thread) on the "
+                  "machine that converted; it is not stored in the file."]
+        return "\n".join(lines)
 
     def save(self, prefix: str | os.PathLike, *, plots: bool = True) -> list[str]:
         """Writes ``prefix.tflite``, ``.plan.json``, ``.report.json``, ``.report.md`` and plots.
@@ -57,6 +128,8 @@ class Result:
             The paths written.
         """
         prefix = os.fspath(prefix)
+        if len(self.points) > 1:
+            return self._save_points(prefix, plots)
         files = {".tflite": self.tflite, ".plan.json": self.plan.to_json(),
                  ".report.json": self.report.to_json(), ".report.md": self.report.to_markdown()}
         if plots:
@@ -65,8 +138,28 @@ class Result:
             files.update(plots_mod.render_plots(self.report))
         return atomic_write_all({prefix + ext: data for ext, data in files.items()})
 
+    def _save_points(self, prefix: str, plots: bool) -> list[str]:
+        files: dict[str, bytes | str] = {
+            ".tflite": self.tflite,
+            ".report.md": self.points_markdown() + "\n\n" + "\n\n".join(
+                f"# Point {p.key}\n\n" + p.report.to_markdown() for p in self.points),
+            ".report.json": json.dumps({"points": [
+                {"signature": p.key, "budget_kb": p.budget_kb, "input_size": p.input_size,
+                 "latency_ms": p.latency_ms, "report": json.loads(p.report.to_json())}
+                for p in self.points], "file_size": len(self.tflite),
+                "separate_files_size": sum(len(p.tflite) for p in self.points),
+                "tflm_arena": self.tflm_arena}, indent=2, sort_keys=True)}
+        for p in self.points:  # one single-subgraph file per point, for TFLite Micro
+            files[f".{p.key}.tflite"] = p.tflite
+            files[f".{p.key}.plan.json"] = p.plan.to_json()
+        if plots:
+            from aa_tflite import plots as plots_mod
 
-def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
+            files[".points.png"] = plots_mod.points_plot(self.points, self.report.metric)
+        return atomic_write_all({prefix + ext: data for ext, data in files.items()})
+
+
+def convert(model, *, budget_kb: float | Sequence[float] | None, representative_data: np.ndarray,
             eval_data: tuple[np.ndarray, np.ndarray] | np.ndarray | None = None,
             memory: MemoryMode | str = MemoryMode.PACKED, max_accuracy_drop: float | None = None,
             plan: Plan | None = None, sparsity_points: Sequence[float] = (10.0, 20.0, 30.0),
@@ -85,7 +178,12 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
         model: A trained Keras 3 model (Sequential or Functional), or a Keras 2 (``tf_keras``)
             one, which is brought to Keras 3 through a legacy ``.h5`` file. It is not modified.
         budget_kb: Activation memory budget in KiB (1024 bytes), in the sense of ``memory``.
-            May be None only with ``plan``.
+            May be None only with ``plan``. A list of budgets, e.g. ``[6, 4, 3]``, makes one
+            operating point per budget: ``Result.tflite`` then holds one signature per point,
+            in the order given (keys from ``multipoint.point_key``, e.g. ``"kib4"``), sharing
+            one copy of the weights; ``Result.points`` lists them, each with its own
+            single-subgraph file for TFLite Micro. Switch points at run time with
+            ``aa_tflite.OperatingPoints``.
         representative_data: Calibration inputs ``(N, *input_shape)``; 100-500 samples is typical.
         eval_data: ``(x, y)`` with integer labels (the loss is the top-1 drop), or ``x`` alone, or
             None (the loss is the top-1 disagreement with the float model, on
@@ -125,41 +223,110 @@ def convert(model, *, budget_kb: float | None, representative_data: np.ndarray,
             or not within ``max_accuracy_drop``.
         AAError: Bad input; the message says what to change.
     """
-    t_start = time.perf_counter()
-    seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def timed(stage: str):
-        t = time.perf_counter()
-        yield
-        seconds[stage] = time.perf_counter() - t
-
+    budgets = _budget_list(budget_kb)
     opts = stages.options(
-        budget_kb=budget_kb, memory=memory, max_accuracy_drop=max_accuracy_drop, plan=plan,
+        budget_kb=budgets[0], memory=memory, max_accuracy_drop=max_accuracy_drop, plan=plan,
         sparsity_points=sparsity_points, bits=bits, max_fit_samples=max_fit_samples,
         max_eval_samples=max_eval_samples, io_dtype=io_dtype, measure_tflm=measure_tflm,
         progress=progress, batch_size=batch_size, curve_points=curve_points, kernels=kernels)
+    if len(budgets) > 1 and (plan is not None or opts.mode == MemoryMode.TFLM):
+        raise AAError("A list of budgets makes one operating point per budget; it needs "
+                      "memory='packed' or 'packed+sparse' and no plan. Give one budget_kb.")
+    point_opts = [dataclasses.replace(opts, budget=int(stages.check_budget(b) * 1024),
+                                      budget_kb=float(b)) for b in budgets] if len(budgets) > 1 \
+        else [opts]
     prep = stages.prepare(model, representative_data, eval_data, opts)
-    with timed("export+calibrate"):
-        base = stages.baseline(prep, opts)
-    with timed("sensitivity"):
-        measured = stages.measure(base, stages.candidate_list(base, opts), opts)
-    with timed("search+verify"):
-        chosen = stages.search_and_verify(base, measured, opts)
+    t = time.perf_counter()
+    base = stages.baseline(prep, opts)
+    base_seconds = time.perf_counter() - t
+    todo = stages.candidate_list(base, opts)
+    # The smallest budget first: it measures the most options, and the others reuse them.
+    order = sorted(range(len(point_opts)), key=lambda k: point_opts[k].budget or 0)
+    built: dict[int, tuple] = {}
     curve: tuple = ()
-    if measured.options and opts.curve_points > 0:
-        with timed("curve"):
-            curve = stages.curve(base, measured, opts)
-    with timed("final+report"):
-        report = stages.build_report(prep, base, measured, chosen, curve, opts)
-    seconds["total"] = time.perf_counter() - t_start
-    report = dataclasses.replace(report, seconds={k: round(v, 2) for k, v in seconds.items()})
-    plan_out = Plan(chosen.configs)
-    tflite = write_metadata(chosen.tflite, _metadata(report, plan_out))
-    report = dataclasses.replace(report, planned_memory=dataclasses.replace(
-        report.planned_memory, file_size=len(tflite)))
-    logging.info("Planned %s: %s", prep.model.name, plan_out.to_json())
-    return Result(tflite, plan_out, report, base.tflite)
+    for n, k in enumerate(order):
+        o = point_opts[k]
+        seconds: dict[str, float] = {"export+calibrate": base_seconds} if n == 0 else {}
+        t_start = time.perf_counter()
+        t = time.perf_counter()
+        measured = stages.measure(base, todo, o)
+        seconds["sensitivity"] = time.perf_counter() - t
+        t = time.perf_counter()
+        chosen = stages.search_and_verify(base, measured, o)
+        seconds["search+verify"] = time.perf_counter() - t
+        if n == 0 and measured.options and o.curve_points > 0:  # one curve, the widest search
+            t = time.perf_counter()
+            curve = stages.curve(base, measured, o)
+            seconds["curve"] = time.perf_counter() - t
+        t = time.perf_counter()
+        report = stages.build_report(prep, base, measured, chosen, curve, o)
+        seconds["final+report"] = time.perf_counter() - t
+        seconds["total"] = time.perf_counter() - t_start + (base_seconds if n == 0 else 0.0)
+        report = dataclasses.replace(report, seconds={a: round(v, 2) for a, v in seconds.items()})
+        built[k] = (Plan(chosen.configs), report, chosen.tflite)
+    keys = (["serving_default"] if len(budgets) == 1
+            else [multipoint.point_key(b) for b in budgets])
+    if len(set(keys)) != len(keys):
+        raise AAError(f"The budgets must be distinct (to 4 significant digits). Received: "
+                      f"{list(budgets)}")
+    points = []
+    for k, key in enumerate(keys):
+        plan_k, report_k, tfl = built[k]
+        doc = _metadata(report_k, plan_k)
+        tfl = write_metadata(tfl, {**doc, "points": [_point_doc(key, budgets[k], doc)]})
+        report_k = dataclasses.replace(report_k, planned_memory=dataclasses.replace(
+            report_k.planned_memory, file_size=len(tfl)))
+        points.append(Point(key, budgets[k], None, plan_k, report_k, tfl, _latency_ms(tfl)))
+        logging.info("Planned %s (%s): %s", prep.model.name, key, plan_k.to_json())
+    if len(points) == 1:
+        p = points[0]
+        return Result(p.tflite, p.plan, p.report, base.tflite, tuple(points))
+    docs = [read_metadata(p.tflite) for p in points]
+    top = {a: v for a, v in docs[0].items() if a not in ("points", "schema_version")}
+    combined = multipoint.combine([(p.key, p.tflite) for p in points], metadata={
+        **top, "points": [_point_doc(p.key, p.budget_kb, d)
+                          for p, d in zip(points, docs, strict=True)]})
+    return Result(combined, points[0].plan, points[0].report, base.tflite, tuple(points))
+
+
+def _budget_list(budget_kb) -> list:
+    """``budget_kb`` as a list: one number (or None), or several numbers for several points."""
+    if budget_kb is None or isinstance(budget_kb, (int, float, np.number)) or \
+            isinstance(budget_kb, str):
+        return [budget_kb]
+    try:
+        budgets = list(budget_kb)
+    except TypeError:
+        return [budget_kb]  # options() names the problem
+    if not budgets:
+        raise AAError("budget_kb is an empty list; give one budget in KiB, or a list of them "
+                      "for one operating point each, e.g. budget_kb=[6, 4, 3].")
+    for b in budgets:
+        stages.check_budget(b)
+    return budgets
+
+
+def _point_doc(key: str, budget_kb, doc: dict) -> dict:
+    """One point's entry in the metadata's ``points`` list."""
+    return {"signature": key, "budget_kb": budget_kb, "input_size": None,
+            **{a: doc[a] for a in ("plan", "tensor_bits", "budget_bytes", "memory", "scores")}}
+
+
+def _latency_ms(tflite: bytes, repeats: int = 30) -> float:
+    """Median LiteRT latency of one sample (default kernels, 1 thread), in ms."""
+    from aa_tflite.runtime import load_interpreter
+
+    interp = load_interpreter(tflite, num_threads=1, kernels="xnnpack")
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+    interp.invoke()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        interp.invoke()
+        times.append(time.perf_counter() - t)
+    return round(float(np.median(times)) * 1000, 4)
 
 
 def _metadata(report: Report, plan: Plan) -> dict:

@@ -6,7 +6,7 @@ import io
 
 from aa_tflite.files import atomic_write_all
 
-__all__ = ["render_plots", "save_plots"]
+__all__ = ["points_plot", "render_plots", "save_plots"]
 
 
 def _png(fig) -> bytes:
@@ -84,3 +84,30 @@ def render_plots(report) -> dict[str, bytes]:
     written[".memory.png"] = _png(fig)
     plt.close(fig)
     return written
+
+
+def points_plot(points, metric: str) -> bytes:
+    """One PNG: each operating point's score against its packed peak and against its latency.
+
+    Example:
+        >>> png = points_plot(result.points, result.report.metric)  # doctest: +SKIP
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, xs, label in ((left, [p.packed for p in points], "packed activation peak (bytes)"),
+                          (right, [p.latency_ms for p in points], "LiteRT latency (ms, 1 thread)")):
+        ys = [p.score for p in points]
+        ax.plot(xs, ys, "o-", color="tab:blue")
+        for p, x, y in zip(points, xs, ys, strict=True):
+            ax.annotate(p.key, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(label)
+    left.set_ylabel(metric)
+    fig.suptitle(f"{points[0].report.model}: {len(points)} operating points in one file")
+    fig.tight_layout()
+    png = _png(fig)
+    plt.close(fig)
+    return png

@@ -71,7 +71,7 @@ def options(*, budget_kb, memory, max_accuracy_drop, plan, sparsity_points, bits
     kernels = check_kernels(kernels)
     if budget_kb is None and plan is None:
         raise AAError("budget_kb is required (KiB of activation memory), unless a plan is given.")
-    budget = None if budget_kb is None else int(_check_budget(budget_kb) * 1024)
+    budget = None if budget_kb is None else int(check_budget(budget_kb) * 1024)
     try:
         mode = MemoryMode(memory)
     except ValueError as e:
@@ -96,7 +96,8 @@ def options(*, budget_kb, memory, max_accuracy_drop, plan, sparsity_points, bits
                    bool(progress), int(batch_size), int(curve_points), kernels)
 
 
-def _check_budget(budget_kb) -> float:
+def check_budget(budget_kb) -> float:
+    """``budget_kb`` as a float, or an ``AAError`` saying what a budget must be."""
     if isinstance(budget_kb, (bool, np.bool_)) or not isinstance(budget_kb, numbers.Real) or \
             not math.isfinite(budget_kb) or budget_kb <= 0:
         raise AAError(f"budget_kb must be a positive number of KiB (1024 bytes) of activation "
@@ -184,6 +185,8 @@ class Baseline:
     # What the planner moves: a unit is one site, or the sites a tie (CONCATENATION, PACK)
     # joins, which take one precision and one clip together. Unit name -> its sites.
     units: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # (unit, config) -> what measuring it gave, so several budgets measure each option once.
+    measured: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def tflite(self) -> bytes:
@@ -373,18 +376,24 @@ def _measure(base: Baseline, todo: Sequence[tuple[str, str, SiteConfig]],
     notes: list[str] = []
     bar = tqdm(todo, desc="sensitivity", unit="option", disable=not opts.progress)
     for site, label, config in bar:
-        try:
-            variant = bench.build(base.expand({site: config}))
-        except UnsafeVariant as e:
-            notes.append(f"{site}: option {label} not offered: {e}")
+        key = (site, config, opts.mode)
+        if key not in base.measured:
+            try:
+                variant = bench.build(base.expand({site: config}))
+            except UnsafeVariant as e:
+                base.measured[key] = f"{site}: option {label} not offered: {e}"
+            else:
+                metrics = bench.measure(variant)
+                base.measured[key] = (bench.planning_loss(metrics), bench.loss(metrics),
+                                      _option_bytes(base, site, config, variant, opts.mode))
+        got = base.measured[key]
+        if isinstance(got, str):
+            notes.append(got)
             continue
-        metrics = bench.measure(variant)
-        nbytes = _option_bytes(base, site, config, variant, opts.mode)
-        options.setdefault(site, []).append(
-            planner.Option(site, config, bench.planning_loss(metrics), nbytes))
-        points[(site, config)] = bench.loss(metrics)
-        sensitivity.setdefault(site, []).append(
-            (label, round(bench.loss(metrics), 4), sum(nbytes.values())))
+        planning_loss, loss, nbytes = got
+        options.setdefault(site, []).append(planner.Option(site, config, planning_loss, nbytes))
+        points[(site, config)] = loss
+        sensitivity.setdefault(site, []).append((label, round(loss, 4), sum(nbytes.values())))
     bar.close()
     return Measured({k: tuple(v) for k, v in options.items()},
                     {k: tuple(v) for k, v in sensitivity.items()}, points,
