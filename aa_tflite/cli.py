@@ -29,8 +29,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     p = sub.add_parser("convert", help="Keras model + memory budget -> mixed-precision .tflite")
     p.add_argument("model", help="path to a .keras (or legacy .h5/.hdf5) Keras model")
-    p.add_argument("--budget-kb", type=float,
-                   help="activation memory budget in KiB (1024 B); see --memory")
+    p.add_argument("--budget-kb", type=_budgets,
+                   help="activation memory budget in KiB (1024 B), see --memory; several, "
+                        "comma-separated (6,4,3), make one operating point each in one file")
     p.add_argument("--data", required=True,
                    help=".npz with calibration inputs under 'x' (or its only array)")
     p.add_argument("--eval", help=".npz with 'x' and labels 'y': the loss becomes the top-1 drop "
@@ -55,10 +56,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     p = sub.add_parser("demo", help="the main job on the embedded digits model")
     p.add_argument("--out", default="demo_out/digits", help="output prefix (default demo_out/digits)")
-    p.add_argument("--budget-fraction", type=float, default=0.6,
-                   help="budget as a fraction of the int8 packed peak (default 0.6)")
+    p.add_argument("--budget-fraction", type=_fractions, default=(0.8, 0.6, 0.4),
+                   help="budgets as fractions of the int8 packed peak, comma-separated, one "
+                        "operating point each (default 0.8,0.6,0.4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("points", help="the operating points of a multi-point .tflite")
+    p.add_argument("model", help="path to a .tflite written by convert")
+
+    p = sub.add_parser("run", help="run inputs on one operating point of a .tflite")
+    p.add_argument("model", help="path to a .tflite written by convert")
+    p.add_argument("--point", help="the point's signature key (default: the first point)")
+    p.add_argument("--data", required=True, help=".npz with inputs 'x' (and labels 'y')")
+    p.add_argument("--kernels", choices=["xnnpack", "builtin"], default="xnnpack",
+                   help="LiteRT's default XNNPACK kernels, or its builtin kernels")
     return parser.parse_args(argv)
+
+
+def _numbers(text: str, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(b) for b in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"{what} takes a number or comma-separated numbers such as 6,4,3. Received: "
+            f"{text!r}") from e
+    return values
+
+
+def _budgets(text: str) -> float | tuple[float, ...]:
+    values = _numbers(text, "--budget-kb")
+    return values[0] if len(values) == 1 else values
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    return _numbers(text, "--budget-fraction")
 
 
 def _bit_menu(text: str) -> tuple[int, ...]:
@@ -153,7 +184,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _print_result(result, files) -> None:
-    print(result.report.to_markdown())
+    print(result.points_markdown() if len(result.points) > 1 else result.report.to_markdown())
     print("Wrote: " + ", ".join(files))
 
 
@@ -191,29 +222,82 @@ def _demo(args: argparse.Namespace) -> int:
     from aa_tflite.embedded import load_default
     from aa_tflite.exporter import to_tflite
     from aa_tflite.files import check_output_path
+    from aa_tflite.onthefly import OperatingPoints
     from aa_tflite.pipeline import convert
     from aa_tflite.types import AAError
 
-    if not 0 < args.budget_fraction <= 1:
-        raise AAError(f"--budget-fraction must be in (0, 1]. Received: {args.budget_fraction}")
+    fractions = args.budget_fraction
+    if not all(0 < f <= 1 for f in fractions):
+        raise AAError(f"--budget-fraction values must be in (0, 1]. Received: {fractions}")
     check_output_path(args.out + ".tflite")
     model, x_cal, x_val, y_val = load_default()
     half = len(x_val) // 2
     int8_peak = memory.plan_tensors(to_tflite(model, x_cal))[0]
-    budget_kb = args.budget_fraction * int8_peak / 1024
+    budgets = [round(f * int8_peak / 1024, 2) for f in fractions]
     print(f"Embedded model: {model.name}, {model.count_params():,} parameters, input "
           f"{tuple(model.inputs[0].shape[1:])} (scikit-learn digits). int8 packed activation "
-          f"peak {int8_peak:,} B; budget {args.budget_fraction:.0%} of it = {budget_kb:.2f} KiB.\n"
-          f"Planning with {len(x_cal)} calibration and {half} labelled samples; "
+          f"peak {int8_peak:,} B; budgets "
+          + ", ".join(f"{f:.0%} = {b:g} KiB" for f, b in zip(fractions, budgets, strict=True))
+          + f".\nPlanning with {len(x_cal)} calibration and {half} labelled samples; "
           f"{len(x_val) - half} more are held out.\n")
-    result = convert(model, budget_kb=budget_kb, representative_data=x_cal,
-                     eval_data=(x_val[:half], y_val[:half]), progress=not args.no_progress)
-    files = result.save(args.out)
-    _print_result(result, files)
-    held = (runtime.evaluate(result.baseline_tflite, x_val[half:], y_val[half:]),
-            runtime.evaluate(result.tflite, x_val[half:], y_val[half:]))
-    print(f"Held-out top-1 ({len(x_val) - half} samples the planner did not see): "
-          f"int8 {held[0]:.4f}, planned {held[1]:.4f}.")
+    result = convert(model, budget_kb=budgets if len(budgets) > 1 else budgets[0],
+                     representative_data=x_cal, eval_data=(x_val[:half], y_val[:half]),
+                     progress=not args.no_progress)
+    _print_result(result, result.save(args.out))
+    x_held, y_held = x_val[half:], y_val[half:]
+    base = runtime.evaluate(result.baseline_tflite, x_held, y_held)
+    print(f"\nHeld-out top-1 ({len(x_held)} samples the planner did not see): int8 {base:.4f}.")
+    # The on-the-fly part: one interpreter, one file, points switched between calls.
+    points = OperatingPoints(args.out + ".tflite")
+    keys = [p.key for p in points.points]
+    print(f"Switching live between {len(keys)} points of {args.out}.tflite on one interpreter:")
+    for key in [*keys, *reversed(keys)]:
+        points.switch(key)
+        info = points.point(key)
+        acc = float(np.mean(points.run(x_held).argmax(1) == y_held))
+        print(f"  {key:>16}: top-1 {acc:.4f}, packed peak {info.packed:,} B, "
+              f"{points.latency_ms(key):.3f} ms per sample")
+    return 0
+
+
+def _points(args: argparse.Namespace) -> int:
+    from aa_tflite.onthefly import OperatingPoints
+
+    points = OperatingPoints(args.model)
+    print(_points_table(points))
+    return 0
+
+
+def _points_table(points) -> str:
+    rows = ["| point | budget (KiB) | packed peak (B) | packed+sparse (B) | TFLM arena (B) | "
+            "low-bit tensors | score | latency here (ms) |", "|---|---|---|---|---|---|---|---|"]
+    for p in points.points:
+        def fmt(v, spec=","):
+            return "-" if v is None else format(v, spec)
+        rows.append(f"| {p.key} | {fmt(p.budget_kb, 'g')} | {fmt(p.packed)} | "
+                    f"{fmt(p.packed_sparse)} | {fmt(p.tflm_arena)} | {p.low_bit_tensors} | "
+                    f"{fmt(p.score, '.4f')} | {points.latency_ms(p.key):.3f} |")
+    metric = next((p.metric for p in points.points if p.metric), None)
+    if metric:
+        rows.append(f"\nscore: {metric} measured when the file was made; latency: median of "
+                    "single-sample runs on this machine. Packed figures are real only on a "
+                    "runtime that packs low-bit tensors; stock runtimes allocate the TFLM arena.")
+    return "\n".join(rows)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from aa_tflite.onthefly import OperatingPoints
+
+    points = OperatingPoints(args.model, kernels=args.kernels)
+    key = args.point or points.points[0].key
+    x, y = _load_npz(args.data, "--data")
+    out = points.run(x, point=key)
+    top = out.reshape(len(out), -1).argmax(1)
+    print(f"point {key}: {len(x)} samples; predicted classes: "
+          f"{' '.join(map(str, top[:20]))}{' ...' if len(top) > 20 else ''}")
+    if y is not None:
+        print(f"top-1 accuracy: {np.mean(top == np.asarray(y).reshape(-1)):.4f}")
+    print(f"latency: {points.latency_ms(key):.3f} ms per sample (median, this machine)")
     return 0
 
 
@@ -230,7 +314,8 @@ def main(args: argparse.Namespace) -> int:
 
             with quiet_native_output():  # TensorFlow's import logs through absl to stderr
                 import keras  # noqa: F401
-        return {"inspect": _inspect, "convert": _convert, "demo": _demo}[args.command](args)
+        return {"inspect": _inspect, "convert": _convert, "demo": _demo, "points": _points,
+                "run": _run}[args.command](args)
     except AAError as e:
         print(f"aa-tflite: error: {e}", file=sys.stderr)
         return 2

@@ -81,14 +81,61 @@ def test_an_unmeetable_budget_exits_2_with_the_smallest_figure(tmp_path, digits,
     assert not (tmp_path / "o.tflite").exists()
 
 
-def test_demo_plans_to_the_budget_and_reports(tmp_path, capsys):
+def test_demo_makes_three_points_and_switches_between_them(tmp_path, capsys):
     assert _run(["demo", "--out", str(tmp_path / "digits"), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "Met: yes" in out and "TFLM arena, real" in out
+    assert "# Operating points" in out and "One file, 3 signatures" in out
     assert "Held-out top-1 (250 samples the planner did not see)" in out
+    switched = [line.split(":")[0].strip() for line in out.splitlines()
+                if "ms per sample" in line]
+    assert switched == ["kib2p4", "kib1p8", "kib1p2", "kib1p2", "kib1p8", "kib2p4"]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["digits.tflite", "digits.report.md", "digits.report.json", "digits.points.png"]
+        + [f"digits.{k}.{ext}" for k in ("kib2p4", "kib1p8", "kib1p2")
+           for ext in ("tflite", "plan.json")])
+
+
+def test_demo_with_one_fraction_writes_one_point(tmp_path, capsys):
+    assert _run(["demo", "--out", str(tmp_path / "digits"), "--budget-fraction", "0.6",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Met: yes" in out and "TFLM arena, real" in out
+    assert "serving_default" in out
     assert sorted(os.listdir(tmp_path)) == ["digits.memory.png", "digits.plan.json",
                                            "digits.report.json", "digits.report.md",
                                            "digits.sensitivity.png", "digits.tflite"]
+
+
+def test_convert_with_budgets_then_points_and_run(tmp_path, digits, capsys):
+    model_path = tmp_path / "digits.keras"
+    digits.model.save(model_path)
+    np.savez(tmp_path / "cal.npz", x=digits.x_cal)
+    np.savez(tmp_path / "val.npz", x=digits.x_val[:250], y=digits.y_val[:250])
+    np.savez(tmp_path / "test.npz", x=digits.x_val[250:300], y=digits.y_val[250:300])
+    prefix = str(tmp_path / "digits")
+    assert _run(["convert", str(model_path), "--budget-kb", "2.5,1.2", "--data",
+                 str(tmp_path / "cal.npz"), "--eval", str(tmp_path / "val.npz"), "--out",
+                 prefix, "--no-progress"]) == 0
+    assert "One file, 2 signatures" in capsys.readouterr().out
+    assert _run(["points", prefix + ".tflite"]) == 0
+    out = capsys.readouterr().out
+    assert "| kib2p5 | 2.5 |" in out and "| kib1p2 | 1.2 |" in out
+    assert _run(["run", prefix + ".tflite", "--point", "kib1p2", "--data",
+                 str(tmp_path / "test.npz")]) == 0
+    out = capsys.readouterr().out
+    from aa_tflite.onthefly import OperatingPoints
+
+    expected = OperatingPoints(prefix + ".tflite").run(digits.x_val[250:300], point="kib1p2")
+    acc = np.mean(expected.argmax(1) == digits.y_val[250:300])
+    assert f"top-1 accuracy: {acc:.4f}" in out
+    assert _run(["run", prefix + ".tflite", "--point", "nope", "--data",
+                 str(tmp_path / "test.npz")]) == 2
+    assert "No point 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        _run(["convert", str(model_path), "--budget-kb", "2,x", "--data", "c.npz", "--out",
+              prefix])
+    assert exit_.value.code == 2
+    assert "comma-separated numbers such as 6,4,3" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, fragment", [

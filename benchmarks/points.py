@@ -1,0 +1,136 @@
+"""Operating points: one file with three budgets per reference model, switched at run time.
+
+Run ``python -m benchmarks.points`` (about 5 minutes here). For each reference model it converts
+once with ``budget_kb`` at 90%, 75% and 60% of the int8 packed peak, and measures:
+
+* the three-point file against one point's file and against three separate files (the issue's
+  target: at most 1.6x one point's file);
+* per point: held-out top-1 accuracy, packed peak, TFLM arena, LiteRT latency;
+* one switch: the median time of a single-sample run right after switching from another point,
+  against a run on the same point (``OperatingPoints``, XNNPACK, 1 thread);
+* resident memory (RSS, from ``/proc/self/statm``) after opening the file and after running
+  each point for the first time: LiteRT allocates a point's arena on first use, never frees it.
+
+Held-out: points are planned on half of each model's validation split and scored on the other.
+Writes ``benchmarks/results/points.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results", "points.json")
+MODELS = ("digits_cnn", "mnist1d_cnn", "mini_resnet", "mini_vgg", "mini_mobilenet",
+          "mini_xception", "mini_squeezenet", "mini_mobilenetv2")
+FRACTIONS = (0.9, 0.75, 0.6)
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def _switch_ms(points, keys, x1: np.ndarray, rounds: int = 200) -> tuple[float, float]:
+    """Median single-sample run time right after a switch, and on the same point (ms)."""
+    for k in keys:
+        points.run(x1, point=k)
+    switched, same = [], []
+    for r in range(rounds):
+        a, b = keys[r % len(keys)], keys[(r + 1) % len(keys)]
+        points.run(x1, point=a)
+        t = time.perf_counter()
+        points.run(x1, point=b)
+        switched.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        points.run(x1, point=b)
+        same.append(time.perf_counter() - t)
+    return float(np.median(switched)) * 1000, float(np.median(same)) * 1000
+
+
+def measure(name: str) -> dict:
+    import aa_tflite
+    from aa_tflite import memory
+    from aa_tflite.onthefly import OperatingPoints
+    from benchmarks.planning_time import _train
+
+    model, data = _train(name)
+    half = len(data["x_val"]) // 2
+    x_test, y_test = data["x_val"][half:], data["y_val"][half:]
+    int8 = aa_tflite.export(model, None, representative_data=data["x_cal"]).tflite
+    peak = memory.plan_tensors(int8)[0]
+    budgets = [round(f * peak / 1024, 3) for f in FRACTIONS]
+    t = time.perf_counter()
+    result = aa_tflite.convert(model, budget_kb=budgets, representative_data=data["x_cal"],
+                               eval_data=(data["x_val"][:half], data["y_val"][:half]),
+                               progress=False, curve_points=0)
+    seconds = time.perf_counter() - t
+    rss0 = _rss_kib()
+    points = OperatingPoints(result.tflite, num_threads=1)
+    rss = [_rss_kib() - rss0]
+    rows = []
+    for p in result.points:
+        acc = float(np.mean(points.run(x_test, point=p.key).argmax(1) == y_test))
+        rss.append(_rss_kib() - rss0)
+        rows.append({"signature": p.key, "budget_kb": p.budget_kb, "packed": p.packed,
+                     "tflm_arena": p.tflm_arena, "held_out_top1": acc,
+                     "latency_ms": round(points.latency_ms(p.key), 4)})
+    keys = [p.key for p in result.points]
+    switch, same = _switch_ms(points, keys, x_test[:1])
+    one = len(result.points[0].tflite)
+    return {"model": name, "int8_peak": peak, "fractions": list(FRACTIONS),
+            "file_bytes": len(result.tflite), "one_point_bytes": one,
+            "separate_bytes": sum(len(p.tflite) for p in result.points),
+            "ratio_to_one_point": round(len(result.tflite) / one, 3),
+            "points": rows, "switch_run_ms": round(switch, 4), "same_point_run_ms": round(same, 4),
+            "rss_kib_after_open_and_each_first_run": rss, "convert_seconds": round(seconds, 1)}
+
+
+def table(rows: list[dict]) -> list[str]:
+    """Markdown lines for the README (generated from the JSON, never typed)."""
+    out = ["| model | 3-point file (B) | one point (B) | ratio | separate files (B) | points: "
+           "held-out top-1 / packed peak (B) | switch + run / run (ms) | RSS per first run "
+           "(KiB) |", "|" + "---|" * 8]
+    for r in rows:
+        pts = "; ".join(f"{p['signature']} {p['held_out_top1']:.3f} / {p['packed']:,}"
+                        for p in r["points"])
+        rss = r["rss_kib_after_open_and_each_first_run"]
+        steps = ", ".join(f"+{b - a}" for a, b in zip(rss, rss[1:]))
+        out.append(f"| {r['model']} | {r['file_bytes']:,} | {r['one_point_bytes']:,} | "
+                   f"{r['ratio_to_one_point']:.2f}x | {r['separate_bytes']:,} | {pts} | "
+                   f"{r['switch_run_ms']:.3f} / {r['same_point_run_ms']:.3f} | {steps} |")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    args = parser.parse_args()
+    sys.path.append(ROOT)
+    from absl import logging
+
+    from aa_tflite.files import atomic_write
+
+    logging.set_verbosity(logging.WARNING)
+    old = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            old = {r["model"]: r for r in json.load(f)}
+    for name in args.models:
+        row = measure(name)
+        old[name] = row
+        print(json.dumps(row), flush=True)
+        atomic_write(RESULTS, json.dumps([old[m] for m in MODELS if m in old], indent=2))
+    print("\n".join(table([old[m] for m in MODELS if m in old])))
+
+
+if __name__ == "__main__":
+    main()
