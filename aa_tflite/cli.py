@@ -52,6 +52,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bits", type=_bit_menu, default=None,
                    help="precisions to offer below 8 bits, comma-separated, from 6,5,4,3,2 "
                         "(default all; 'none' plans 8 bits only)")
+    p.add_argument("--input-sizes", type=_sizes, default=None,
+                   help="square input sizes, comma-separated (96,128), for a model that is fully "
+                        "convolutional up to a global pooling: one point per size and budget")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("demo", help="the main job on the embedded digits model")
@@ -86,6 +89,15 @@ def _numbers(text: str, what: str) -> tuple[float, ...]:
 def _budgets(text: str) -> float | tuple[float, ...]:
     values = _numbers(text, "--budget-kb")
     return values[0] if len(values) == 1 else values
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"--input-sizes takes comma-separated integers such as 96,128. Received: {text!r}"
+        ) from e
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -212,7 +224,7 @@ def _convert(args: argparse.Namespace) -> int:
                      representative_data=x_cal, eval_data=eval_data, memory=args.memory,
                      max_accuracy_drop=args.max_accuracy_drop, plan=plan, io_dtype=args.io,
                      measure_tflm=not args.no_tflm, progress=not args.no_progress,
-                     kernels=args.kernels, bits=args.bits)
+                     kernels=args.kernels, bits=args.bits, input_sizes=args.input_sizes)
     _print_result(result, result.save(args.out))
     return 0
 

@@ -20,7 +20,7 @@ from aa_tflite import multipoint, stages
 from aa_tflite.files import atomic_write_all
 from aa_tflite.metadata import read_metadata, write_metadata
 from aa_tflite.report import Report, SiteRow
-from aa_tflite.types import AAError, MemoryMode, Plan
+from aa_tflite.types import AAError, BudgetError, MemoryMode, Plan
 
 __all__ = ["Point", "Report", "Result", "SiteRow", "convert"]
 
@@ -166,7 +166,8 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
             bits: Sequence[int] | None = None,
             max_fit_samples: int = 128, max_eval_samples: int = 500, io_dtype: str = "int8",
             measure_tflm: bool = True, progress: bool = True, batch_size: int = 64,
-            curve_points: int = 8, kernels: str = "builtin") -> Result:
+            curve_points: int = 8, kernels: str = "builtin",
+            input_sizes: Sequence[int] | None = None) -> Result:
     """Converts a Keras ReLU model to the mixed-precision int8/int4 ``.tflite`` that fits a budget.
 
     Example:
@@ -214,6 +215,12 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
             XNNPACK delegate, as on Android) or ``"tflm"`` (TensorFlow Lite Micro). Runtimes
             round differently, and a 16-level tensor turns one rounding into a larger step, so
             measure on the kernels you deploy on.
+        input_sizes: Square input sizes, e.g. ``[64, 96]``, for a model that is fully
+            convolutional up to a global pooling: each (size, budget) pair becomes a point
+            (keys such as ``"px64_kib4"``). The model is rebuilt at each size with the same
+            weights; ``representative_data`` and ``eval_data`` are resized to it (bilinear,
+            antialiased, ``tf.image.resize``) and every size is planned and measured on its own
+            data. The int8 kernels are the same bytes at every size and are stored once.
 
     Returns:
         A ``Result``.
@@ -229,12 +236,57 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
         sparsity_points=sparsity_points, bits=bits, max_fit_samples=max_fit_samples,
         max_eval_samples=max_eval_samples, io_dtype=io_dtype, measure_tflm=measure_tflm,
         progress=progress, batch_size=batch_size, curve_points=curve_points, kernels=kernels)
-    if len(budgets) > 1 and (plan is not None or opts.mode == MemoryMode.TFLM):
+    if (len(budgets) > 1 or input_sizes is not None) and (
+            plan is not None or opts.mode == MemoryMode.TFLM):
         raise AAError("A list of budgets makes one operating point per budget; it needs "
                       "memory='packed' or 'packed+sparse' and no plan. Give one budget_kb.")
     point_opts = [dataclasses.replace(opts, budget=int(stages.check_budget(b) * 1024),
                                       budget_kb=float(b)) for b in budgets] if len(budgets) > 1 \
         else [opts]
+    sizes = _size_list(input_sizes, model, plan)
+    multi = len(budgets) > 1 or sizes != [None]
+    keys = [multipoint.point_key(b, s) if multi else "serving_default"
+            for s in sizes for b in budgets]
+    if len(set(keys)) != len(keys):
+        raise AAError(f"The budgets must be distinct (to 4 significant digits). Received: "
+                      f"{list(budgets)}")
+    points: list[Point] = []
+    baseline_tflite = None
+    for size in sizes:
+        at = model if size is None else _at_size(model, size)
+        cal = representative_data if size is None else _resize(representative_data, size)
+        ev = eval_data if size is None else _resize_eval(eval_data, size)
+        try:
+            prep, base, built = _plan_points(at, cal, ev, point_opts, opts)
+        except BudgetError as e:
+            if size is None:
+                raise
+            raise BudgetError(f"At input size {size}x{size}: {e}", smallest_bytes=e.smallest_bytes,
+                              plan=e.plan) from e
+        baseline_tflite = baseline_tflite or base.tflite
+        for k, b in enumerate(budgets):
+            key = keys[len(points)]
+            plan_k, report_k, tfl = built[k]
+            doc = _metadata(report_k, plan_k)
+            tfl = write_metadata(tfl, {**doc, "points": [_point_doc(key, b, size, doc)]})
+            report_k = dataclasses.replace(report_k, planned_memory=dataclasses.replace(
+                report_k.planned_memory, file_size=len(tfl)))
+            points.append(Point(key, b, size, plan_k, report_k, tfl, _latency_ms(tfl)))
+            logging.info("Planned %s (%s): %s", prep.model.name, key, plan_k.to_json())
+    if len(points) == 1:
+        p = points[0]
+        return Result(p.tflite, p.plan, p.report, baseline_tflite, tuple(points))
+    docs = [read_metadata(p.tflite) for p in points]
+    top = {a: v for a, v in docs[0].items() if a not in ("points", "schema_version")}
+    combined = multipoint.combine([(p.key, p.tflite) for p in points], metadata={
+        **top, "points": [_point_doc(p.key, p.budget_kb, p.input_size, d)
+                          for p, d in zip(points, docs, strict=True)]})
+    return Result(combined, points[0].plan, points[0].report, baseline_tflite, tuple(points))
+
+
+def _plan_points(model, representative_data, eval_data, point_opts, opts):
+    """One model and its data: the int8 baseline once, then one plan per budget. Returns
+    ``(prep, base, {budget index: (plan, report, tflite)})``."""
     prep = stages.prepare(model, representative_data, eval_data, opts)
     t = time.perf_counter()
     base = stages.baseline(prep, opts)
@@ -264,29 +316,73 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
         seconds["total"] = time.perf_counter() - t_start + (base_seconds if n == 0 else 0.0)
         report = dataclasses.replace(report, seconds={a: round(v, 2) for a, v in seconds.items()})
         built[k] = (Plan(chosen.configs), report, chosen.tflite)
-    keys = (["serving_default"] if len(budgets) == 1
-            else [multipoint.point_key(b) for b in budgets])
-    if len(set(keys)) != len(keys):
-        raise AAError(f"The budgets must be distinct (to 4 significant digits). Received: "
-                      f"{list(budgets)}")
-    points = []
-    for k, key in enumerate(keys):
-        plan_k, report_k, tfl = built[k]
-        doc = _metadata(report_k, plan_k)
-        tfl = write_metadata(tfl, {**doc, "points": [_point_doc(key, budgets[k], doc)]})
-        report_k = dataclasses.replace(report_k, planned_memory=dataclasses.replace(
-            report_k.planned_memory, file_size=len(tfl)))
-        points.append(Point(key, budgets[k], None, plan_k, report_k, tfl, _latency_ms(tfl)))
-        logging.info("Planned %s (%s): %s", prep.model.name, key, plan_k.to_json())
-    if len(points) == 1:
-        p = points[0]
-        return Result(p.tflite, p.plan, p.report, base.tflite, tuple(points))
-    docs = [read_metadata(p.tflite) for p in points]
-    top = {a: v for a, v in docs[0].items() if a not in ("points", "schema_version")}
-    combined = multipoint.combine([(p.key, p.tflite) for p in points], metadata={
-        **top, "points": [_point_doc(p.key, p.budget_kb, d)
-                          for p, d in zip(points, docs, strict=True)]})
-    return Result(combined, points[0].plan, points[0].report, base.tflite, tuple(points))
+    return prep, base, built
+
+
+def _size_list(input_sizes, model, plan) -> list:
+    """``input_sizes`` checked: None -> ``[None]`` (the model's own size)."""
+    if input_sizes is None:
+        return [None]
+    if plan is not None:
+        raise AAError("input_sizes plans each size separately; it cannot take one given plan. "
+                      "Drop plan=, or convert each size with its own plan.")
+    try:
+        sizes = list(input_sizes)
+    except TypeError:
+        sizes = None
+    if not sizes or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                        for v in sizes):
+        raise AAError("input_sizes must be a list of positive integers (square input sizes in "
+                      f"pixels), e.g. input_sizes=[96, 128]. Received: {input_sizes!r}")
+    if len(set(sizes)) != len(sizes):
+        raise AAError(f"input_sizes must be distinct. Received: {sizes}")
+    shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else ()
+    if len(shape) != 4:
+        raise AAError(f"input_sizes needs an image model with (height, width, channels) inputs; "
+                      f"this model's input is {shape}.")
+    return [int(v) for v in sizes]
+
+
+def _at_size(model, size: int):
+    """The same model, weights shared by value, built for ``size`` x ``size`` inputs."""
+    import keras
+
+    from aa_tflite.rewriter import from_keras2, is_keras2
+
+    if is_keras2(model):
+        model = from_keras2(model)
+    channels = model.inputs[0].shape[-1]
+    try:
+        inp = keras.Input((size, size, channels), name=model.inputs[0].name.split(":")[0])
+        clone = keras.models.clone_model(model, input_tensors=inp)
+        clone.set_weights(model.get_weights())
+        clone(np.zeros((1, size, size, channels), np.float32))
+    except Exception as e:  # Keras raises many types when a layer cannot take the new shape
+        raise AAError(f"The model cannot run at {size}x{size}: {type(e).__name__}: "
+                      f"{str(e)[:200]}. input_sizes needs a model that is fully convolutional "
+                      "up to a global pooling (no Flatten before a Dense).") from e
+    return clone
+
+
+def _resize(x, size: int) -> np.ndarray:
+    """Images resized to ``size`` x ``size``: bilinear with antialiasing (``tf.image.resize``)."""
+    import tensorflow as tf
+
+    x = np.asarray(x, np.float32)
+    if x.ndim != 4:
+        raise AAError(f"input_sizes needs image data shaped (N, height, width, channels). "
+                      f"Received: {x.shape}.")
+    if x.shape[1:3] == (size, size):
+        return x
+    return tf.image.resize(x, (size, size), method="bilinear", antialias=True).numpy()
+
+
+def _resize_eval(eval_data, size: int):
+    if eval_data is None:
+        return None
+    if isinstance(eval_data, tuple):
+        return (_resize(eval_data[0], size), *eval_data[1:])
+    return _resize(eval_data, size)
 
 
 def _budget_list(budget_kb) -> list:
@@ -306,9 +402,9 @@ def _budget_list(budget_kb) -> list:
     return budgets
 
 
-def _point_doc(key: str, budget_kb, doc: dict) -> dict:
+def _point_doc(key: str, budget_kb, input_size, doc: dict) -> dict:
     """One point's entry in the metadata's ``points`` list."""
-    return {"signature": key, "budget_kb": budget_kb, "input_size": None,
+    return {"signature": key, "budget_kb": budget_kb, "input_size": input_size,
             **{a: doc[a] for a in ("plan", "tensor_bits", "budget_bytes", "memory", "scores")}}
 
 

@@ -148,8 +148,28 @@ def _kernels() -> list[str]:
             "budget 50% of each model's int8 packed peak (`python -m benchmarks.kernels`)."]
 
 
+def _points() -> list[str]:
+    from benchmarks.points import FRACTIONS, RESULTS, table
+
+    with open(RESULTS) as f:
+        rows = json.load(f)
+    worst = max(rows, key=lambda r: r["ratio_to_one_point"])
+    over = [r["model"] for r in rows if r["ratio_to_one_point"] > 1.6]
+    return [*table(rows), "",
+            f"Budgets at {', '.join(f'{f:.0%}' for f in FRACTIONS)} of each model's int8 packed "
+            "peak, one `convert` call each; top-1 on the held-out half of the validation split "
+            "(`python -m benchmarks.points`). Largest ratio: "
+            f"{worst['ratio_to_one_point']:.2f}x ({worst['model']}); "
+            + (f"above the 1.6x target: {', '.join(over)}." if over else
+               "every model is within the 1.6x target.")
+            + " \"switch + run\" is one single-sample run right after switching from another "
+            "point; \"run\" the same on the point already in use (XNNPACK, 1 thread). RSS is "
+            "what the process grew by at each point's first run (LiteRT allocates a point's "
+            "arena then and keeps it)."]
+
+
 SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz,
-            "kernels": _kernels, "planning_time": _planning_time}
+            "kernels": _kernels, "planning_time": _planning_time, "points": _points}
 
 
 def main() -> None:

@@ -244,3 +244,81 @@ def test_every_point_runs_on_tflite_runtime_2_14(multi, digits, tmp_path):
     for p in multi.points:
         assert np.array_equal(np.asarray(got["out"][p.key], np.float32),
                               _fresh(p.tflite, x, "builtin")), p.key
+
+
+@pytest.fixture(scope="module")
+def fcn(digits):
+    """A small fully convolutional digits classifier (global pooling before the Dense), trained
+    here for a few epochs on the embedded digits data (deterministic)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(10, name="fc")(x)
+    model = keras.Model(inp, out, name="fcn")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(digits.x_cal, _labels(digits), epochs=30, batch_size=32, verbose=0, shuffle=False)
+    return model
+
+
+def _labels(digits):
+    """Labels for the calibration inputs: the embedded model's own predictions (it is 98%
+    accurate, and the calibration split ships without labels)."""
+    return np.argmax(digits.model.predict(digits.x_cal, verbose=0), 1)
+
+
+def test_input_size_points_share_kernels_and_equal_single_size_files(fcn, digits):
+    kw = dict(representative_data=digits.x_cal, progress=False, curve_points=0,
+              eval_data=(digits.x_val[:200], digits.y_val[:200]))
+    # int8 peaks: 1,536 B at 8x8 and 3,456 B at 12x12; 1.2 KiB needs low bits at both sizes
+    multi = aa_tflite.convert(fcn, budget_kb=[2.0, 1.2], input_sizes=[8, 12], **kw)
+    keys = ["px8_kib2", "px8_kib1p2", "px12_kib2", "px12_kib1p2"]
+    assert multipoint.signature_keys(multi.tflite) == keys
+    assert [p.input_size for p in multi.points] == [8, 8, 12, 12]
+    meta = read_metadata(multi.tflite)["points"]
+    assert [(m["signature"], m["input_size"]) for m in meta] == [(k, s) for k, s in
+                                                                zip(keys, [8, 8, 12, 12])]
+    # A 12x12 point is the file convert writes for the model rebuilt at 12x12 on resized data.
+    from aa_tflite.pipeline import _at_size, _resize
+
+    big = aa_tflite.convert(_at_size(fcn, 12), budget_kb=1.2,
+                            representative_data=_resize(digits.x_cal, 12), progress=False,
+                            curve_points=0, eval_data=(_resize(digits.x_val[:200], 12),
+                                                       digits.y_val[:200]))
+    assert strip_metadata(multi.points[3].tflite) == strip_metadata(big.tflite)
+    # Larger inputs, larger activations; the kernels are the same bytes and stored once.
+    assert multi.points[2].report.int8_memory.packed_peak > \
+        multi.points[0].report.int8_memory.packed_peak
+    assert multi.points[2].tflm_arena > multi.points[0].tflm_arena
+    from aa_tflite import flatbuffer
+
+    combined = flatbuffer.read(multi.tflite)
+    kernel = {tuple(int(d) for d in t.shape): t.buffer for t in combined.subgraphs[0].tensors
+              if t.shape is not None and len(t.shape) == 4 and t.shape[0] == 8}
+    assert list(kernel) == [(8, 3, 3, 1)]  # c1's kernel: its bytes do not depend on the size
+    for graph in combined.subgraphs:
+        assert [t.buffer for t in graph.tensors if t.shape is not None
+                and tuple(int(d) for d in t.shape) == (8, 3, 3, 1)] == [kernel[(8, 3, 3, 1)]]
+    assert len(multi.tflite) < sum(len(p.tflite) for p in multi.points)
+    points = OperatingPoints(multi.tflite, kernels="builtin")
+    x12 = _resize(digits.x_val[200:230], 12)
+    assert np.array_equal(points.run(x12, point="px12_kib1p2"),
+                          _fresh(multi.points[3].tflite, x12, "builtin"))
+    x8 = digits.x_val[200:230]
+    assert np.array_equal(points.run(x8, point="px8_kib2"),
+                          _fresh(multi.points[0].tflite, x8, "builtin"))
+    with pytest.raises(PointsError, match=r"takes \(N, 12, 12, 1\)"):
+        points.run(x8, point="px12_kib2")
+
+
+def test_input_sizes_errors_are_clear(digits, fcn):
+    kw = dict(representative_data=digits.x_cal, progress=False, curve_points=0)
+    with pytest.raises(AAError, match="fully convolutional"):
+        aa_tflite.convert(digits.model, budget_kb=2.0, input_sizes=[8, 12], **kw)
+    with pytest.raises(AAError, match="positive integers"):
+        aa_tflite.convert(fcn, budget_kb=2.0, input_sizes=[8, 0], **kw)
+    with pytest.raises(AAError, match="distinct"):
+        aa_tflite.convert(fcn, budget_kb=2.0, input_sizes=[8, 8], **kw)
