@@ -144,6 +144,28 @@ def combine(points: Sequence[tuple[str, bytes]], *,
     return _write_shared(base)
 
 
+class _SharingBuilder(flatbuffers.Builder):
+    """A builder that writes equal strings and equal numeric vectors once (tensor names and
+    per-channel quantization arrays repeat across the points' subgraphs)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self._strings: dict[bytes, int] = {}
+        self._vectors: dict[tuple, int] = {}
+
+    def CreateString(self, s, encoding="utf-8", errors="strict"):  # noqa: N802 (flatbuffers API)
+        key = s.encode(encoding, errors) if isinstance(s, str) else bytes(s)
+        if key not in self._strings:
+            self._strings[key] = super().CreateString(s, encoding, errors)
+        return self._strings[key]
+
+    def CreateNumpyVector(self, x):  # noqa: N802 (flatbuffers API)
+        key = (x.dtype.str, x.shape, x.tobytes())
+        if key not in self._vectors:
+            self._vectors[key] = super().CreateNumpyVector(x)
+        return self._vectors[key]
+
+
 def _write_shared(model: schema.ModelT) -> bytes:
     """Packs ``model`` writing equal tensor, quantization and operator tables once.
 
@@ -152,7 +174,7 @@ def _write_shared(model: schema.ModelT) -> bytes:
     object's ``Pack`` is wrapped, on the instance only, to look its serialized bytes up in a
     cache that lives for this one write.
     """
-    builder = flatbuffers.Builder(1024)
+    builder = _SharingBuilder(1024)
     cache: dict[bytes, int] = {}
 
     def shared(obj) -> None:
