@@ -24,7 +24,7 @@ from ai_edge_litert import schema_py_generated as schema
 from aa_tflite import flatbuffer
 from aa_tflite.types import AAError
 
-__all__ = ["KEY_PATTERN", "combine", "point_key", "signature_keys"]
+__all__ = ["KEY_PATTERN", "combine", "point_key", "signature_keys", "split"]
 
 KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -48,6 +48,44 @@ def signature_keys(tflite: bytes) -> list[str]:
     model = flatbuffer.read(tflite)
     defs = sorted(model.signatureDefs or [], key=lambda d: d.subgraphIndex)
     return [_text(d.signatureKey) for d in defs]
+
+
+def split(tflite: bytes, key: str) -> bytes:
+    """Point ``key`` of a multi-point file as a single-subgraph ``.tflite`` (what TFLite Micro,
+    Coral and one-model runtimes take): its subgraph, the constants it uses, its signature, and
+    its entry of the ``aa_tflite`` metadata as the file's own.
+
+    Example:
+        >>> small = split(open("out/digits.tflite", "rb").read(), "kib1p2")  # doctest: +SKIP
+    """
+    from aa_tflite.metadata import attach, read_metadata
+
+    model = flatbuffer.read(tflite)
+    keys = signature_keys(tflite)
+    if key not in keys:
+        raise AAError(f"No point {key!r} in this file. Its points: {keys}.")
+    doc = read_metadata(tflite)
+    sig = next(d for d in model.signatureDefs if _text(d.signatureKey) == key)
+    graph = model.subgraphs[sig.subgraphIndex]
+    remap: dict[int, int] = {0: 0}
+    buffers = [model.buffers[0]]
+    for t in graph.tensors:
+        if t.buffer not in remap:
+            remap[t.buffer] = len(buffers)
+            buffers.append(model.buffers[t.buffer])
+        t.buffer = remap[t.buffer]
+    sig.subgraphIndex = 0
+    model.subgraphs, model.buffers, model.signatureDefs = [graph], buffers, [sig]
+    model.metadata, model.metadataBuffer = None, None
+    if doc:
+        points = doc.get("points") or []
+        entry = next((p for p in points if p.get("signature") == key), None)
+        top = {a: v for a, v in doc.items() if a not in ("points", "schema_version")}
+        if entry is not None:
+            top.update({a: entry[a] for a in ("plan", "tensor_bits", "budget_bytes", "memory",
+                                              "scores") if a in entry})
+        attach(model, {**top, "points": [entry] if entry is not None else []})
+    return flatbuffer.write(model)
 
 
 def _text(v) -> str:

@@ -1,7 +1,9 @@
 """Operating points: one file with three budgets per reference model, switched at run time.
 
-Run ``python -m benchmarks.points`` (about 5 minutes here). For each reference model it converts
-once with ``budget_kb`` at 90%, 75% and 60% of the int8 packed peak, and measures:
+Run ``python -m benchmarks.points`` (about 5 minutes here), and ``--resolution`` for the
+input-size points (plain int8 at several sizes: the knob stock runtimes pay for). For each
+reference model it converts once with ``budget_kb`` at 90%, 75% and 60% of the int8 packed
+peak, and measures:
 
 * the three-point file against one point's file and against three separate files (the issue's
   target: at most 1.6x one point's file);
@@ -94,6 +96,79 @@ def measure(name: str) -> dict:
             "rss_kib_after_open_and_each_first_run": rss, "convert_seconds": round(seconds, 1)}
 
 
+RESOLUTION_RESULTS = os.path.join(ROOT, "benchmarks", "results", "points_resolution.json")
+
+
+def _mobilenet_v2():
+    from converters.imagenet import calibrate_batchnorm, mobilenet_v2
+
+    rng = np.random.RandomState(0)
+    x = rng.uniform(-1, 1, size=(192, 128, 128, 3)).astype(np.float32)
+    x = (x + np.roll(x, 1, 1) + np.roll(x, 1, 2) + np.roll(x, (1, 1), (1, 2))) / 4
+    model = calibrate_batchnorm(mobilenet_v2(alpha=0.35, input_shape=(128, 128, 3)), x[:64])
+    return model, x
+
+
+def measure_resolution(name: str) -> dict:
+    """Input-size points at plain int8 (budget above every peak): the knob stock runtimes pay
+    for. mini_mobilenet (8x8 digits) at 6, 8 and 12 px with held-out top-1 on resized digits;
+    MobileNetV2-0.35 (random weights) at 64, 96 and 128 px for memory, latency and RSS."""
+    import aa_tflite
+    from aa_tflite.onthefly import OperatingPoints
+    from aa_tflite.pipeline import _resize
+
+    if name == "mini_mobilenet":
+        from benchmarks.planning_time import _train
+
+        model, data = _train(name)
+        sizes, half = [6, 8, 12], len(data["x_val"]) // 2
+        cal, ev = data["x_cal"], (data["x_val"][:half], data["y_val"][:half])
+        test = (data["x_val"][half:], data["y_val"][half:])
+    else:
+        model, x = _mobilenet_v2()
+        sizes, cal, ev, test = [64, 96, 128], x[:64], x[64:128], None
+    t = time.perf_counter()
+    result = aa_tflite.convert(model, budget_kb=[1e5], input_sizes=sizes,
+                               representative_data=cal, eval_data=ev, progress=False,
+                               curve_points=0)
+    seconds = time.perf_counter() - t
+    rss0 = _rss_kib()
+    points = OperatingPoints(result.tflite, num_threads=1)
+    rss, rows = [_rss_kib() - rss0], []
+    for p in result.points:
+        acc = None
+        if test is not None:
+            out = points.run(_resize(test[0], p.input_size), point=p.key)
+            acc = float(np.mean(out.argmax(1) == test[1]))
+        else:
+            points.run(_resize(x[128:130], p.input_size), point=p.key)
+        rss.append(_rss_kib() - rss0)
+        rows.append({"signature": p.key, "input_size": p.input_size, "packed": p.packed,
+                     "tflm_arena": p.tflm_arena, "held_out_top1": acc,
+                     "latency_ms": round(points.latency_ms(p.key), 4)})
+    keys = [p.key for p in result.points]
+    switch, same = _switch_ms(points, keys[-1:], _resize(
+        (test[0] if test is not None else x)[:1], result.points[-1].input_size), rounds=50)
+    return {"model": name, "sizes": sizes, "file_bytes": len(result.tflite),
+            "one_point_bytes": [len(p.tflite) for p in result.points], "points": rows,
+            "rss_kib_after_open_and_each_first_run": rss, "convert_seconds": round(seconds, 1)}
+
+
+def resolution_table(rows: list[dict]) -> list[str]:
+    out = ["| model | point | input | held-out top-1 | packed peak (B) | TFLM arena (B) | "
+           "latency (ms) | RSS at first run (KiB) | file (B) |", "|" + "---|" * 9]
+    for r in rows:
+        rss = r["rss_kib_after_open_and_each_first_run"]
+        for k, p in enumerate(r["points"]):
+            acc = "-" if p["held_out_top1"] is None else f"{p['held_out_top1']:.3f}"
+            out.append(f"| {r['model']} | {p['signature']} | {p['input_size']}x"
+                       f"{p['input_size']} | {acc} | {p['packed']:,} | {p['tflm_arena']:,} | "
+                       f"{p['latency_ms']:.3f} | +{rss[k + 1] - rss[k]} | "
+                       + (f"{r['file_bytes']:,} (one: {r['one_point_bytes'][k]:,})" if k == 0
+                          else f"one: {r['one_point_bytes'][k]:,}") + " |")
+    return out
+
+
 def table(rows: list[dict]) -> list[str]:
     """Markdown lines for the README (generated from the JSON, never typed)."""
     out = ["| model | 3-point file (B) | one point (B) | ratio | separate files (B) | points: "
@@ -113,6 +188,8 @@ def table(rows: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--resolution", action="store_true",
+                        help="only the input-size points (points_resolution.json)")
     args = parser.parse_args()
     sys.path.append(ROOT)
     from absl import logging
@@ -120,6 +197,11 @@ def main() -> None:
     from aa_tflite.files import atomic_write
 
     logging.set_verbosity(logging.WARNING)
+    if args.resolution:
+        rows = [measure_resolution(m) for m in ("mini_mobilenet", "mobilenet_v2_0.35")]
+        atomic_write(RESOLUTION_RESULTS, json.dumps(rows, indent=2))
+        print("\n".join(resolution_table(rows)))
+        return
     old = {}
     if os.path.exists(RESULTS):
         with open(RESULTS) as f:

@@ -149,7 +149,7 @@ def _kernels() -> list[str]:
 
 
 def _points() -> list[str]:
-    from benchmarks.points import FRACTIONS, RESULTS, table
+    from benchmarks.points import FRACTIONS, RESOLUTION_RESULTS, RESULTS, resolution_table, table
 
     with open(RESULTS) as f:
         rows = json.load(f)
@@ -165,7 +165,20 @@ def _points() -> list[str]:
             + " \"switch + run\" is one single-sample run right after switching from another "
             "point; \"run\" the same on the point already in use (XNNPACK, 1 thread). RSS is "
             "what the process grew by at each point's first run (LiteRT allocates a point's "
-            "arena then and keeps it)."]
+            "arena then and keeps it)."] + _resolution(resolution_table, RESOLUTION_RESULTS)
+
+
+def _resolution(resolution_table, path: str) -> list[str]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = json.load(f)
+    return ["", "Input-size points (`python -m benchmarks.points --resolution`), plain int8 at "
+            "each size, one file per model: the knob stock runtimes pay for.", "",
+            *resolution_table(rows), "",
+            "mini_mobilenet was trained on 8x8 digits; its other sizes see the held-out digits "
+            "resized (bilinear, antialiased). MobileNetV2-0.35 has random weights, so it shows "
+            "memory and latency only."]
 
 
 SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz,

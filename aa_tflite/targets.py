@@ -1,0 +1,150 @@
+"""Exports for the targets a ``.tflite`` ships to. No TensorFlow import.
+
+``export_tflm`` writes what a TensorFlow Lite Micro firmware build needs: one single-subgraph
+``.tflite`` per operating point, a C++ source with each model as a byte array, and a header with
+the arena size to reserve and the op resolver entries the models need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+
+from aa_tflite import flatbuffer, memory, multipoint
+from aa_tflite.files import atomic_write_all
+from aa_tflite.types import AAError
+
+__all__ = ["TFLM_MARGIN_FRACTION", "TFLM_MARGIN_MIN", "TflmExport", "export_tflm",
+           "resolver_entries"]
+
+# The arena is measured by TFLM's host build (64-bit pointers), which needs more persistent
+# memory than a 32-bit microcontroller; the margin covers allocator differences between builds.
+TFLM_MARGIN_FRACTION = 0.05
+TFLM_MARGIN_MIN = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class TflmExport:
+    """What ``export_tflm`` wrote.
+
+    Attributes:
+        files: Paths written.
+        arena_size: The ``...ArenaSize`` constant: the largest measured arena plus the margin.
+        measured: Point key -> its measured TFLM arena (bytes).
+        ops: The op resolver methods the models need (``AddConv2D`` ...), sorted.
+        models: Point key -> the C array's name.
+    """
+
+    files: tuple[str, ...]
+    arena_size: int
+    measured: dict[str, int]
+    ops: tuple[str, ...]
+    models: dict[str, str]
+
+
+def resolver_entries(tflite: bytes) -> list[str]:
+    """The ``MicroMutableOpResolver`` methods a model's ops need, sorted.
+
+    Example:
+        >>> resolver_entries(tflite)  # doctest: +SKIP
+        ['AddConv2D', 'AddFullyConnected', 'AddMaxPool2D', 'AddReshape']
+    """
+    ops, _ = flatbuffer.describe(flatbuffer.read(tflite))
+    names = set()
+    for op in ops:
+        if op.name.startswith("CUSTOM:") or op.name.startswith("BUILTIN_"):
+            raise AAError(f"Op {op.name} has no TFLite Micro resolver entry; TFLM cannot run "
+                          "this model as it is.")
+        names.add("Add" + "".join(part.upper() if part[:1].isdigit() else part.capitalize()
+                                  for part in op.name.split("_")))  # CONV_2D -> AddConv2D
+    return sorted(names)
+
+
+def _ident(text: str) -> str:
+    out = re.sub(r"[^0-9A-Za-z_]", "_", text)
+    return out if out and not out[0].isdigit() else f"m_{out}"
+
+
+def _camel(text: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in re.split(r"[^0-9A-Za-z]+", text) if p)
+
+
+def _c_array(name: str, data: bytes) -> str:
+    rows = [", ".join(f"0x{b:02x}" for b in data[i:i + 12]) for i in range(0, len(data), 12)]
+    body = ",\n  ".join(rows)
+    return (f"alignas(16) const unsigned char {name}[] = {{\n  {body}\n}};\n"
+            f"const unsigned int {name}_len = {len(data)};\n")
+
+
+def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model",
+                source: str = "") -> TflmExport:
+    """Writes a TFLite Micro build's inputs for every operating point of ``tflite``.
+
+    For each point (each signature of a multi-point file, or the file itself): ``NAME_KEY.tflite``
+    (single subgraph: TFLM runs subgraph 0 only and allocates every subgraph). Then
+    ``NAME_model_data.cc`` with each model as an aligned byte array, and ``NAME_model_data.h``
+    declaring them with ``kNameArenaSize`` (the largest arena TFLM measured for the points, plus
+    ``max(5%, 1 KiB)``, rounded up to 16 bytes) and ``RegisterNameOps(resolver)``, which adds
+    exactly the kernels the models use, so the firmware links only those.
+
+    Args:
+        tflite: A ``.tflite`` written by ``convert`` (one point or several).
+        out_dir: Folder to write into (created if needed). Files are written atomically.
+        name: Stem for the files and the C identifiers.
+        source: Where the model came from, for the generated files' header comment.
+
+    Returns:
+        A ``TflmExport``.
+
+    Raises:
+        AAError: TFLM cannot allocate a point, or an op has no TFLM kernel.
+
+    Example:
+        >>> export_tflm(open("out/digits.tflite", "rb").read(), "firmware/model",
+        ...             name="digits")  # doctest: +SKIP
+    """
+    stem = _ident(name)
+    camel = _camel(name) or "Model"
+    keys = multipoint.signature_keys(tflite)
+    if len(keys) > 1:
+        points = {k: multipoint.split(tflite, k) for k in keys}
+    else:
+        points = {keys[0] if keys else "model": bytes(tflite)}
+    measured = {k: memory.tflm_arena(b).total for k, b in points.items()}
+    worst = max(measured.values())
+    margin = max(TFLM_MARGIN_MIN, math.ceil(worst * TFLM_MARGIN_FRACTION))
+    arena = 16 * math.ceil((worst + margin) / 16)
+    ops = sorted({op for b in points.values() for op in resolver_entries(b)})
+    arrays = {k: f"g_{stem}_{_ident(k)}" for k in points}
+    files: dict[str, bytes | str] = {}
+    for k, b in points.items():
+        files[f"{stem}_{_ident(k)}.tflite" if len(points) > 1 else f"{stem}.tflite"] = b
+    note = f"// Generated by aa_tflite from {source or 'a .tflite'}. Do not edit.\n"
+    guard = f"{stem.upper()}_MODEL_DATA_H_"
+    header = [note, f"#ifndef {guard}", f"#define {guard}", "", "#include <cstddef>", "",
+              "// The TFLite Micro arena to reserve for any model below: the largest arena TFLM",
+              f"// measured for them ({worst} B, host build) plus a margin of {margin} B, "
+              "rounded up to 16.",
+              f"constexpr size_t k{camel}ArenaSize = {arena};", ""]
+    for k in points:
+        header += [f"// Operating point {k}: TFLM arena {measured[k]} B.",
+                   f"extern const unsigned char {arrays[k]}[];",
+                   f"extern const unsigned int {arrays[k]}_len;"]
+    header += ["", f"// The kernels these models use: pass a "
+               f"tflite::MicroMutableOpResolver<k{camel}OpCount>.",
+               f"constexpr int k{camel}OpCount = {len(ops)};",
+               "template <typename Resolver>",
+               f"bool Register{camel}Ops(Resolver& resolver) {{",
+               "  // Each Add*() returns kTfLiteOk (0) on success.",
+               "  return " + "\n      && ".join(f"static_cast<int>(resolver.{op}()) == 0"
+                                                for op in ops) + ";",
+               "}", "", f"#endif  // {guard}", ""]
+    files[f"{stem}_model_data.h"] = "\n".join(header)
+    files[f"{stem}_model_data.cc"] = (note + f'#include "{stem}_model_data.h"\n\n'
+                                      + "\n".join(_c_array(arrays[k], b)
+                                                  for k, b in points.items()))
+    out = os.fspath(out_dir)
+    written = atomic_write_all({os.path.join(out, f): data for f, data in files.items()})
+    return TflmExport(tuple(written), arena, measured, tuple(ops), arrays)

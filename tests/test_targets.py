@@ -1,0 +1,120 @@
+"""Exports per target: TensorFlow Lite Micro (C array, arena constant, op resolver list)."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import aa_tflite
+from aa_tflite import guard, multipoint, runtime
+from aa_tflite.targets import TFLM_MARGIN_MIN, export_tflm, resolver_entries
+from aa_tflite.types import AAError
+
+
+@pytest.fixture(scope="module")
+def multi(digits):
+    return aa_tflite.convert(digits.model, budget_kb=[2.5, 1.2], representative_data=digits.x_cal,
+                             eval_data=(digits.x_val[:250], digits.y_val[:250]),
+                             progress=False, curve_points=0)
+
+
+@pytest.fixture(scope="module")
+def exported(multi, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tflm")
+    return export_tflm(multi.tflite, out, name="digits", source="test"), out
+
+
+def _arrays(source: str) -> dict[str, bytes]:
+    found = {}
+    for name, body in re.findall(r"const unsigned char (\w+)\[\] = \{(.*?)\};", source, re.S):
+        found[name] = bytes(int(v, 16) for v in re.findall(r"0x([0-9a-f]{2})", body))
+    return found
+
+
+def test_one_file_per_point_and_the_bytes_in_the_source_equal_them(exported, multi):
+    result, out = exported
+    names = sorted(os.listdir(out))
+    assert names == ["digits_kib1p2.tflite", "digits_kib2p5.tflite", "digits_model_data.cc",
+                     "digits_model_data.h"]
+    arrays = _arrays((out / "digits_model_data.cc").read_text())
+    assert sorted(arrays) == ["g_digits_kib1p2", "g_digits_kib2p5"]
+    for p in multi.points:
+        data = (out / f"digits_{p.key}.tflite").read_bytes()
+        assert arrays[f"g_digits_{p.key}"] == data
+        assert f"g_digits_{p.key}_len = {len(data)};" in (out / "digits_model_data.cc").read_text()
+        assert multipoint.signature_keys(data) == [p.key]  # one subgraph, its own point
+        # the split point runs exactly as the point convert made
+        x = np.asarray([[[[0.5]] * 8] * 8], np.float32).repeat(3, 0) * np.arange(3)[:, None,
+                                                                                  None, None]
+        assert np.array_equal(runtime.run_model(data, x), runtime.run_model(p.tflite, x))
+
+
+def test_tflm_allocates_and_runs_each_model_with_exactly_the_arena_constant(exported, digits):
+    result, out = exported
+    header = (out / "digits_model_data.h").read_text()
+    arena = int(re.search(r"constexpr size_t kDigitsArenaSize = (\d+);", header).group(1))
+    assert arena == result.arena_size and arena % 16 == 0
+    assert arena >= max(result.measured.values()) + TFLM_MARGIN_MIN
+    for key in result.measured:
+        data = (out / f"digits_{key}.tflite").read_bytes()
+        done = guard.probe(data, kernels=guard.Kernels.TFLM, tflm_arena_size=arena)
+        assert done.ok, done.reason
+        tflm = runtime.run_model(data, digits.x_val[:20], kernels="tflm")
+        lite = runtime.run_model(data, digits.x_val[:20], kernels="builtin")
+        assert np.array_equal(tflm.argmax(1), lite.argmax(1))
+        # and TFLM fails below the measured arena: the constant is a real figure
+        short = guard.probe(data, kernels=guard.Kernels.TFLM,
+                            tflm_arena_size=result.measured[key] - 64)
+        assert not short.ok
+
+
+def test_the_op_resolver_list_names_exactly_the_kernels_used(exported, multi):
+    result, out = exported
+    assert list(result.ops) == resolver_entries(multi.points[0].tflite)
+    assert set(result.ops) == {"AddConv2D", "AddFullyConnected", "AddMaxPool2D", "AddPack",
+                               "AddReshape", "AddShape", "AddStridedSlice"}
+    header = (out / "digits_model_data.h").read_text()
+    assert f"constexpr int kDigitsOpCount = {len(result.ops)};" in header
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
+def test_the_generated_header_and_source_compile_and_register_the_ops(exported, tmp_path):
+    result, out = exported
+    main = tmp_path / "main.cc"
+    main.write_text('#include <cstdio>\n#include "digits_model_data.h"\n'
+                    "struct Fake { int n = 0;\n"
+                    + "".join(f"  int {op}() {{ printf(\"{op}\\n\"); ++n; return 0; }}\n"
+                              for op in sorted(result.ops))
+                    + "};\nint main() { Fake f; bool ok = RegisterDigitsOps(f);\n"
+                      "  printf(\"%d %d %zu %u\\n\", ok, f.n, kDigitsArenaSize, "
+                      "g_digits_kib1p2_len);\n  return f.n == kDigitsOpCount ? 0 : 1; }\n")
+    exe = tmp_path / "main"
+    done = subprocess.run(["g++", "-std=c++17", "-I", str(out), str(main),
+                           str(out / "digits_model_data.cc"), "-o", str(exe)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0
+    lines = ran.stdout.split()
+    assert lines[:len(result.ops)] == sorted(result.ops)
+    size = len((out / "digits_kib1p2.tflite").read_bytes())
+    assert lines[len(result.ops):] == ["1", str(len(result.ops)), str(result.arena_size),
+                                       str(size)]
+
+
+def test_a_single_point_file_exports_as_one_model(digits, tmp_path):
+    single = aa_tflite.convert(digits.model, budget_kb=1.8, representative_data=digits.x_cal,
+                               progress=False, curve_points=0)
+    result = export_tflm(single.tflite, tmp_path, name="digits")
+    assert sorted(os.listdir(tmp_path)) == ["digits.tflite", "digits_model_data.cc",
+                                           "digits_model_data.h"]
+    assert (tmp_path / "digits.tflite").read_bytes() == single.tflite
+    assert list(result.measured.values()) == [single.report.planned_memory.tflm.total]
+
+
+def test_split_refuses_an_unknown_point(multi):
+    with pytest.raises(AAError, match="No point 'nope'"):
+        multipoint.split(multi.tflite, "nope")
