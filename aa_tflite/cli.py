@@ -67,6 +67,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = sub.add_parser("points", help="the operating points of a multi-point .tflite")
     p.add_argument("model", help="path to a .tflite written by convert")
 
+    p = sub.add_parser("export", help="write what a target's build needs from a .tflite")
+    p.add_argument("model", help="path to a .tflite written by convert")
+    p.add_argument("--target", choices=["tflm"], required=True,
+                   help="tflm: one .tflite per point, a C++ byte-array source and a header with "
+                        "the arena size and the op resolver entries")
+    p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument("--name", default=None, help="stem of the files and C names (default: the "
+                                                "model file's stem)")
+
     p = sub.add_parser("run", help="run inputs on one operating point of a .tflite")
     p.add_argument("model", help="path to a .tflite written by convert")
     p.add_argument("--point", help="the point's signature key (default: the first point)")
@@ -297,6 +306,20 @@ def _points_table(points) -> str:
     return "\n".join(rows)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from aa_tflite.targets import export_tflm
+
+    tflite = _read_tflite(args.model)
+    name = args.name or os.path.splitext(os.path.basename(args.model))[0]
+    result = export_tflm(tflite, args.out, name=name, source=os.path.basename(args.model))
+    for key, arena in result.measured.items():
+        print(f"point {key}: TFLM arena {arena:,} B (measured), C array {result.models[key]}")
+    print(f"Arena constant: {result.arena_size:,} B (largest measured + margin). Op resolver "
+          f"entries ({len(result.ops)}): {', '.join(result.ops)}.")
+    print("Wrote: " + ", ".join(result.files))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from aa_tflite.onthefly import OperatingPoints
 
@@ -327,7 +350,7 @@ def main(args: argparse.Namespace) -> int:
             with quiet_native_output():  # TensorFlow's import logs through absl to stderr
                 import keras  # noqa: F401
         return {"inspect": _inspect, "convert": _convert, "demo": _demo, "points": _points,
-                "run": _run}[args.command](args)
+                "run": _run, "export": _export}[args.command](args)
     except AAError as e:
         print(f"aa-tflite: error: {e}", file=sys.stderr)
         return 2

@@ -118,3 +118,18 @@ def test_a_single_point_file_exports_as_one_model(digits, tmp_path):
 def test_split_refuses_an_unknown_point(multi):
     with pytest.raises(AAError, match="No point 'nope'"):
         multipoint.split(multi.tflite, "nope")
+
+
+def test_cli_export_tflm(multi, tmp_path, capsys):
+    from aa_tflite import cli
+
+    model = tmp_path / "digits.tflite"
+    model.write_bytes(multi.tflite)
+    assert cli.main(cli.parse_args(["export", str(model), "--target", "tflm", "--out",
+                                    str(tmp_path / "fw")])) == 0
+    out = capsys.readouterr().out
+    assert "point kib1p2: TFLM arena" in out and "AddConv2D" in out
+    assert (tmp_path / "fw" / "digits_model_data.h").exists()
+    assert cli.main(cli.parse_args(["export", str(tmp_path / "missing.tflite"), "--target",
+                                    "tflm", "--out", str(tmp_path / "fw")])) == 2
+    assert "does not exist" in capsys.readouterr().err
