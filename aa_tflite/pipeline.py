@@ -236,6 +236,7 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
         sparsity_points=sparsity_points, bits=bits, max_fit_samples=max_fit_samples,
         max_eval_samples=max_eval_samples, io_dtype=io_dtype, measure_tflm=measure_tflm,
         progress=progress, batch_size=batch_size, curve_points=curve_points, kernels=kernels)
+    budgets = [None if b is None else stages.check_budget(b) for b in budgets]  # plain floats
     if (len(budgets) > 1 or input_sizes is not None) and (
             plan is not None or opts.mode == MemoryMode.TFLM):
         raise AAError("A list of budgets makes one operating point per budget; it needs "

@@ -120,7 +120,7 @@ def test_bad_labels(digits, what, make, fragment):
         _convert(digits, eval_data=(x, make(y)))
 
 
-BUDGET_CASES = [0, -1, float("nan"), float("inf"), "48", True, [2]]
+BUDGET_CASES = [0, -1, float("nan"), float("inf"), "48", True, [2, 0], [True], ({"a": 1},)]
 
 
 @pytest.mark.parametrize("budget", BUDGET_CASES, ids=[repr(b) for b in BUDGET_CASES])
@@ -129,11 +129,14 @@ def test_bad_budgets(digits, budget):
         _convert(digits, budget_kb=budget)
 
 
-@pytest.mark.parametrize("budget", [np.float32(BUDGET), np.float64(BUDGET), np.int64(2)],
-                         ids=["float32", "float64", "int64"])
+@pytest.mark.parametrize("budget", [np.float32(BUDGET), np.float64(BUDGET), np.int64(2),
+                                    [np.float32(BUDGET)]],
+                         ids=["float32", "float64", "int64", "list of one"])
 def test_numpy_scalars_are_numbers(digits, budget):
     out = _convert(digits, budget_kb=budget, max_accuracy_drop=np.float32(50))
-    assert out.report.planned_memory.packed_peak <= int(float(budget) * 1024)
+    kib = float(budget[0] if isinstance(budget, list) else budget)
+    assert out.report.planned_memory.packed_peak <= int(kib * 1024)
+    assert out.points[0].budget_kb == kib and type(out.points[0].budget_kb) is float
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
