@@ -6,7 +6,7 @@ PI_VENV := .venv-pi
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench fuzz install install-test pi-env mct-env clean
+.PHONY: demo test lint bench fuzz install install-test pi-env mct-env java-env android-assets clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,19 @@ demo: install
 lint: install-test
 	$(BIN)/ruff check aa_tflite converters tests benchmarks
 
-test: install-test pi-env lint
+# Debian's junit4 (and a JDK) compile and test the Android demo's plain-Java core.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+java-env:
+	test -f /usr/share/java/junit4.jar || $(SUDO) apt-get install -y -q --no-install-recommends junit4 \
+		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends junit4)
+	command -v javac >/dev/null || $(SUDO) apt-get install -y -q --no-install-recommends default-jdk-headless
+
+# The Android demo's assets: the demo's three-point file, labels and sample digits.
+android-assets: install
+	$(BIN)/aa-tflite demo --no-progress --out demo_out/digits
+	$(BIN)/aa-tflite export demo_out/digits.tflite --target android --out android_demo/app/src/main/assets
+
+test: install-test pi-env java-env lint
 	$(BIN)/python -m pytest -q
 
 bench: install-test mct-env

@@ -69,9 +69,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     p = sub.add_parser("export", help="write what a target's build needs from a .tflite")
     p.add_argument("model", help="path to a .tflite written by convert")
-    p.add_argument("--target", choices=["tflm"], required=True,
+    p.add_argument("--target", choices=["tflm", "android"], required=True,
                    help="tflm: one .tflite per point, a C++ byte-array source and a header with "
-                        "the arena size and the op resolver entries")
+                        "the arena size and the op resolver entries; android: the demo app's "
+                        "assets (model, metadata, labels, sample inputs)")
+    p.add_argument("--samples", help="android: .npz with sample inputs 'x' (and labels 'y'); "
+                                     "default: 16 held-out digits of the embedded model's data")
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--name", default=None, help="stem of the files and C names (default: the "
                                                 "model file's stem)")
@@ -307,9 +310,21 @@ def _points_table(points) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from aa_tflite.targets import export_tflm
+    from aa_tflite.targets import export_android, export_tflm
 
     tflite = _read_tflite(args.model)
+    if args.target == "android":
+        if args.samples:
+            x, y = _load_npz(args.samples, "--samples")
+        else:
+            from aa_tflite.embedded import load_default
+
+            d = load_default()
+            x, y = d.x_val[-16:], d.y_val[-16:]
+        done = export_android(tflite, args.out, samples_x=x, samples_y=y)
+        print(f"Android assets: {len(done.points)} points ({', '.join(done.points)}), "
+              f"{done.samples} samples.\nWrote: " + ", ".join(done.files))
+        return 0
     name = args.name or os.path.splitext(os.path.basename(args.model))[0]
     result = export_tflm(tflite, args.out, name=name, source=os.path.basename(args.model))
     for key, arena in result.measured.items():
@@ -344,7 +359,7 @@ def main(args: argparse.Namespace) -> int:
 
     logging.set_verbosity(logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        if args.command in ("convert", "demo"):
+        if args.command in ("convert", "demo", "export"):
             from aa_tflite.quiet import quiet_native_output
 
             with quiet_native_output():  # TensorFlow's import logs through absl to stderr

@@ -16,8 +16,8 @@ from aa_tflite import flatbuffer, memory, multipoint
 from aa_tflite.files import atomic_write_all
 from aa_tflite.types import AAError
 
-__all__ = ["TFLM_MARGIN_FRACTION", "TFLM_MARGIN_MIN", "TflmExport", "export_tflm",
-           "resolver_entries"]
+__all__ = ["TFLM_MARGIN_FRACTION", "TFLM_MARGIN_MIN", "AndroidExport", "TflmExport",
+           "export_android", "export_tflm", "resolver_entries"]
 
 # The arena is measured by TFLM's host build (64-bit pointers), which needs more persistent
 # memory than a 32-bit microcontroller; the margin covers allocator differences between builds.
@@ -148,3 +148,66 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
     out = os.fspath(out_dir)
     written = atomic_write_all({os.path.join(out, f): data for f, data in files.items()})
     return TflmExport(tuple(written), arena, measured, tuple(ops), arrays)
+
+
+@dataclasses.dataclass(frozen=True)
+class AndroidExport:
+    """What ``export_android`` wrote: the paths, the point keys and the sample count."""
+
+    files: tuple[str, ...]
+    points: tuple[str, ...]
+    samples: int
+
+
+def export_android(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samples_y=None,
+                   labels: list[str] | None = None) -> AndroidExport:
+    """Writes the assets the Android demo (``android_demo/``) loads.
+
+    Files: ``model.tflite`` (the multi-point file, unchanged: the app switches its signatures),
+    ``metadata.json`` (its ``aa_tflite`` metadata, for reading without the app), ``labels.txt``
+    (one class name per line), ``samples.bin`` (the sample inputs, float32 little-endian,
+    ``N x H x W x C``) and ``samples.json`` (their shape and labels).
+
+    Args:
+        tflite: A ``.tflite`` written by ``convert``.
+        out_dir: The app's assets folder, e.g. ``android_demo/app/src/main/assets``.
+        samples_x: Sample inputs ``(N, *input_shape)`` in the model's float domain.
+        samples_y: Their labels, or None.
+        labels: Class names; defaults to ``"0"``, ``"1"``, ... for the model's outputs.
+
+    Example:
+        >>> export_android(open("out/digits.tflite", "rb").read(), "android_demo/app/src/main/"
+        ...                "assets", samples_x=x_val[:16], samples_y=y_val[:16])  # doctest: +SKIP
+    """
+    import json
+
+    import numpy as np
+
+    from aa_tflite.metadata import read_metadata
+
+    model = flatbuffer.read(tflite)
+    graph = model.subgraphs[0]
+    ins = graph.inputs if graph.inputs is not None else []
+    outs = graph.outputs if graph.outputs is not None else []
+    if len(ins) != 1 or len(outs) != 1:
+        raise AAError("The Android demo runs models with one input and one output.")
+    in_shape = tuple(int(d) for d in graph.tensors[int(ins[0])].shape)
+    classes = int(np.prod([int(d) for d in graph.tensors[int(outs[0])].shape][1:]))
+    x = np.asarray(samples_x, np.float32)
+    if x.ndim < 2 or x.shape[1:] != in_shape[1:]:
+        raise AAError(f"Samples have shape {x.shape}; the model takes (N, "
+                      f"{', '.join(map(str, in_shape[1:]))}). Pass samples of that shape.")
+    labels = list(labels) if labels is not None else [str(k) for k in range(classes)]
+    if len(labels) != classes:
+        raise AAError(f"{len(labels)} labels for a model with {classes} outputs.")
+    y = None if samples_y is None else [int(v) for v in np.asarray(samples_y).reshape(-1)]
+    keys = multipoint.signature_keys(tflite) or ["serving_default"]
+    files = {"model.tflite": bytes(tflite),
+             "metadata.json": json.dumps(read_metadata(tflite), indent=2, sort_keys=True),
+             "labels.txt": "\n".join(labels) + "\n",
+             "samples.bin": x.astype("<f4").tobytes(),
+             "samples.json": json.dumps({"shape": list(x.shape), "dtype": "float32",
+                                         "byte_order": "little", "labels": y}, indent=2)}
+    out = os.fspath(out_dir)
+    written = atomic_write_all({os.path.join(out, f): data for f, data in files.items()})
+    return AndroidExport(tuple(written), tuple(keys), len(x))

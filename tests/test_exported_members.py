@@ -4,7 +4,8 @@ import aa_tflite
 
 EXPECTED = [
     "AAError", "AAReLU", "Bits", "BudgetError", "Exported", "Lowering", "MemoryMode",
-    "MemoryReport", "Plan", "Report", "Result", "Rewritten", "Site", "SiteConfig", "SiteKind",
+    "MemoryReport", "OperatingPoints", "Plan", "Point", "PointInfo", "Report", "Result",
+    "Rewritten", "Site", "SiteConfig", "SiteKind",
     "SiteStats", "TflmArena", "convert", "evaluate", "export", "load_default",
     "load_interpreter", "memory_report", "plan_tensors", "read_metadata", "rewrite",
     "site_statistics",
