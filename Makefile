@@ -6,7 +6,7 @@ PI_VENV := .venv-pi
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench fuzz install install-test pi-env mct-env java-env android-assets clean
+.PHONY: demo test lint bench fuzz install install-test pi-env mct-env java-env android-assets web-env web-assets clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,18 @@ android-assets: install
 	$(BIN)/aa-tflite demo --no-progress --out demo_out/digits
 	$(BIN)/aa-tflite export demo_out/digits.tflite --target android --out android_demo/app/src/main/assets
 
-test: install-test pi-env java-env lint
+# The browser demo: LiteRT.js and playwright-core from npm, Chromium from Debian.
+web-env:
+	cd web_demo && npm ci --no-audit --no-fund
+	command -v chromium >/dev/null || $(SUDO) apt-get install -y -q --no-install-recommends chromium \
+		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium)
+
+# The browser demo's assets (serve web_demo/ and open index.html).
+web-assets: install
+	$(BIN)/aa-tflite demo --no-progress --out demo_out/digits
+	$(BIN)/aa-tflite export demo_out/digits.tflite --target web --out web_demo/assets
+
+test: install-test pi-env java-env web-env lint
 	$(BIN)/python -m pytest -q
 
 bench: install-test mct-env

@@ -69,10 +69,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     p = sub.add_parser("export", help="write what a target's build needs from a .tflite")
     p.add_argument("model", help="path to a .tflite written by convert")
-    p.add_argument("--target", choices=["tflm", "android"], required=True,
+    p.add_argument("--target", choices=["tflm", "android", "web"], required=True,
                    help="tflm: one .tflite per point, a C++ byte-array source and a header with "
                         "the arena size and the op resolver entries; android: the demo app's "
-                        "assets (model, metadata, labels, sample inputs)")
+                        "assets (model, metadata, labels, sample inputs); web: the same for "
+                        "the browser demo, the model with float32 I/O and a static batch")
     p.add_argument("--samples", help="android: .npz with sample inputs 'x' (and labels 'y'); "
                                      "default: 16 held-out digits of the embedded model's data")
     p.add_argument("--out", required=True, help="folder to write into")
@@ -310,10 +311,10 @@ def _points_table(points) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from aa_tflite.targets import export_android, export_tflm
+    from aa_tflite.targets import export_android, export_tflm, export_web
 
     tflite = _read_tflite(args.model)
-    if args.target == "android":
+    if args.target in ("android", "web"):
         if args.samples:
             x, y = _load_npz(args.samples, "--samples")
         else:
@@ -321,8 +322,9 @@ def _export(args: argparse.Namespace) -> int:
 
             d = load_default()
             x, y = d.x_val[-16:], d.y_val[-16:]
-        done = export_android(tflite, args.out, samples_x=x, samples_y=y)
-        print(f"Android assets: {len(done.points)} points ({', '.join(done.points)}), "
+        write = export_android if args.target == "android" else export_web
+        done = write(tflite, args.out, samples_x=x, samples_y=y)
+        print(f"{args.target} assets: {len(done.points)} points ({', '.join(done.points)}), "
               f"{done.samples} samples.\nWrote: " + ", ".join(done.files))
         return 0
     name = args.name or os.path.splitext(os.path.basename(args.model))[0]

@@ -17,7 +17,7 @@ from aa_tflite.files import atomic_write_all
 from aa_tflite.types import AAError
 
 __all__ = ["TFLM_MARGIN_FRACTION", "TFLM_MARGIN_MIN", "AndroidExport", "TflmExport",
-           "export_android", "export_tflm", "resolver_entries"]
+           "export_android", "export_tflm", "export_web", "resolver_entries", "web_model"]
 
 # The arena is measured by TFLM's host build (64-bit pointers), which needs more persistent
 # memory than a 32-bit microcontroller; the margin covers allocator differences between builds.
@@ -211,3 +211,88 @@ def export_android(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samp
     out = os.fspath(out_dir)
     written = atomic_write_all({os.path.join(out, f): data for f, data in files.items()})
     return AndroidExport(tuple(written), tuple(keys), len(x))
+
+
+def web_model(tflite: bytes) -> bytes:
+    """The model as LiteRT.js takes it: float32 input and output, and a static batch of 1.
+
+    LiteRT.js has no int8 tensors on its JS side and rejects a dynamic batch dimension. Each
+    subgraph whose input is int8 gets a ``QUANTIZE`` op in front (float32 -> its int8 input,
+    same scale and zero point) and a ``DEQUANTIZE`` op behind its int8 output, as the TFLite
+    converter writes for ``io_dtype="float32"``; every tensor's shape signature becomes its
+    static shape. The int8 ops inside are untouched, so the points compute the same values.
+
+    Example:
+        >>> web = web_model(open("out/digits.tflite", "rb").read())  # doctest: +SKIP
+    """
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = flatbuffer.read(tflite)
+    ops = schema.BuiltinOperator
+
+    def code(builtin: int, version: int) -> int:
+        for k, c in enumerate(model.operatorCodes):
+            if max(c.builtinCode, c.deprecatedBuiltinCode) == builtin:
+                return k
+        c = schema.OperatorCodeT()
+        c.builtinCode = c.deprecatedBuiltinCode = builtin
+        c.version = version
+        model.operatorCodes.append(c)
+        return len(model.operatorCodes) - 1
+
+    def float_twin(graph, index: int, suffix: str) -> int:
+        src = graph.tensors[index]
+        t = schema.TensorT()
+        t.shape = np.array([int(d) for d in src.shape], np.int32)
+        t.shapeSignature = t.shape.copy()
+        t.type = schema.TensorType.FLOAT32
+        t.buffer = 0
+        t.name = (src.name or b"io") + suffix.encode()
+        graph.tensors.append(t)
+        return len(graph.tensors) - 1
+
+    for graph in model.subgraphs:
+        for t in graph.tensors:
+            if t.shape is not None and len(t.shape):
+                t.shapeSignature = np.array([max(int(d), 1) for d in t.shape], np.int32)
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            raise AAError("The web export takes models with one input and one output.")
+        i, o = int(graph.inputs[0]), int(graph.outputs[0])
+        remap = {}
+        if graph.tensors[i].type == schema.TensorType.INT8:
+            f_in = float_twin(graph, i, "_float")
+            op = schema.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = code(ops.QUANTIZE, 1), [f_in], [i]
+            graph.operators.insert(0, op)
+            graph.inputs = np.array([f_in], np.int32)
+            remap[i] = f_in
+        if graph.tensors[o].type == schema.TensorType.INT8:
+            f_out = float_twin(graph, o, "_float")
+            op = schema.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = code(ops.DEQUANTIZE, 2), [o], [f_out]
+            graph.operators.append(op)
+            graph.outputs = np.array([f_out], np.int32)
+            remap[o] = f_out
+        for sig in model.signatureDefs or []:
+            if model.subgraphs[sig.subgraphIndex] is graph:
+                for m in [*(sig.inputs or []), *(sig.outputs or [])]:
+                    m.tensorIndex = remap.get(int(m.tensorIndex), int(m.tensorIndex))
+    return multipoint._write_shared(model)
+
+
+def export_web(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samples_y=None,
+               labels: list[str] | None = None) -> AndroidExport:
+    """Writes the browser demo's assets: ``model.tflite`` made LiteRT.js-ready (``web_model``)
+    and the same metadata, labels and samples as ``export_android``.
+
+    Example:
+        >>> export_web(open("out/digits.tflite", "rb").read(), "web_demo/assets",
+        ...            samples_x=x_val[:16], samples_y=y_val[:16])  # doctest: +SKIP
+    """
+    from aa_tflite.metadata import read_metadata
+
+    web = web_model(tflite)
+    if read_metadata(web) != read_metadata(tflite):
+        raise AAError("The web model lost its metadata; this is a bug.")
+    return export_android(web, out_dir, samples_x=samples_x, samples_y=samples_y, labels=labels)
