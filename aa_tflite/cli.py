@@ -69,11 +69,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     p = sub.add_parser("export", help="write what a target's build needs from a .tflite")
     p.add_argument("model", help="path to a .tflite written by convert")
-    p.add_argument("--target", choices=["tflm", "android", "web"], required=True,
+    p.add_argument("--target", choices=["tflm", "android", "web", "edgetpu"], required=True,
                    help="tflm: one .tflite per point, a C++ byte-array source and a header with "
                         "the arena size and the op resolver entries; android: the demo app's "
                         "assets (model, metadata, labels, sample inputs); web: the same for "
-                        "the browser demo, the model with float32 I/O and a static batch")
+                        "the browser demo, the model with float32 I/O and a static batch; "
+                        "edgetpu: one static-shape file per point, checked against the Edge "
+                        "TPU's documented constraints (compiled if edgetpu_compiler is installed)")
     p.add_argument("--samples", help="android: .npz with sample inputs 'x' (and labels 'y'); "
                                      "default: 16 held-out digits of the embedded model's data")
     p.add_argument("--out", required=True, help="folder to write into")
@@ -311,9 +313,20 @@ def _points_table(points) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from aa_tflite.targets import export_android, export_tflm, export_web
+    from aa_tflite.targets import export_android, export_edgetpu, export_tflm, export_web
 
     tflite = _read_tflite(args.model)
+    if args.target == "edgetpu":
+        name = args.name or os.path.splitext(os.path.basename(args.model))[0]
+        written, checks, logs = export_edgetpu(tflite, args.out, name=name)
+        for key, check in checks.items():
+            print(f"point {key}:\n  " + check.summary().replace("\n", "\n  "))
+            print("  edgetpu_compiler: " + (logs[key].strip() or "not installed here; run it on "
+                                            "an x86-64 Debian host with Coral's apt repository"))
+        print("Unverified without a device: whether the Edge TPU reproduces the fused clamp and "
+              "int8 saturation the low-bit points rely on, and the accuracy per point.")
+        print("Wrote: " + ", ".join(written))
+        return 0
     if args.target in ("android", "web"):
         if args.samples:
             x, y = _load_npz(args.samples, "--samples")

@@ -133,3 +133,42 @@ def test_cli_export_tflm(multi, tmp_path, capsys):
     assert cli.main(cli.parse_args(["export", str(tmp_path / "missing.tflite"), "--target",
                                     "tflm", "--out", str(tmp_path / "fw")])) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_edgetpu_check_finds_the_first_cpu_fallback(multi, tmp_path):
+    from aa_tflite.targets import check_edgetpu, export_edgetpu
+
+    written, checks, logs = export_edgetpu(multi.tflite, tmp_path, name="digits")
+    assert sorted(os.path.basename(p) for p in written) == ["digits_kib1p2.tflite",
+                                                          "digits_kib2p5.tflite"]
+    for key, check in checks.items():
+        names = [name for _, name, _, _ in check.ops]
+        # Flatten lowers to SHAPE/STRIDED_SLICE/PACK/RESHAPE; SHAPE is not an Edge TPU op.
+        assert check.first_fallback == names.index("SHAPE") == 4
+        assert all(ok for _, _, ok, _ in check.ops[:4])
+        assert "op 4 (SHAPE): not a supported operation" in check.summary()
+        assert check.problems == ()  # static shapes after the export, 8-bit tensors
+        assert logs[key] == "" or "edgetpu" in logs[key].lower()
+    for path in written:
+        data = open(path, "rb").read()
+        model = flatbuffer_read(data)
+        assert len(model.subgraphs) == 1
+        assert all(int(d) > 0 for t in model.subgraphs[0].tensors
+                   for d in (t.shapeSignature if t.shapeSignature is not None else []))
+    # the multi-point file itself is refused: one subgraph per compiled model
+    with pytest.raises(AAError, match="one subgraph"):
+        check_edgetpu(multi.tflite)
+    # a float tensor is named as such
+    from aa_tflite.targets import web_model
+
+    web = multipoint.split(web_model(multi.tflite), multi.points[0].key)
+    check = check_edgetpu(web)
+    assert check.problems == ()
+    dequantize = [k for k, name, _, _ in check.ops if name == "DEQUANTIZE"]
+    assert dequantize and not check.ops[dequantize[0]][2]
+
+
+def flatbuffer_read(data):
+    from aa_tflite import flatbuffer
+
+    return flatbuffer.read(data)
