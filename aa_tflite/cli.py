@@ -46,9 +46,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--io", choices=["int8", "float32"], default="int8",
                    help="model input/output type (default int8)")
     p.add_argument("--no-tflm", action="store_true", help="skip measuring the TFLM arena")
-    p.add_argument("--kernels", choices=["builtin", "xnnpack", "tflm"], default="builtin",
-                   help="kernels every loss is measured on, as deployed: LiteRT builtin "
-                        "(default), LiteRT with XNNPACK (Android's default), or TFLite Micro")
+    p.add_argument("--kernels", choices=["builtin", "xnnpack", "tflm"], default=None,
+                   help="kernels every loss is measured on, as deployed: LiteRT builtin, "
+                        "LiteRT with XNNPACK (Android's default), or TFLite Micro (default: "
+                        "the --target's, else builtin)")
+    p.add_argument("--target", choices=["android", "pi", "web", "tflm", "edgetpu"],
+                   default=None, help="where the file will run: measure on its kernels")
     p.add_argument("--bits", type=_bit_menu, default=None,
                    help="precisions to offer below 8 bits, comma-separated, from 6,5,4,3,2 "
                         "(default all; 'none' plans 8 bits only)")
@@ -239,7 +242,8 @@ def _convert(args: argparse.Namespace) -> int:
                      representative_data=x_cal, eval_data=eval_data, memory=args.memory,
                      max_accuracy_drop=args.max_accuracy_drop, plan=plan, io_dtype=args.io,
                      measure_tflm=not args.no_tflm, progress=not args.no_progress,
-                     kernels=args.kernels, bits=args.bits, input_sizes=args.input_sizes)
+                     kernels=args.kernels, bits=args.bits, input_sizes=args.input_sizes,
+                     target=args.target)
     _print_result(result, result.save(args.out))
     return 0
 

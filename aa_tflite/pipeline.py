@@ -166,7 +166,7 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
             bits: Sequence[int] | None = None,
             max_fit_samples: int = 128, max_eval_samples: int = 500, io_dtype: str = "int8",
             measure_tflm: bool = True, progress: bool = True, batch_size: int = 64,
-            curve_points: int = 8, kernels: str = "builtin",
+            curve_points: int = 8, kernels: str | None = None, target: str | None = None,
             input_sizes: Sequence[int] | None = None) -> Result:
     """Converts a Keras ReLU model to the mixed-precision int8/int4 ``.tflite`` that fits a budget.
 
@@ -214,7 +214,13 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
             ``"builtin"`` (LiteRT's builtin kernels), ``"xnnpack"`` (LiteRT's default, with the
             XNNPACK delegate, as on Android) or ``"tflm"`` (TensorFlow Lite Micro). Runtimes
             round differently, and a 16-level tensor turns one rounding into a larger step, so
-            measure on the kernels you deploy on.
+            measure on the kernels you deploy on. Default: the kernels of ``target``, or
+            ``"builtin"`` if no target is named.
+        target: Where the file will run, to measure on its kernels: ``"android"``, ``"pi"``
+            (``tflite-runtime``) and ``"web"`` (LiteRT.js) run LiteRT's default XNNPACK
+            kernels; ``"tflm"`` runs TensorFlow Lite Micro's; ``"edgetpu"`` measures on
+            LiteRT's builtin kernels (what runs on the host CPU; the TPU's own arithmetic
+            cannot be measured here). An explicit ``kernels`` wins.
         input_sizes: Square input sizes, e.g. ``[64, 96]``, for a model that is fully
             convolutional up to a global pooling: each (size, budget) pair becomes a point
             (keys such as ``"px64_kib4"``). The model is rebuilt at each size with the same
@@ -231,6 +237,7 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
         AAError: Bad input; the message says what to change.
     """
     budgets = _budget_list(budget_kb)
+    kernels = _kernels_for(target) if kernels is None else kernels
     opts = stages.options(
         budget_kb=budgets[0], memory=memory, max_accuracy_drop=max_accuracy_drop, plan=plan,
         sparsity_points=sparsity_points, bits=bits, max_fit_samples=max_fit_samples,
@@ -258,7 +265,7 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
         cal = representative_data if size is None else _resize(representative_data, size)
         ev = eval_data if size is None else _resize_eval(eval_data, size)
         try:
-            prep, base, built = _plan_points(at, cal, ev, point_opts, opts)
+            prep, base, built = _plan_points(at, cal, ev, point_opts, opts, target)
         except BudgetError as e:
             if size is None:
                 raise
@@ -285,7 +292,19 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
     return Result(combined, points[0].plan, points[0].report, baseline_tflite, tuple(points))
 
 
-def _plan_points(model, representative_data, eval_data, point_opts, opts):
+TARGET_KERNELS = {None: "builtin", "android": "xnnpack", "pi": "xnnpack", "web": "xnnpack",
+                  "tflm": "tflm", "edgetpu": "builtin"}
+
+
+def _kernels_for(target: str | None) -> str:
+    """The kernels a target runs (``TARGET_KERNELS``); an ``AAError`` lists the targets."""
+    if target not in TARGET_KERNELS:
+        raise AAError(f"target must be one of {[t for t in TARGET_KERNELS if t]} (or None). "
+                      f"Received: target={target!r}")
+    return TARGET_KERNELS[target]
+
+
+def _plan_points(model, representative_data, eval_data, point_opts, opts, target=None):
     """One model and its data: the int8 baseline once, then one plan per budget. Returns
     ``(prep, base, {budget index: (plan, report, tflite)})``."""
     prep = stages.prepare(model, representative_data, eval_data, opts)
@@ -315,7 +334,8 @@ def _plan_points(model, representative_data, eval_data, point_opts, opts):
         report = stages.build_report(prep, base, measured, chosen, curve, o)
         seconds["final+report"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - t_start + (base_seconds if n == 0 else 0.0)
-        report = dataclasses.replace(report, seconds={a: round(v, 2) for a, v in seconds.items()})
+        report = dataclasses.replace(report, target=target,
+                                     seconds={a: round(v, 2) for a, v in seconds.items()})
         built[k] = (Plan(chosen.configs), report, chosen.tflite)
     return prep, base, built
 
@@ -449,6 +469,7 @@ def _metadata(report: Report, plan: Plan) -> dict:
                    "int8": report.int8_score, "planned": report.planned_score,
                    "eval_samples": report.eval_samples},
         "kernels": report.kernels,
+        "target": report.target,
     }
 
 

@@ -100,6 +100,7 @@ class Report:
     # Options not measured: their tensors are never alive while the int8 model holds more than
     # half the budget, so a plan that meets it does not need them (``stages.measure``).
     options_skipped: int = 0
+    target: str | None = None  # the deployment target named to convert, which chose kernels
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,7 +129,8 @@ class Report:
             f"| weights (B) | - | {self.int8_memory.weights:,} | {m.weights:,} |", "",
             f"Loss against int8: predicted {self.predicted_loss:.2f} points (sum of single-site "
             f"losses), verified {self.verified_loss:.2f} points on {self.eval_samples} samples, "
-            f"measured on {_KERNEL_WORDS.get(self.kernels, self.kernels)}.",
+            f"measured on {_KERNEL_WORDS.get(self.kernels, self.kernels)}"
+            + (f" (the kernels target {self.target!r} runs)." if self.target else "."),
             "", MEMORY_NOTE, "", "## Sites", "",
             "| site | bits | threshold | clip | sparsity | packed B | sparse B | loss | lowering |",
             "|---|---|---|---|---|---|---|---|---|"]

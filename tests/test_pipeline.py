@@ -310,3 +310,24 @@ def test_signed_tensors_are_planned_and_hold_their_levels(digits):
     ops1, _ = flatbuffer.describe(flatbuffer.read(out.tflite))
     assert [(o.name, o.inputs, o.outputs) for o in ops0] == [(o.name, o.inputs, o.outputs)
                                                              for o in ops1]
+
+
+@pytest.mark.parametrize("target, kernels", [("android", "xnnpack"), ("tflm", "tflm"),
+                                             (None, "builtin")])
+def test_the_target_chooses_the_kernels_losses_are_measured_on(digits, target, kernels):
+    r = _convert(digits, budget_kb=2.5, target=target, measure_tflm=False, curve_points=0)
+    assert r.report.kernels == kernels and r.report.target == target
+    from aa_tflite.metadata import read_metadata
+
+    meta = read_metadata(r.tflite)
+    assert meta["kernels"] == kernels and meta["target"] == target
+    if target:
+        assert f"the kernels target '{target}' runs" in r.report.to_markdown()
+
+
+def test_an_explicit_kernels_wins_and_a_bad_target_is_named(digits):
+    r = _convert(digits, budget_kb=2.5, target="android", kernels="builtin",
+                 measure_tflm=False, curve_points=0)
+    assert r.report.kernels == "builtin"
+    with pytest.raises(AAError, match="target must be one of"):
+        _convert(digits, budget_kb=2.5, target="phone")

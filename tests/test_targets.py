@@ -1,5 +1,6 @@
 """Exports per target: TensorFlow Lite Micro (C array, arena constant, op resolver list)."""
 
+import json
 import os
 import re
 import shutil
@@ -172,3 +173,40 @@ def flatbuffer_read(data):
     from aa_tflite import flatbuffer
 
     return flatbuffer.read(data)
+
+
+_PI_SCRIPT = """
+import json, sys
+import numpy as np
+from aa_tflite.onthefly import OperatingPoints
+x = np.load(sys.argv[-1])["x"]
+out = {}
+for path in sys.argv[1:-1]:
+    points = OperatingPoints(path, kernels="builtin")
+    out[path] = points.run(x).tolist()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.pi
+def test_tflm_exports_run_on_tflite_runtime_2_14(exported, digits, tmp_path):
+    ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pi = os.path.join(ROOT, ".venv-pi", "bin", "python")
+    if not os.path.exists(pi):
+        if os.environ.get("CI"):
+            pytest.fail(".venv-pi is missing; `make pi-env` creates it")
+        pytest.skip(".venv-pi is missing; run `make pi-env`")
+    result, out = exported
+    files = [str(out / f"digits_{k}.tflite") for k in result.measured]
+    x = digits.x_val[:12]
+    np.savez(tmp_path / "x.npz", x=x)
+    done = subprocess.run([pi, "-c", _PI_SCRIPT, *files, str(tmp_path / "x.npz")],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    from aa_tflite.onthefly import OperatingPoints
+
+    for path in files:
+        want = OperatingPoints(path, kernels="builtin").run(x)
+        assert np.array_equal(np.asarray(got[path], np.float32), want), path
