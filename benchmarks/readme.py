@@ -181,8 +181,20 @@ def _resolution(resolution_table, path: str) -> list[str]:
             "memory and latency only."]
 
 
+def _edgetpu() -> list[str]:
+    from benchmarks.edgetpu import RESULTS, table
+
+    with open(RESULTS) as f:
+        rows = json.load(f)
+    return [*table(rows), "", "Each model planned to 60% of its int8 packed peak with "
+            "`target=\"edgetpu\"` and checked as `aa-tflite export --target edgetpu` does "
+            "(`python -m benchmarks.edgetpu`); nothing was compiled (no `edgetpu_compiler` "
+            "here)."]
+
+
 SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz,
-            "kernels": _kernels, "planning_time": _planning_time, "points": _points}
+            "kernels": _kernels, "planning_time": _planning_time, "points": _points,
+            "edgetpu": _edgetpu}
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import pytest
 
 import aa_tflite
 from aa_tflite import flatbuffer, memory, quantedit, stages
+from aa_tflite import runtime as runtime_mod
 from aa_tflite.calibrate import tensor_values
 from aa_tflite.runtime import evaluate
 from aa_tflite.types import AAError, BudgetError, Plan, SiteConfig
@@ -331,3 +332,16 @@ def test_an_explicit_kernels_wins_and_a_bad_target_is_named(digits):
     assert r.report.kernels == "builtin"
     with pytest.raises(AAError, match="target must be one of"):
         _convert(digits, budget_kb=2.5, target="phone")
+
+
+def test_tflm_kernels_verified_score_is_what_tflite_micro_scores(digits):
+    """kernels="tflm" (the reference kernels: TFLite Micro itself) measures every loss and the
+    verified score on TFLM, so the report's scores are TFLM's on the same samples."""
+    x, y = digits.x_val[:120], digits.y_val[:120]
+    r = _convert(digits, budget_kb=1.2, kernels="tflm", eval_data=(x, y), measure_tflm=False,
+                 curve_points=0)
+    tflm = runtime_mod.run_model(r.tflite, x, kernels="tflm")
+    assert r.report.planned_score == float(np.mean(tflm.argmax(1) == y))
+    base = runtime_mod.run_model(r.baseline_tflite, x, kernels="tflm")
+    assert r.report.int8_score == float(np.mean(base.argmax(1) == y))
+    assert r.report.kernels == "tflm"
