@@ -37,6 +37,11 @@ class Point:
         report: What was measured for it.
         tflite: Its own single-subgraph ``.tflite`` (what TFLite Micro runs).
         latency_ms: Median LiteRT latency of one sample, default kernels (XNNPACK), 1 thread.
+
+    Example:
+        >>> result = convert(model, budget_kb=[2.4, 1.2], representative_data=x_cal)  # doctest: +SKIP
+        >>> [(p.key, p.packed, p.score) for p in result.points]  # doctest: +SKIP
+        [('kib2p4', 2304, 0.98), ('kib1p2', 1152, 0.98)]
     """
 
     key: str
