@@ -345,3 +345,21 @@ def test_tflm_kernels_verified_score_is_what_tflite_micro_scores(digits):
     base = runtime_mod.run_model(r.baseline_tflite, x, kernels="tflm")
     assert r.report.int8_score == float(np.mean(base.argmax(1) == y))
     assert r.report.kernels == "tflm"
+
+
+def test_cached_corrections_give_the_same_bytes_as_fresh_fits(digits):
+    """Bench.build reuses a consumer correction fitted for the same execution-order prefix; a
+    plan built after others (cache warm) equals the same plan built on a fresh bench."""
+    opts = stages.options(budget_kb=1.2, memory="packed", max_accuracy_drop=None, plan=None,
+                          sparsity_points=(), bits=[4, 2], max_fit_samples=64,
+                          max_eval_samples=100, io_dtype="int8", measure_tflm=False,
+                          progress=False, batch_size=64, curve_points=0, kernels="builtin")
+    prep = stages.prepare(digits.model, digits.x_cal, (digits.x_val, digits.y_val), opts)
+    warm, cold = stages.baseline(prep, opts), stages.baseline(prep, opts)
+    four, two = SiteConfig(bits=4), SiteConfig(bits=2)
+    for plan in ({"conv1_relu": four}, {"conv1_relu": four, "conv2_relu": two}):
+        warm.bench.build(plan)
+    assert warm.bench._corrections  # fitted and kept
+    plan = {"conv1_relu": four, "conv2_relu": two, "conv3_relu": four}
+    assert warm.bench.build(plan) == cold.bench.build(plan)
+    assert len(warm.bench._corrections) == 3 and len(cold.bench._corrections) == 3
