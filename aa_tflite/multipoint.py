@@ -151,9 +151,9 @@ def combine(points: Sequence[tuple[str, bytes]], *,
                           f"{keys[0]!r} (its ops or tensors differ); convert every point from "
                           "the same model in one call.")
     # Drop the parts' metadata and signatures; keep point 0's buffers as they are.
+    sig0 = (base.signatureDefs or [None])[0]  # point 0's input and output names
     base.metadata, base.metadataBuffer, base.signatureDefs = None, None, None
     stored = {d: i for i, b in enumerate(base.buffers) if (d := _digest(b)) is not None}
-    sig0 = (flatbuffer.read(parts[0]).signatureDefs or [None])[0]
     for k, m in enumerate(models[1:], start=1):
         graph = m.subgraphs[0]
         for t in graph.tensors:

@@ -18,7 +18,7 @@ from absl import logging
 
 from aa_tflite import multipoint, stages
 from aa_tflite.files import atomic_write_all
-from aa_tflite.metadata import read_metadata, write_metadata
+from aa_tflite.metadata import write_metadata
 from aa_tflite.report import Report, SiteRow
 from aa_tflite.types import AAError, BudgetError, MemoryMode, Plan
 
@@ -264,6 +264,7 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
         raise AAError(f"The budgets must be distinct (to 4 significant digits). Received: "
                       f"{list(budgets)}")
     points: list[Point] = []
+    docs: list[dict] = []  # each point's metadata, as written into its own file
     baseline_tflite = None
     for size in sizes:
         at = model if size is None else _at_size(model, size)
@@ -281,6 +282,7 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
             key = keys[len(points)]
             plan_k, report_k, tfl = built[k]
             doc = _metadata(report_k, plan_k)
+            docs.append(doc)
             tfl = write_metadata(tfl, {**doc, "points": [_point_doc(key, b, size, doc)]})
             report_k = dataclasses.replace(report_k, planned_memory=dataclasses.replace(
                 report_k.planned_memory, file_size=len(tfl)))
@@ -289,10 +291,8 @@ def convert(model, *, budget_kb: float | Sequence[float] | None, representative_
     if len(points) == 1:
         p = points[0]
         return Result(p.tflite, p.plan, p.report, baseline_tflite, tuple(points))
-    docs = [read_metadata(p.tflite) for p in points]
-    top = {a: v for a, v in docs[0].items() if a not in ("points", "schema_version")}
     combined = multipoint.combine([(p.key, p.tflite) for p in points], metadata={
-        **top, "points": [_point_doc(p.key, p.budget_kb, p.input_size, d)
+        **docs[0], "points": [_point_doc(p.key, p.budget_kb, p.input_size, d)
                           for p, d in zip(points, docs, strict=True)]})
     return Result(combined, points[0].plan, points[0].report, baseline_tflite, tuple(points))
 

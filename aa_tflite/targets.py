@@ -12,6 +12,8 @@ import math
 import os
 import re
 
+import numpy as np
+
 from aa_tflite import flatbuffer, memory, multipoint
 from aa_tflite.files import atomic_write_all
 from aa_tflite.types import AAError
@@ -63,6 +65,22 @@ def resolver_entries(tflite: bytes) -> list[str]:
     return sorted(names)
 
 
+def _point_files(tflite: bytes) -> dict[str, bytes]:
+    """Point key -> its single-subgraph file: each signature of a multi-point file split out,
+    or the file itself (keyed by its one signature, else ``"model"``)."""
+    keys = multipoint.signature_keys(tflite)
+    if len(keys) > 1:
+        return {k: multipoint.split(tflite, k) for k in keys}
+    return {keys[0] if keys else "model": bytes(tflite)}
+
+
+def _static_shapes(graph) -> None:
+    """Every tensor's shape signature set to its static shape (batch 1 where it was -1)."""
+    for t in graph.tensors:
+        if t.shape is not None and len(t.shape):
+            t.shapeSignature = np.array([max(int(d), 1) for d in t.shape], np.int32)
+
+
 def _ident(text: str) -> str:
     out = re.sub(r"[^0-9A-Za-z_]", "_", text)
     return out if out and not out[0].isdigit() else f"m_{out}"
@@ -108,11 +126,7 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
     """
     stem = _ident(name)
     camel = _camel(name) or "Model"
-    keys = multipoint.signature_keys(tflite)
-    if len(keys) > 1:
-        points = {k: multipoint.split(tflite, k) for k in keys}
-    else:
-        points = {keys[0] if keys else "model": bytes(tflite)}
+    points = _point_files(tflite)
     measured = {k: memory.tflm_arena(b).total for k, b in points.items()}
     worst = max(measured.values())
     margin = max(TFLM_MARGIN_MIN, math.ceil(worst * TFLM_MARGIN_FRACTION))
@@ -182,8 +196,6 @@ def export_android(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samp
     """
     import json
 
-    import numpy as np
-
     from aa_tflite.metadata import read_metadata
 
     model = flatbuffer.read(tflite)
@@ -226,7 +238,6 @@ def web_model(tflite: bytes) -> bytes:
     Example:
         >>> web = web_model(open("out/digits.tflite", "rb").read())  # doctest: +SKIP
     """
-    import numpy as np
     from ai_edge_litert import schema_py_generated as schema
 
     model = flatbuffer.read(tflite)
@@ -254,9 +265,7 @@ def web_model(tflite: bytes) -> bytes:
         return len(graph.tensors) - 1
 
     for graph in model.subgraphs:
-        for t in graph.tensors:
-            if t.shape is not None and len(t.shape):
-                t.shapeSignature = np.array([max(int(d), 1) for d in t.shape], np.int32)
+        _static_shapes(graph)
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise AAError("The web export takes models with one input and one output.")
         i, o = int(graph.inputs[0]), int(graph.outputs[0])
@@ -354,7 +363,6 @@ def check_edgetpu(tflite: bytes) -> EdgeTpuCheck:
         >>> tflite = open("digits.kib1p2.tflite", "rb").read()  # doctest: +SKIP
         >>> print(check_edgetpu(tflite).summary())  # doctest: +SKIP
     """
-    import numpy as np
 
     model = flatbuffer.read(tflite)
     if len(model.subgraphs) != 1:
@@ -409,17 +417,12 @@ def export_edgetpu(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "mo
     import shutil
     import subprocess
 
-    import numpy as np
 
-    keys = multipoint.signature_keys(tflite)
-    points = ({k: multipoint.split(tflite, k) for k in keys} if len(keys) > 1
-              else {keys[0] if keys else "model": bytes(tflite)})
+    points = _point_files(tflite)
     files, checks, logs = {}, {}, {}
     for k, b in points.items():
         model = flatbuffer.read(b)
-        for t in model.subgraphs[0].tensors:
-            if t.shape is not None and len(t.shape):
-                t.shapeSignature = np.array([max(int(d), 1) for d in t.shape], np.int32)
+        _static_shapes(model.subgraphs[0])
         fixed = flatbuffer.write(model)
         checks[k] = check_edgetpu(fixed)
         files[f"{_ident(name)}_{_ident(k)}.tflite"] = fixed
