@@ -24,35 +24,37 @@ from aa_tflite.types import (
     TflmArena,
 )
 
-# Stages that import TensorFlow load on first use, so ``import aa_tflite.memory`` (and the
+# Stages that import TensorFlow load on first use, so ``import aa_tflite.tflite.memory`` (and the
 # planner, the flatbuffer reader, the types) stays free of TensorFlow.
 _LAZY = {
-    "SiteStats": "aa_tflite.calibrate", "site_statistics": "aa_tflite.calibrate",
-    "thresholds_for_sparsity": "aa_tflite.calibrate",
-    "load_default": "aa_tflite.embedded",
-    "Exported": "aa_tflite.exporter", "export": "aa_tflite.exporter", "to_tflite": "aa_tflite.exporter",
-    "AAReLU": "aa_tflite.layers",
-    "memory_report": "aa_tflite.memory", "plan_tensors": "aa_tflite.memory",
-    "tflm_arena": "aa_tflite.memory",
-    "Report": "aa_tflite.pipeline", "Result": "aa_tflite.pipeline", "convert": "aa_tflite.pipeline",
-    "Rewritten": "aa_tflite.rewriter", "rewrite": "aa_tflite.rewriter",
-    "evaluate": "aa_tflite.runtime", "load_interpreter": "aa_tflite.runtime",
-    "read_metadata": "aa_tflite.metadata",
-    "OperatingPoints": "aa_tflite.onthefly", "PointInfo": "aa_tflite.onthefly",
-    "Point": "aa_tflite.pipeline",
+    "SiteStats": "aa_tflite.search.calibrate", "site_statistics": "aa_tflite.search.calibrate",
+    "thresholds_for_sparsity": "aa_tflite.search.calibrate",
+    "load_default": "aa_tflite.frontend.embedded",
+    "Exported": "aa_tflite.frontend.export", "export": "aa_tflite.frontend.export",
+    "to_tflite": "aa_tflite.frontend.export",
+    "AAReLU": "aa_tflite.frontend.layers",
+    "memory_report": "aa_tflite.tflite.memory", "plan_tensors": "aa_tflite.tflite.memory",
+    "tflm_arena": "aa_tflite.tflite.memory",
+    "Report": "aa_tflite.conversion", "Result": "aa_tflite.conversion",
+    "convert": "aa_tflite.conversion",
+    "Rewritten": "aa_tflite.frontend.rewrite", "rewrite": "aa_tflite.frontend.rewrite",
+    "evaluate": "aa_tflite.runtime.interpreter", "load_interpreter": "aa_tflite.runtime.interpreter",
+    "read_metadata": "aa_tflite.tflite.metadata",
+    "OperatingPoints": "aa_tflite.runtime.onthefly", "PointInfo": "aa_tflite.runtime.onthefly",
+    "Point": "aa_tflite.conversion",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aa_tflite.calibrate import SiteStats, site_statistics, thresholds_for_sparsity
-    from aa_tflite.embedded import load_default
-    from aa_tflite.exporter import Exported, export, to_tflite
-    from aa_tflite.layers import AAReLU
-    from aa_tflite.memory import memory_report, plan_tensors, tflm_arena
-    from aa_tflite.metadata import read_metadata
-    from aa_tflite.onthefly import OperatingPoints, PointInfo
-    from aa_tflite.pipeline import Point, Report, Result, convert
-    from aa_tflite.rewriter import Rewritten, rewrite
-    from aa_tflite.runtime import evaluate, load_interpreter
+    from aa_tflite.conversion import Point, Report, Result, convert
+    from aa_tflite.frontend.embedded import load_default
+    from aa_tflite.frontend.export import Exported, export, to_tflite
+    from aa_tflite.frontend.layers import AAReLU
+    from aa_tflite.frontend.rewrite import Rewritten, rewrite
+    from aa_tflite.runtime.interpreter import evaluate, load_interpreter
+    from aa_tflite.runtime.onthefly import OperatingPoints, PointInfo
+    from aa_tflite.search.calibrate import SiteStats, site_statistics, thresholds_for_sparsity
+    from aa_tflite.tflite.memory import memory_report, plan_tensors, tflm_arena
+    from aa_tflite.tflite.metadata import read_metadata
 
 
 def __getattr__(name: str):

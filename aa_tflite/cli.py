@@ -172,7 +172,7 @@ def _read_tflite(path: str) -> bytes:
 def _load_keras(path: str):
     import keras
 
-    from aa_tflite import layers  # noqa: F401  (registers AAReLU)
+    from aa_tflite.frontend import layers  # noqa: F401  (registers AAReLU)
     from aa_tflite.types import AAError
 
     if not os.path.isfile(path):
@@ -188,7 +188,8 @@ def _load_keras(path: str):
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from aa_tflite import flatbuffer, memory, metadata, report
+    from aa_tflite import report
+    from aa_tflite.tflite import flatbuffer, memory, metadata
 
     tflite = _read_tflite(args.model)
     ops, _ = flatbuffer.describe(flatbuffer.read(tflite))
@@ -219,8 +220,8 @@ def _print_result(result, files) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from aa_tflite.conversion import convert
     from aa_tflite.files import check_output_path
-    from aa_tflite.pipeline import convert
     from aa_tflite.types import AAError, Plan
 
     if args.budget_kb is None and args.plan is None:
@@ -249,12 +250,13 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from aa_tflite import memory, runtime
-    from aa_tflite.embedded import load_default
-    from aa_tflite.exporter import to_tflite
+    from aa_tflite.conversion import convert
     from aa_tflite.files import check_output_path
-    from aa_tflite.onthefly import OperatingPoints
-    from aa_tflite.pipeline import convert
+    from aa_tflite.frontend.embedded import load_default
+    from aa_tflite.frontend.export import to_tflite
+    from aa_tflite.runtime import interpreter as runtime
+    from aa_tflite.runtime.onthefly import OperatingPoints
+    from aa_tflite.tflite import memory
     from aa_tflite.types import AAError
 
     fractions = args.budget_fraction
@@ -292,7 +294,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _points(args: argparse.Namespace) -> int:
-    from aa_tflite.onthefly import OperatingPoints
+    from aa_tflite.runtime.onthefly import OperatingPoints
 
     points = OperatingPoints(args.model)
     print(_points_table(points))
@@ -317,7 +319,7 @@ def _points_table(points) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from aa_tflite.targets import export_android, export_edgetpu, export_tflm, export_web
+    from aa_tflite.targets.exporters import export_android, export_edgetpu, export_tflm, export_web
 
     tflite = _read_tflite(args.model)
     if args.target == "edgetpu":
@@ -335,7 +337,7 @@ def _export(args: argparse.Namespace) -> int:
         if args.samples:
             x, y = _load_npz(args.samples, "--samples")
         else:
-            from aa_tflite.embedded import load_default
+            from aa_tflite.frontend.embedded import load_default
 
             d = load_default()
             x, y = d.x_val[-16:], d.y_val[-16:]
@@ -355,7 +357,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from aa_tflite.onthefly import OperatingPoints
+    from aa_tflite.runtime.onthefly import OperatingPoints
 
     points = OperatingPoints(args.model, kernels=args.kernels)
     key = args.point or points.points[0].key

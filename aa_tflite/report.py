@@ -8,8 +8,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aa_tflite import flatbuffer
 from aa_tflite.precision import precision
+from aa_tflite.tflite import flatbuffer
 from aa_tflite.types import Bits, MemoryMode, MemoryReport, SiteConfig, TensorMemory
 
 __all__ = ["MEMORY_NOTE", "Report", "SiteRow", "lowering_words", "memory_lines", "tensor_table",

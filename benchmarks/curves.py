@@ -58,7 +58,7 @@ def _train(name: str):
 
 
 def _point(result, x_test, y_test, seconds: float) -> dict:
-    from aa_tflite.runtime import evaluate
+    from aa_tflite.runtime.interpreter import evaluate
 
     rep = result.report
     return {"packed": rep.planned_memory.packed_peak, "sparse": rep.planned_sparse_peak,
@@ -70,7 +70,7 @@ def _point(result, x_test, y_test, seconds: float) -> dict:
 
 def _ours(name: str, model, data: dict, log) -> dict:
     import aa_tflite
-    from aa_tflite.runtime import evaluate
+    from aa_tflite.runtime.interpreter import evaluate
     from aa_tflite.types import Plan, SiteConfig
 
     half = len(data["x_val"]) // 2

@@ -3,7 +3,7 @@ fallback cuts the graph, and what else the documented constraints flag.
 
 Run ``python -m benchmarks.edgetpu`` (about 2 minutes here). Each model is converted at 60% of
 its int8 packed peak, exported as ``aa-tflite export --target edgetpu`` does, and checked with
-``aa_tflite.targets.check_edgetpu``. Nothing is compiled: ``edgetpu_compiler`` cannot be
+``aa_tflite.targets.exporters.check_edgetpu``. Nothing is compiled: ``edgetpu_compiler`` cannot be
 installed here. Writes ``benchmarks/results/edgetpu.json``.
 """
 
@@ -21,8 +21,8 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results", "edgetpu.json")
 
 def measure(name: str) -> dict:
     import aa_tflite
-    from aa_tflite import memory
-    from aa_tflite.targets import export_edgetpu
+    from aa_tflite.targets.exporters import export_edgetpu
+    from aa_tflite.tflite import memory
     from benchmarks.planning_time import _train
 
     model, data = _train(name)

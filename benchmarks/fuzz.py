@@ -218,7 +218,7 @@ def _same_model(a, b) -> bool:
 
 def _raw_inputs(tflite: bytes, x: np.ndarray, rng) -> dict[str, np.ndarray]:
     """Real, random and extreme inputs, in the model's input dtype."""
-    from aa_tflite.runtime import load_interpreter, quantize
+    from aa_tflite.runtime.interpreter import load_interpreter, quantize
 
     detail = load_interpreter(tflite).get_input_details()[0]
     shape = tuple(int(d) for d in detail["shape"][1:])
@@ -236,7 +236,7 @@ def _independent_peak(tflite: bytes, tensor_bits) -> int:
     """The packed peak checked independently of ``memory.plan_tensors``' arithmetic: every
     tensor's bytes from its shape and bits, lifetimes from the op order, and the greedy layout
     verified to have no two live tensors overlapping."""
-    from aa_tflite import flatbuffer, memory
+    from aa_tflite.tflite import flatbuffer, memory
 
     model = flatbuffer.read(tflite)
     ops, tensors = flatbuffer.describe(model)
@@ -276,8 +276,8 @@ def check_result(result, model_before, model, x_eval, budget, mode, convert_agai
     """The checks above, on one result; returns the failures, in words. ``measured`` collects
     the figures behind them (output drift per runtime, levels, bits)."""
     measured = {} if measured is None else measured
-    from aa_tflite import guard
-    from aa_tflite.calibrate import stored_levels
+    from aa_tflite.runtime import guard
+    from aa_tflite.search.calibrate import stored_levels
 
     fails = []
     if not _same_model(model_before, _snapshot(model)):
@@ -334,8 +334,8 @@ def check_result(result, model_before, model, x_eval, budget, mode, convert_agai
 def run_case(seed: int) -> dict:
     """Builds graph ``seed``, converts it and checks the result. Never raises."""
     import aa_tflite
-    from aa_tflite import memory
-    from aa_tflite.exporter import to_tflite
+    from aa_tflite.frontend.export import to_tflite
+    from aa_tflite.tflite import memory
     from aa_tflite.types import AAError, BudgetError
 
     t0 = time.perf_counter()

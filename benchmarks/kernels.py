@@ -24,7 +24,7 @@ FRACTION = 0.5
 
 
 def _models():
-    from aa_tflite.embedded import load_default
+    from aa_tflite.frontend.embedded import load_default
     from converters import mini, mnist1d_cnn
 
     d = load_default()
@@ -47,8 +47,8 @@ def _steps(a: np.ndarray, b: np.ndarray, scale: float) -> int:
 
 def run() -> list[dict]:
     import aa_tflite
-    from aa_tflite import memory
-    from aa_tflite.runtime import evaluate, load_interpreter, run_model
+    from aa_tflite.runtime.interpreter import evaluate, load_interpreter, run_model
+    from aa_tflite.tflite import memory
 
     rows = []
     for name, model, x_cal, x_plan, y_plan, x_test, y_test in _models():

@@ -15,8 +15,10 @@ import time
 
 import numpy as np
 
-from aa_tflite import calibrate, flatbuffer, memory, runtime
-from aa_tflite.exporter import export, to_tflite
+from aa_tflite.frontend.export import export, to_tflite
+from aa_tflite.runtime import interpreter as runtime
+from aa_tflite.search import calibrate
+from aa_tflite.tflite import flatbuffer, memory
 from aa_tflite.types import SiteConfig
 
 

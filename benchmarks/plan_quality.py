@@ -26,7 +26,7 @@ FRACTION = 0.6
 
 
 def _agreement(tflite: bytes, x: np.ndarray, reference: np.ndarray) -> float:
-    from aa_tflite.runtime import evaluate
+    from aa_tflite.runtime.interpreter import evaluate
 
     out = np.asarray(evaluate(tflite, x))
     return float(np.mean(out.reshape(len(out), -1).argmax(1) == reference.reshape(len(x), -1)
@@ -35,16 +35,17 @@ def _agreement(tflite: bytes, x: np.ndarray, reference: np.ndarray) -> float:
 
 def _kl(tflite: bytes, x: np.ndarray, reference: np.ndarray) -> float:
     """Mean KL divergence (nats) of the model's softmax from the float model's."""
-    from aa_tflite.runtime import evaluate
-    from aa_tflite.sensitivity import kl_divergence
+    from aa_tflite.runtime.interpreter import evaluate
+    from aa_tflite.search.bench import kl_divergence
 
     return kl_divergence(reference, evaluate(tflite, x))
 
 
 def _row(name: str, model, x_cal, plan_eval, x_test, y_test, *, progress: bool) -> dict:
     import aa_tflite
-    from aa_tflite import memory, runtime
-    from aa_tflite.exporter import export
+    from aa_tflite.frontend.export import export
+    from aa_tflite.runtime import interpreter as runtime
+    from aa_tflite.tflite import memory
 
     base = export(model, None, representative_data=x_cal).tflite
     int8_peak = memory.plan_tensors(base)[0]
@@ -83,7 +84,7 @@ def _row(name: str, model, x_cal, plan_eval, x_test, y_test, *, progress: bool) 
 
 
 def digits(progress: bool) -> dict:
-    from aa_tflite.embedded import load_default
+    from aa_tflite.frontend.embedded import load_default
 
     d = load_default()
     half = len(d.x_val) // 2

@@ -60,8 +60,8 @@ def _switch_ms(points, keys, x1: np.ndarray, rounds: int = 200) -> tuple[float, 
 
 def measure(name: str) -> dict:
     import aa_tflite
-    from aa_tflite import memory
-    from aa_tflite.onthefly import OperatingPoints
+    from aa_tflite.runtime.onthefly import OperatingPoints
+    from aa_tflite.tflite import memory
     from benchmarks.planning_time import _train
 
     model, data = _train(name)
@@ -114,8 +114,8 @@ def measure_resolution(name: str) -> dict:
     for. mini_mobilenet (8x8 digits) at 6, 8 and 12 px with held-out top-1 on resized digits;
     MobileNetV2-0.35 (random weights) at 64, 96 and 128 px for memory, latency and RSS."""
     import aa_tflite
-    from aa_tflite.onthefly import OperatingPoints
-    from aa_tflite.pipeline import _resize
+    from aa_tflite.conversion import _resize
+    from aa_tflite.runtime.onthefly import OperatingPoints
 
     if name == "mini_mobilenet":
         from benchmarks.planning_time import _train

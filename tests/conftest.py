@@ -17,7 +17,7 @@ def fixture_bytes(name: str) -> bytes:
 
 @pytest.fixture(scope="session")
 def digits():
-    from aa_tflite.embedded import load_default
+    from aa_tflite.frontend.embedded import load_default
 
     return load_default()
 

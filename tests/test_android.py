@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import aa_tflite
-from aa_tflite import runtime
-from aa_tflite.onthefly import OperatingPoints, PointsError
-from aa_tflite.targets import export_android
+from aa_tflite.runtime import interpreter as runtime
+from aa_tflite.runtime.onthefly import OperatingPoints, PointsError
+from aa_tflite.targets.exporters import export_android
 from aa_tflite.types import AAError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,7 +117,7 @@ def test_export_android_errors_are_clear(assets, tmp_path):
 
 def test_the_apps_committed_assets_are_a_three_point_model_with_its_samples():
     """`make android-assets` wrote them; the app builds from them as they are."""
-    from aa_tflite.onthefly import file_points
+    from aa_tflite.runtime.onthefly import file_points
 
     assets = os.path.join(ROOT, "android_demo", "app", "src", "main", "assets")
     with open(os.path.join(assets, "model.tflite"), "rb") as f:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import aa_tflite
-from aa_tflite import cli, memory, runtime
+from aa_tflite import cli
+from aa_tflite.runtime import interpreter as runtime
+from aa_tflite.tflite import memory
 from aa_tflite.types import AAError
 from tests.conftest import FIXTURES, fixture_bytes
 

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from aa_tflite import cli, metadata
+from aa_tflite import cli
+from aa_tflite.tflite import metadata
 from aa_tflite.types import Plan
 from tests.conftest import FIXTURES
 
@@ -123,7 +124,7 @@ def test_convert_with_budgets_then_points_and_run(tmp_path, digits, capsys):
     assert _run(["run", prefix + ".tflite", "--point", "kib1p2", "--data",
                  str(tmp_path / "test.npz")]) == 0
     out = capsys.readouterr().out
-    from aa_tflite.onthefly import OperatingPoints
+    from aa_tflite.runtime.onthefly import OperatingPoints
 
     expected = OperatingPoints(prefix + ".tflite").run(digits.x_val[250:300], point="kib1p2")
     acc = np.mean(expected.argmax(1) == digits.y_val[250:300])

@@ -5,14 +5,15 @@ import importlib
 
 import pytest
 
-MODULES = ["aa_tflite.precision", "aa_tflite.planner", "aa_tflite.memory",
-           "aa_tflite.sensitivity", "aa_tflite.signed", "aa_tflite.stages", "aa_tflite.types",
-           "aa_tflite.metadata"]
+MODULES = ["aa_tflite.precision", "aa_tflite.search.planner", "aa_tflite.tflite.memory",
+           "aa_tflite.search.bench", "aa_tflite.lowering.signed", "aa_tflite.search.stages",
+           "aa_tflite.types",
+           "aa_tflite.tflite.metadata"]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
-    if name in ("aa_tflite.precision", "aa_tflite.planner", "aa_tflite.signed"):
+    if name in ("aa_tflite.precision", "aa_tflite.search.planner", "aa_tflite.lowering.signed"):
         assert result.attempted > 0  # these modules' examples are real, not skipped

@@ -4,8 +4,10 @@ determinism, site tensors, data checks."""
 import numpy as np
 import pytest
 
-from aa_tflite import calibrate, flatbuffer, memory, runtime
-from aa_tflite.exporter import export, to_tflite
+from aa_tflite.frontend.export import export, to_tflite
+from aa_tflite.runtime import interpreter as runtime
+from aa_tflite.search import calibrate
+from aa_tflite.tflite import flatbuffer, memory
 from aa_tflite.types import AAError, Plan, SiteConfig
 from tests.conftest import tiny_nested_functional
 

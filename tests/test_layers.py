@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from aa_tflite.layers import AAReLU
+from aa_tflite.frontend.layers import AAReLU
 
 X = np.linspace(-3, 9, 97, dtype=np.float32).reshape(1, 97)
 

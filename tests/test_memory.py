@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from aa_tflite import memory
+from aa_tflite.tflite import memory
 from aa_tflite.types import AAError
 
 
@@ -31,7 +31,7 @@ def test_greedy_offsets_validates_lengths():
 
 
 def test_memory_module_needs_no_tensorflow():
-    code = ("import sys, aa_tflite.memory, aa_tflite.types, aa_tflite.flatbuffer;"
+    code = ("import sys, aa_tflite.tflite.memory, aa_tflite.types, aa_tflite.tflite.flatbuffer;"
             "print('tensorflow' in sys.modules or 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from aa_tflite import flatbuffer, memory, metadata, quantedit
-from aa_tflite.runtime import run_model
+from aa_tflite.runtime.interpreter import run_model
+from aa_tflite.tflite import flatbuffer, memory, metadata, quantedit
 from aa_tflite.types import AAError
 from tests.test_quantedit import DIGITS_SITES, _all_four_bit
 
@@ -58,7 +58,7 @@ def test_bits_derived_from_the_file_match_the_edit(bits, digits, digits_tflite):
 
 
 def test_relu6_and_pass_through_levels_come_from_the_clamp():
-    from aa_tflite.metadata import _clamp_levels
+    from aa_tflite.tflite.metadata import _clamp_levels
 
     assert _clamp_levels(6 / 255, -128, 0.0, 6.0) == 256
     assert _clamp_levels(1.5 / 15, 112, 0.0, 6.0) == 16  # the top saturates at 127

@@ -11,8 +11,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from aa_tflite import runtime
-from aa_tflite.runtime import load_interpreter
+from aa_tflite.runtime import interpreter as runtime
+from aa_tflite.runtime.interpreter import load_interpreter
 from tests.conftest import FIXTURES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,8 +21,8 @@ PI_PYTHON = os.path.join(ROOT, ".venv-pi", "bin", "python")
 _SCRIPT = """
 import json, sys
 import numpy as np
-from aa_tflite import runtime
-from aa_tflite.runtime import load_interpreter
+from aa_tflite.runtime import interpreter as runtime
+from aa_tflite.runtime.interpreter import load_interpreter
 with open(sys.argv[1], "rb") as f:
     tflite = f.read()
 x = np.load(sys.argv[2])["x"]
@@ -138,11 +138,12 @@ def _reach_models():
     """The lowerings of the bit menu, tie groups and signed tensors: every ReLU site of MNIST-1D at
     2 bits, a concatenation's tie group at 2 bits, and mini_xception's signed tensors in both
     signed forms at 4 bits."""
-    from aa_tflite import quantedit, signed
-    from aa_tflite.calibrate import tensor_values
-    from aa_tflite.exporter import export
+    from aa_tflite.frontend.export import export
+    from aa_tflite.lowering import signed
     from aa_tflite.precision import precision
-    from aa_tflite.sensitivity import fit_clip
+    from aa_tflite.search.bench import fit_clip
+    from aa_tflite.search.calibrate import tensor_values
+    from aa_tflite.tflite import quantedit
     from converters.data import load_digits_split
     from tests.test_quantedit import MNIST1D_SITES, _all_four_bit, _concat_model
     from tests.test_signed import _calibrated

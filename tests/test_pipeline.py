@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import aa_tflite
-from aa_tflite import flatbuffer, memory, quantedit, stages
-from aa_tflite import runtime as runtime_mod
-from aa_tflite.calibrate import tensor_values
-from aa_tflite.runtime import evaluate
+from aa_tflite.runtime import interpreter as runtime_mod
+from aa_tflite.runtime.interpreter import evaluate
+from aa_tflite.search import stages
+from aa_tflite.search.calibrate import tensor_values
+from aa_tflite.tflite import flatbuffer, memory, quantedit
 from aa_tflite.types import AAError, BudgetError, Plan, SiteConfig
 
 INT8_PEAK = 3072  # the embedded digits model (pinned in test_memory against TFLM)
@@ -43,7 +44,7 @@ def test_budget_is_met_with_low_bit_sites_and_little_loss(result, digits):
 
 
 def test_the_file_carries_its_plan_and_figures(result):
-    from aa_tflite import metadata
+    from aa_tflite.tflite import metadata
 
     rep, meta = result.report, aa_tflite.read_metadata(result.tflite)
     assert meta["plan"] == json.loads(result.plan.to_json())
@@ -138,12 +139,12 @@ def test_only_units_alive_over_the_budget_are_measured_unless_the_budget_needs_m
     int8 model's live bytes exceed the budget; an out-of-reach budget measures every option."""
     rep = result.report
     _, layout = memory.plan_tensors(result.baseline_tflite)
-    buffers = [aa_tflite.planner.Buffer(t.index, t.first, t.last, t.nbytes) for t in layout]
-    hot = aa_tflite.planner.hot_tensors(buffers, rep.budget_bytes // 2)
+    buffers = [aa_tflite.search.planner.Buffer(t.index, t.first, t.last, t.nbytes) for t in layout]
+    hot = aa_tflite.search.planner.hot_tensors(buffers, rep.budget_bytes // 2)
     site_tensor = {r.site: r.tensor for r in rep.sites}
     assert {s for s, t in site_tensor.items() if t in hot} == set(rep.sensitivity)
     assert "5 skipped" in rep.to_markdown()
-    assert not aa_tflite.planner.hot_tensors(buffers, INT8_PEAK)  # nothing over the peak
+    assert not aa_tflite.search.planner.hot_tensors(buffers, INT8_PEAK)  # nothing over the peak
     # Out of reach of the hot sites alone: the rest are measured, so a BudgetError's floor is
     # the true one.
     opts = stages.options(budget_kb=0.5, memory="packed", max_accuracy_drop=None, plan=None,
@@ -206,7 +207,7 @@ def test_tflm_mode_is_honest(digits):
     with pytest.raises(BudgetError, match="cannot\\s+shrink it"):
         _convert(digits, budget_kb=2, memory="tflm")
     out = _convert(digits, budget_kb=64, memory="tflm")
-    from aa_tflite.metadata import strip_metadata
+    from aa_tflite.tflite.metadata import strip_metadata
 
     assert out.plan.sites == {} and strip_metadata(out.tflite) == \
         strip_metadata(out.baseline_tflite)
@@ -304,7 +305,7 @@ def test_signed_tensors_are_planned_and_hold_their_levels(digits):
         values = tensor_values(out.tflite, [t], digits.x_val * 4)[t]
         assert len(np.unique(values)) <= 2 ** int(c.bits)
     # The file says the same: metadata and derived bits agree with the report.
-    from aa_tflite import metadata
+    from aa_tflite.tflite import metadata
 
     assert metadata.stored_bits(metadata.strip_metadata(out.tflite)) == rep.tensor_bits
     ops0, _ = flatbuffer.describe(flatbuffer.read(out.baseline_tflite))
@@ -318,7 +319,7 @@ def test_signed_tensors_are_planned_and_hold_their_levels(digits):
 def test_the_target_chooses_the_kernels_losses_are_measured_on(digits, target, kernels):
     r = _convert(digits, budget_kb=2.5, target=target, measure_tflm=False, curve_points=0)
     assert r.report.kernels == kernels and r.report.target == target
-    from aa_tflite.metadata import read_metadata
+    from aa_tflite.tflite.metadata import read_metadata
 
     meta = read_metadata(r.tflite)
     assert meta["kernels"] == kernels and meta["target"] == target

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from aa_tflite.planner import Buffer, Option, greedy, live_excess, peak, search, smallest
+from aa_tflite.search.planner import Buffer, Option, greedy, live_excess, peak, search, smallest
 from aa_tflite.types import BudgetError, SiteConfig
 
 FOUR = SiteConfig(clip=1.0, bits=4)
@@ -102,7 +102,8 @@ def test_search_is_deterministic():
 
 
 def test_planner_imports_no_tensorflow():
-    code = ("import sys, aa_tflite.planner, aa_tflite.quantedit, aa_tflite.stages, aa_tflite.guard; "
+    code = ("import sys, aa_tflite.search.planner, aa_tflite.tflite.quantedit, "
+            "aa_tflite.search.stages, aa_tflite.runtime.guard; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -169,7 +170,8 @@ def test_graded_options_take_the_widest_bits_that_meet_the_budget():
 
 
 def test_planning_units_and_their_expansion():
-    from aa_tflite import quantedit, stages
+    from aa_tflite.search import stages
+    from aa_tflite.tflite import quantedit
 
     def graph(name, tie=()):
         return quantedit.SiteGraph(name, 0, (0,), 0, "CONV_2D", (), None, True, True, (), 1.0,

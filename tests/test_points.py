@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 import aa_tflite
-from aa_tflite import multipoint, runtime
-from aa_tflite.metadata import read_metadata, strip_metadata
-from aa_tflite.onthefly import OperatingPoints, PointsError, file_points
+from aa_tflite.runtime import interpreter as runtime
+from aa_tflite.runtime.onthefly import OperatingPoints, PointsError, file_points
+from aa_tflite.tflite import multipoint
+from aa_tflite.tflite.metadata import read_metadata, strip_metadata
 from aa_tflite.types import AAError
 
 INT8_PEAK = 3072  # the embedded digits model
@@ -146,7 +147,7 @@ def test_save_writes_the_file_one_tflm_file_per_point_and_the_table(multi, tmp_p
 
 
 def test_per_point_files_run_in_tflite_micro_with_the_largest_arena(multi, digits):
-    from aa_tflite import memory
+    from aa_tflite.tflite import memory
 
     x = digits.x_val[:30]
     for p in multi.points:
@@ -212,7 +213,7 @@ def test_operating_points_errors_are_clear(tmp_path):
 _PI_SCRIPT = """
 import json, sys
 import numpy as np
-from aa_tflite.onthefly import OperatingPoints
+from aa_tflite.runtime.onthefly import OperatingPoints
 points = OperatingPoints(sys.argv[1], kernels="builtin")
 x = np.load(sys.argv[2])["x"]
 out = {}
@@ -282,7 +283,7 @@ def test_input_size_points_share_kernels_and_equal_single_size_files(fcn, digits
     assert [(m["signature"], m["input_size"]) for m in meta] == [(k, s) for k, s in
                                                                 zip(keys, [8, 8, 12, 12])]
     # A 12x12 point is the file convert writes for the model rebuilt at 12x12 on resized data.
-    from aa_tflite.pipeline import _at_size, _resize
+    from aa_tflite.conversion import _at_size, _resize
 
     big = aa_tflite.convert(_at_size(fcn, 12), budget_kb=1.2,
                             representative_data=_resize(digits.x_cal, 12), progress=False,
@@ -293,7 +294,7 @@ def test_input_size_points_share_kernels_and_equal_single_size_files(fcn, digits
     assert multi.points[2].report.int8_memory.packed_peak > \
         multi.points[0].report.int8_memory.packed_peak
     assert multi.points[2].tflm_arena > multi.points[0].tflm_arena
-    from aa_tflite import flatbuffer
+    from aa_tflite.tflite import flatbuffer
 
     combined = flatbuffer.read(multi.tflite)
     kernel = {tuple(int(d) for d in t.shape): t.buffer for t in combined.subgraphs[0].tensors

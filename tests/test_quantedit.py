@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from aa_tflite import flatbuffer, memory, quantedit
-from aa_tflite.calibrate import stored_levels, tensor_values
 from aa_tflite.precision import DEFAULT_MENU, precision
-from aa_tflite.runtime import evaluate, load_interpreter, quantize
-from aa_tflite.sensitivity import fit_clip, site_edit
+from aa_tflite.runtime.interpreter import evaluate, load_interpreter, quantize
+from aa_tflite.search.bench import fit_clip, site_edit
+from aa_tflite.search.calibrate import stored_levels, tensor_values
+from aa_tflite.tflite import flatbuffer, memory, quantedit
 from aa_tflite.types import AAError, SiteConfig
 
 DIGITS_SITES = {"conv1_relu": 14, "conv2_relu": 15, "conv3_relu": 17, "fc1_relu": 22}
@@ -104,7 +104,7 @@ def test_edited_model_runs_in_tflite_micro_like_in_litert(bits, digits, digits_t
 
 
 def test_residual_and_nested_sites_go_four_bit_at_zero_cost(tiny_model, tiny_data):
-    from aa_tflite.exporter import export
+    from aa_tflite.frontend.export import export
 
     exported = export(tiny_model, None, representative_data=tiny_data)
     sites = {s: t for s, t in exported.site_tensors.items() if t is not None}
@@ -138,7 +138,7 @@ def test_empty_edit_is_the_same_bytes_and_analysis_finds_groups(digits_tflite):
 
 
 def test_threshold_edit_matches_the_keras_shift_export(digits, digits_tflite):
-    from aa_tflite.exporter import export
+    from aa_tflite.frontend.export import export
 
     t = 0.05
     graphs = quantedit.analyse(digits_tflite, DIGITS_SITES)
@@ -164,7 +164,7 @@ def test_edits_that_cannot_be_made_are_refused(digits_tflite):
 
 
 def test_residual_add_site_is_not_offered_a_threshold(tiny_model, tiny_data):
-    from aa_tflite.exporter import export
+    from aa_tflite.frontend.export import export
 
     exported = export(tiny_model, None, representative_data=tiny_data)
     graphs = quantedit.analyse(exported.tflite, exported.site_tensors)
@@ -178,7 +178,7 @@ def test_residual_add_site_is_not_offered_a_threshold(tiny_model, tiny_data):
 def _concat_model(third_input_is_a_site: bool = True):
     import keras
 
-    from aa_tflite.exporter import export
+    from aa_tflite.frontend.export import export
 
     keras.utils.set_random_seed(0)
     i = keras.Input((8, 8, 3))

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from aa_tflite.rewriter import rewrite
+from aa_tflite.frontend.rewrite import rewrite
 from converters import digits_cnn, imagenet
 from converters.data import load_digits_split, load_mnist1d_split
 

@@ -3,8 +3,8 @@
 import keras
 import pytest
 
-from aa_tflite import flatbuffer
-from aa_tflite.exporter import export
+from aa_tflite.frontend.export import export
+from aa_tflite.tflite import flatbuffer
 from converters import mini
 from converters.data import load_digits_split
 

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from aa_tflite.layers import AAReLU
-from aa_tflite.rewriter import rewrite
+from aa_tflite.frontend.layers import AAReLU
+from aa_tflite.frontend.rewrite import rewrite
 from aa_tflite.types import AAError, SiteConfig, SiteKind
 from tests.conftest import tiny_nested_functional
 

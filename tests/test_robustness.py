@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 import aa_tflite
-from aa_tflite import flatbuffer, guard, quantedit, stages
-from aa_tflite.calibrate import tensor_values
+from aa_tflite.runtime import guard
+from aa_tflite.search import stages
+from aa_tflite.search.calibrate import tensor_values
+from aa_tflite.tflite import flatbuffer, quantedit
 from aa_tflite.types import AAError, BudgetError, Plan, SiteConfig
 
 X12 = np.random.RandomState(0).rand(64, 12, 12, 3).astype(np.float32)
@@ -28,7 +30,7 @@ def _convert(model, x=X12, **kw):
 
 
 def _raw(tflite, x):
-    from aa_tflite.runtime import load_interpreter, quantize
+    from aa_tflite.runtime.interpreter import load_interpreter, quantize
 
     return quantize(x, load_interpreter(tflite).get_input_details()[0])
 
@@ -173,7 +175,7 @@ def test_random_graphs_fast_subset():
 
 @pytest.mark.parametrize("kernels", ["xnnpack", "tflm"])
 def test_losses_are_measured_on_the_kernels_the_user_deploys_on(digits, kernels):
-    from aa_tflite.runtime import evaluate, run_model
+    from aa_tflite.runtime.interpreter import evaluate, run_model
 
     x_eval, y_eval = digits.x_val[:150], digits.y_val[:150]
     out = _convert(digits.model, digits.x_cal, budget_kb=1.5, eval_data=(x_eval, y_eval),
@@ -185,7 +187,7 @@ def test_losses_are_measured_on_the_kernels_the_user_deploys_on(digits, kernels)
     # The in-process kernels are the ones the child-process probe runs.
     raw = _raw(out.tflite, x_eval[:20])
     probed = guard.probe(out.tflite, kernels=kernels, inputs=raw).outputs
-    from aa_tflite.runtime import dequantize, load_interpreter
+    from aa_tflite.runtime.interpreter import dequantize, load_interpreter
 
     detail = load_interpreter(out.tflite).get_output_details()[0]
     assert np.allclose(run_model(out.tflite, x_eval[:20], kernels=kernels),

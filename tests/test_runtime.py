@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from aa_tflite import runtime
-from aa_tflite.exporter import to_tflite
+from aa_tflite.frontend.export import to_tflite
+from aa_tflite.runtime import interpreter as runtime
 from aa_tflite.types import AAError
 
 
@@ -40,8 +40,8 @@ def test_errors(digits_tflite):
 def test_tensor_values_from_the_cut_model_equal_the_whole_model_preserved(digits, digits_tflite):
     """tensor_values runs only the ops a tensor needs; the values equal those of the whole model
     run with every tensor preserved, bit for bit, for every op's output."""
-    from aa_tflite import flatbuffer
-    from aa_tflite.calibrate import _prefix_model, tensor_values
+    from aa_tflite.search.calibrate import _prefix_model, tensor_values
+    from aa_tflite.tflite import flatbuffer
 
     x = digits.x_val[:40]
     ops, tensors = flatbuffer.describe(flatbuffer.read(digits_tflite))

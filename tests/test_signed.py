@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from aa_tflite import flatbuffer, memory, quantedit, signed
-from aa_tflite.calibrate import stored_levels, tensor_values
+from aa_tflite.lowering import signed
 from aa_tflite.precision import precision
-from aa_tflite.runtime import load_interpreter, quantize, run, run_model
+from aa_tflite.runtime.interpreter import load_interpreter, quantize, run, run_model
+from aa_tflite.search.calibrate import stored_levels, tensor_values
+from aa_tflite.tflite import flatbuffer, memory, quantedit
 from aa_tflite.types import AAError
 from tests.test_quantedit import _adversarial
 
@@ -38,7 +39,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def plain(data):
-    from aa_tflite.exporter import export
+    from aa_tflite.frontend.export import export
 
     return {name: export(_calibrated(name, data["x_cal"]), None, representative_data=data["x_cal"],
                          io_dtype="int8").tflite for name in MODELS}
@@ -169,7 +170,7 @@ def test_tflite_micro_runs_it_like_litert(name, bits, plain, values, data):
 
 
 def test_composes_with_relu_site_edits(plain, values, data):
-    from aa_tflite.sensitivity import fit_clip, site_edit
+    from aa_tflite.search.bench import fit_clip, site_edit
     from aa_tflite.types import SiteConfig
 
     tflite = plain["mini_xception"]
@@ -244,7 +245,7 @@ def test_refuses_what_it_cannot_lower(plain, values):
 def offset_model(data):
     """mini_xception's entry_b: a separable conv + BN (no activation) -> max pool -> ADD, whose
     other input is the strided 1x1 shortcut conv + BN."""
-    from aa_tflite.exporter import export
+    from aa_tflite.frontend.export import export
 
     return export(_calibrated("mini_xception", data["x_cal"]), None,
                   representative_data=data["x_cal"], io_dtype="int8").tflite
@@ -308,7 +309,7 @@ def test_offset_form_runs_in_tflite_micro_like_litert(offset_model, data):
 
 
 def test_planning_sites_name_each_lowering_and_say_why_the_rest_stay_int8(offset_model):
-    from aa_tflite import stages
+    from aa_tflite.search import stages
 
     sites, notes = stages.signed_sites(offset_model)
     offset = {s: g for s, g in sites.items() if s.startswith("offset:")}

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 import aa_tflite
-from aa_tflite import guard, multipoint, runtime
-from aa_tflite.targets import TFLM_MARGIN_MIN, export_tflm, resolver_entries
+from aa_tflite.runtime import guard
+from aa_tflite.runtime import interpreter as runtime
+from aa_tflite.targets.exporters import TFLM_MARGIN_MIN, export_tflm, resolver_entries
+from aa_tflite.tflite import multipoint
 from aa_tflite.types import AAError
 
 
@@ -137,7 +139,7 @@ def test_cli_export_tflm(multi, tmp_path, capsys):
 
 
 def test_edgetpu_check_finds_the_first_cpu_fallback(multi, tmp_path):
-    from aa_tflite.targets import check_edgetpu, export_edgetpu
+    from aa_tflite.targets.exporters import check_edgetpu, export_edgetpu
 
     written, checks, logs = export_edgetpu(multi.tflite, tmp_path, name="digits")
     assert sorted(os.path.basename(p) for p in written) == ["digits_kib1p2.tflite",
@@ -160,7 +162,7 @@ def test_edgetpu_check_finds_the_first_cpu_fallback(multi, tmp_path):
     with pytest.raises(AAError, match="one subgraph"):
         check_edgetpu(multi.tflite)
     # a float tensor is named as such
-    from aa_tflite.targets import web_model
+    from aa_tflite.targets.exporters import web_model
 
     web = multipoint.split(web_model(multi.tflite), multi.points[0].key)
     check = check_edgetpu(web)
@@ -170,7 +172,7 @@ def test_edgetpu_check_finds_the_first_cpu_fallback(multi, tmp_path):
 
 
 def flatbuffer_read(data):
-    from aa_tflite import flatbuffer
+    from aa_tflite.tflite import flatbuffer
 
     return flatbuffer.read(data)
 
@@ -178,7 +180,7 @@ def flatbuffer_read(data):
 _PI_SCRIPT = """
 import json, sys
 import numpy as np
-from aa_tflite.onthefly import OperatingPoints
+from aa_tflite.runtime.onthefly import OperatingPoints
 x = np.load(sys.argv[-1])["x"]
 out = {}
 for path in sys.argv[1:-1]:
@@ -205,7 +207,7 @@ def test_tflm_exports_run_on_tflite_runtime_2_14(exported, digits, tmp_path):
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
-    from aa_tflite.onthefly import OperatingPoints
+    from aa_tflite.runtime.onthefly import OperatingPoints
 
     for path in files:
         want = OperatingPoints(path, kernels="builtin").run(x)

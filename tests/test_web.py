@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import aa_tflite
-from aa_tflite.onthefly import OperatingPoints
-from aa_tflite.targets import export_web, web_model
+from aa_tflite.runtime.onthefly import OperatingPoints
+from aa_tflite.targets.exporters import export_web, web_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB = os.path.join(ROOT, "web_demo")
@@ -105,7 +105,7 @@ def test_browser_demo_matches_python_on_every_point(multi, digits, tmp_path):
 
 def test_cli_export_web_writes_a_float_io_model(multi, tmp_path, capsys):
     from aa_tflite import cli
-    from aa_tflite.metadata import read_metadata
+    from aa_tflite.tflite.metadata import read_metadata
 
     model = tmp_path / "digits.tflite"
     model.write_bytes(multi.tflite)

@@ -13,9 +13,9 @@ import keras
 import numpy as np
 from absl import logging
 
-from aa_tflite import flatbuffer, quantedit
+from aa_tflite.frontend.rewrite import rewrite, site_layers
 from aa_tflite.quiet import quiet_native_output
-from aa_tflite.rewriter import rewrite, site_layers
+from aa_tflite.tflite import flatbuffer, quantedit
 from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind
 
 __all__ = ["Exported", "IODType", "check_data", "export", "site_tensors", "to_tflite"]

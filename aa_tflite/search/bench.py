@@ -18,10 +18,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from aa_tflite import quantedit, signed
-from aa_tflite.calibrate import tensor_values
+from aa_tflite.lowering import signed
 from aa_tflite.precision import check_menu, precision
-from aa_tflite.runtime import check_kernels, run_model
+from aa_tflite.runtime.interpreter import check_kernels, run_model
+from aa_tflite.search.calibrate import tensor_values
+from aa_tflite.tflite import quantedit
 from aa_tflite.types import AAError, Bits, MemoryMode, SiteConfig
 
 __all__ = ["KL_WEIGHT", "Bench", "Metrics", "UnsafeVariant", "candidates", "fit_clip",

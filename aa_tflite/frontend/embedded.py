@@ -30,7 +30,7 @@ def load_default() -> DefaultModel:
     """
     import keras
 
-    from aa_tflite import layers  # noqa: F401  (registers AAReLU for loading)
+    from aa_tflite.frontend import layers  # noqa: F401  (registers AAReLU for loading)
 
     root = importlib.resources.files("aa_tflite") / "data"
     with importlib.resources.as_file(root / "digits_cnn.keras") as path:

@@ -1,6 +1,6 @@
 """The front door: ``convert(model, budget_kb=..., representative_data=...)`` -> ``Result``.
 
-``convert`` reads as its stages (``aa_tflite.stages``): check the options, prepare the model and
+``convert`` reads as its stages (``aa_tflite.search.stages``): check the options, prepare the model and
 data, export the int8 baseline once, list and measure every candidate as a flatbuffer edit of it,
 search and verify, draw the accuracy-memory curve, report.
 """
@@ -16,10 +16,11 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from aa_tflite import multipoint, stages
 from aa_tflite.files import atomic_write_all
-from aa_tflite.metadata import write_metadata
 from aa_tflite.report import Report, SiteRow
+from aa_tflite.search import stages
+from aa_tflite.tflite import multipoint
+from aa_tflite.tflite.metadata import write_metadata
 from aa_tflite.types import AAError, BudgetError, MemoryMode, Plan
 
 __all__ = ["Point", "Report", "Result", "SiteRow", "convert"]
@@ -373,7 +374,7 @@ def _at_size(model, size: int):
     """The same model, weights shared by value, built for ``size`` x ``size`` inputs."""
     import keras
 
-    from aa_tflite.rewriter import from_keras2, is_keras2
+    from aa_tflite.frontend.rewrite import from_keras2, is_keras2
 
     if is_keras2(model):
         model = from_keras2(model)
@@ -436,7 +437,7 @@ def _point_doc(key: str, budget_kb, input_size, doc: dict) -> dict:
 
 def _latency_ms(tflite: bytes, repeats: int = 30) -> float:
     """Median LiteRT latency of one sample (default kernels, 1 thread), in ms."""
-    from aa_tflite.runtime import load_interpreter
+    from aa_tflite.runtime.interpreter import load_interpreter
 
     interp = load_interpreter(tflite, num_threads=1, kernels="xnnpack")
     interp.allocate_tensors()

@@ -18,18 +18,21 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from aa_tflite import flatbuffer, guard, planner, quantedit, signed
-from aa_tflite import memory as memory_mod
+from aa_tflite.lowering import signed
 from aa_tflite.precision import check_menu, precision
 from aa_tflite.report import Report, SiteRow, lowering_words, zero_points
-from aa_tflite.runtime import check_kernels
-from aa_tflite.sensitivity import (
+from aa_tflite.runtime import guard
+from aa_tflite.runtime.interpreter import check_kernels
+from aa_tflite.search import planner
+from aa_tflite.search.bench import (
     Bench,
     UnsafeVariant,
     candidates,
     sparse_bytes,
     worst_nonzeros,
 )
+from aa_tflite.tflite import flatbuffer, quantedit
+from aa_tflite.tflite import memory as memory_mod
 from aa_tflite.types import AAError, Bits, BudgetError, MemoryMode, Plan, SiteConfig
 
 __all__ = ["Baseline", "Chosen", "Measured", "Options", "Prepared", "baseline", "build_report",
@@ -154,8 +157,8 @@ class Prepared:
 
 def prepare(model, representative_data, eval_data, opts: Options) -> Prepared:
     """Checks the model (Keras 2 models are brought to Keras 3) and the data."""
-    from aa_tflite.exporter import check_data
-    from aa_tflite.rewriter import check_model, from_keras2, is_keras2
+    from aa_tflite.frontend.export import check_data
+    from aa_tflite.frontend.rewrite import check_model, from_keras2, is_keras2
 
     keras2 = is_keras2(model)
     if keras2:
@@ -206,7 +209,7 @@ class Baseline:
 
 def baseline(prep: Prepared, opts: Options) -> Baseline:
     """Converts to int8 once, runs it in a child process first, and analyses its sites."""
-    from aa_tflite.exporter import export
+    from aa_tflite.frontend.export import export
 
     base = export(prep.model, None, representative_data=prep.x_cal, io_dtype=opts.io_dtype)
     _probe_baseline(base.tflite, opts.kernels)
@@ -246,7 +249,7 @@ def baseline(prep: Prepared, opts: Options) -> Baseline:
 
 def signed_sites(tflite: bytes) -> tuple[dict[str, quantedit.SiteGraph], list[str]]:
     """The signed tensors (weighted ops' outputs with no activation) as planning sites named
-    ``signed:<tensor name>``, and a note for each one ``aa_tflite.signed`` cannot reach."""
+    ``signed:<tensor name>``, and a note for each one ``aa_tflite.lowering.signed`` cannot reach."""
     _, tensors = flatbuffer.describe(flatbuffer.read(tflite))
     out: dict[str, quantedit.SiteGraph] = {}
     notes = []

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import keras
 from absl import logging
 
-from aa_tflite.layers import AAReLU
+from aa_tflite.frontend.layers import AAReLU
 from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind
 
 __all__ = ["Rewritten", "check_model", "from_keras2", "is_keras2", "rewrite", "site_layers"]

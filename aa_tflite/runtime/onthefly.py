@@ -6,7 +6,7 @@ their figures come from the file's own ``aa_tflite`` metadata, read here with a 
 reader.
 
 Example:
-    >>> from aa_tflite.onthefly import OperatingPoints
+    >>> from aa_tflite.runtime.onthefly import OperatingPoints
     >>> points = OperatingPoints("out/digits.tflite")  # doctest: +SKIP
     >>> point = points.select(budget_kb=2.0)  # doctest: +SKIP
     >>> probs = points.run(x, point=point.key)  # doctest: +SKIP
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from aa_tflite.runtime import dequantize, quantize
+from aa_tflite.runtime.interpreter import dequantize, quantize
 from aa_tflite.types import AAError
 
 __all__ = ["OperatingPoints", "PointInfo", "PointsError", "file_points"]

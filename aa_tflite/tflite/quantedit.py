@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from aa_tflite import flatbuffer
+from aa_tflite.tflite import flatbuffer
 from aa_tflite.types import AAError
 
 __all__ = ["MIN_ACTIVATION_SCALE", "SiteEdit", "SiteGraph", "analyse",
@@ -95,7 +95,7 @@ class SiteGraph:
             when the site is alone.
         joins: Those joining ops' indices.
         signed: A signed tensor (a weighted op's output with no activation), lowered by
-            ``aa_tflite.signed`` rather than by these edits; its name is ``signed:<tensor>``.
+            ``aa_tflite.lowering.signed`` rather than by these edits; its name is ``signed:<tensor>``.
         offset: With ``signed``: lowered by the offset form (``signed.apply_offset``), for a
             signed tensor that reaches a residual ``ADD``; its name is ``offset:<tensor>``.
     """

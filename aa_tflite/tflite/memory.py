@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-from aa_tflite import flatbuffer
+from aa_tflite.tflite import flatbuffer
 from aa_tflite.types import AAError, MemoryReport, TensorMemory, TflmArena
 
 __all__ = [
@@ -170,7 +170,7 @@ def tflm_arena(tflite: bytes, *, arena_size: int | None = None) -> TflmArena:
     Raises:
         AAError: TFLM cannot allocate the model (e.g. an op TFLM has no kernel for).
     """
-    from aa_tflite import guard
+    from aa_tflite.runtime import guard
 
     peak16, _ = plan_tensors(tflite, alignment=TFLM_ALIGNMENT)
     size = arena_size or (4 * peak16 + 64 * 1024 + 2 * len(tflite))

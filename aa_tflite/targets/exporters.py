@@ -14,8 +14,8 @@ import re
 
 import numpy as np
 
-from aa_tflite import flatbuffer, memory, multipoint
 from aa_tflite.files import atomic_write_all
+from aa_tflite.tflite import flatbuffer, memory, multipoint
 from aa_tflite.types import AAError
 
 __all__ = ["TFLM_MARGIN_FRACTION", "TFLM_MARGIN_MIN", "AndroidExport", "TflmExport",
@@ -196,7 +196,7 @@ def export_android(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samp
     """
     import json
 
-    from aa_tflite.metadata import read_metadata
+    from aa_tflite.tflite.metadata import read_metadata
 
     model = flatbuffer.read(tflite)
     graph = model.subgraphs[0]
@@ -300,7 +300,7 @@ def export_web(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samples_
         >>> export_web(open("out/digits.tflite", "rb").read(), "web_demo/assets",
         ...            samples_x=x_val[:16], samples_y=y_val[:16])  # doctest: +SKIP
     """
-    from aa_tflite.metadata import read_metadata
+    from aa_tflite.tflite.metadata import read_metadata
 
     web = web_model(tflite)
     if read_metadata(web) != read_metadata(tflite):

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from aa_tflite.runtime import batches, dequantize, load_interpreter
+from aa_tflite.runtime.interpreter import batches, dequantize, load_interpreter
 from aa_tflite.types import AAError
 
 __all__ = ["SiteStats", "site_statistics", "stored_levels", "tensor_values",
@@ -72,7 +72,7 @@ def tensor_values(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *,
 def _prefix_model(tflite: bytes, tensors: Sequence[int]) -> bytes | None:
     """``tflite`` with only the ops ``tensors`` depend on, and ``tensors`` as its outputs; None if
     some requested tensor is not written by an op (an input or a constant)."""
-    from aa_tflite import flatbuffer
+    from aa_tflite.tflite import flatbuffer
 
     model = flatbuffer.read(tflite)
     graph = model.subgraphs[0]

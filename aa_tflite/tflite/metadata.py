@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from aa_tflite import flatbuffer
 from aa_tflite.precision import bits_for_levels
-from aa_tflite.quantedit import _SAME_PARAMS
+from aa_tflite.tflite import flatbuffer
+from aa_tflite.tflite.quantedit import _SAME_PARAMS
 from aa_tflite.types import AAError
 
 __all__ = ["METADATA_NAME", "METADATA_SCHEMA_VERSION", "attach", "read_metadata", "stored_bits",

@@ -21,7 +21,7 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from aa_tflite import flatbuffer
+from aa_tflite.tflite import flatbuffer
 from aa_tflite.types import AAError
 
 __all__ = ["KEY_PATTERN", "combine", "point_key", "signature_keys", "split"]
@@ -58,7 +58,7 @@ def split(tflite: bytes, key: str) -> bytes:
     Example:
         >>> small = split(open("out/digits.tflite", "rb").read(), "kib1p2")  # doctest: +SKIP
     """
-    from aa_tflite.metadata import attach, read_metadata
+    from aa_tflite.tflite.metadata import attach, read_metadata
 
     model = flatbuffer.read(tflite)
     keys = signature_keys(tflite)
@@ -131,7 +131,7 @@ def combine(points: Sequence[tuple[str, bytes]], *,
                       f"and '_' (at most 64). Received: {bad}")
     if len(set(keys)) != len(keys):
         raise AAError(f"Signature keys must be distinct. Received: {keys}")
-    from aa_tflite.metadata import attach, strip_metadata
+    from aa_tflite.tflite.metadata import attach, strip_metadata
 
     parts = [strip_metadata(t) for _, t in points]
     models = [flatbuffer.read(t) for t in parts]

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from aa_tflite.memory import greedy_offsets
+from aa_tflite.tflite.memory import greedy_offsets
 from aa_tflite.types import BudgetError, SiteConfig
 
 __all__ = ["Buffer", "Option", "Search", "Step", "greedy", "hot_tensors", "live_excess", "peak",

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from aa_tflite.guard import Kernels
+from aa_tflite.runtime.guard import Kernels
 from aa_tflite.types import AAError
 
 __all__ = ["KERNELS", "batches", "check_kernels", "dequantize", "evaluate", "interpreter_backend",

@@ -1,6 +1,6 @@
 """Zero-cost low-bit lowering of *signed* activations: the output of a weighted op with no ReLU.
 
-``aa_tflite.quantedit`` lowers ReLU outputs: scale ``clip / (2^b - 1)`` and zero point
+``aa_tflite.tflite.quantedit`` lowers ReLU outputs: scale ``clip / (2^b - 1)`` and zero point
 ``128 - 2^b``, held to ``2^b`` levels by the producer's fused ReLU clamping at the zero point.
 A tensor written by a ``CONV_2D``, ``DEPTHWISE_CONV_2D`` or ``FULLY_CONNECTED`` with fused
 activation ``NONE`` (the depthwise half of a separable conv, a linear bottleneck) has no such
@@ -58,9 +58,9 @@ from collections.abc import Mapping
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from aa_tflite import flatbuffer
 from aa_tflite.precision import precision
-from aa_tflite.quantedit import (
+from aa_tflite.tflite import flatbuffer
+from aa_tflite.tflite.quantedit import (
     _WEIGHTED,
     _absorb_input,
     _array,

@@ -1,0 +1,1 @@
+"""Export targets: TFLite Micro, Android, the browser and the Edge TPU."""
