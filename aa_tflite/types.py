@@ -1,4 +1,5 @@
-"""Shared types: every stage imports these instead of importing each other.
+"""Shared records and enums: the vocabulary every subpackage speaks. No import beyond the
+standard library.
 
 All records are frozen dataclasses; every choice is a str-valued ``Enum`` so it serialises as itself.
 """
@@ -16,6 +17,7 @@ __all__ = [
     "AAError",
     "Bits",
     "BudgetError",
+    "Kernels",
     "Lowering",
     "MemoryMode",
     "MemoryReport",
@@ -25,6 +27,7 @@ __all__ = [
     "SiteConfig",
     "SiteKind",
     "TensorMemory",
+    "ThresholdForm",
     "TflmArena",
 ]
 
@@ -62,8 +65,8 @@ class Bits(int, enum.Enum):
     INT2 = 2
 
 
-class Lowering(str, enum.Enum):
-    """How a threshold is written into the TFLite graph.
+class ThresholdForm(str, enum.Enum):
+    """How a threshold is written into the TFLite graph (``Plan.lowering``).
 
     ``SHIFT`` computes ``max(x - T, 0)``: the zeros are the same as the exact form's, the kept values
     are lowered by ``T``. The converter folds ``- T`` into the producer's bias, so it costs no op and
@@ -73,6 +76,24 @@ class Lowering(str, enum.Enum):
 
     SHIFT = "shift"
     EXACT = "exact"
+
+
+# The name the public API has always had; "lowering" elsewhere means a ``aa_tflite.lowering`` form.
+Lowering = ThresholdForm
+
+
+class Kernels(str, enum.Enum):
+    """Which kernels run a model.
+
+    ``BUILTIN`` is LiteRT's builtin kernels without delegates (the default for measuring when no
+    target is named), ``XNNPACK`` is LiteRT's default (builtin + the XNNPACK delegate, what Android
+    apps and ``tflite-runtime`` users get), ``TFLM`` is the TensorFlow Lite Micro reference
+    kernels.
+    """
+
+    BUILTIN = "builtin"
+    XNNPACK = "xnnpack"
+    TFLM = "tflm"
 
 
 class MemoryMode(str, enum.Enum):
@@ -160,11 +181,11 @@ class Plan:
     """
 
     sites: Mapping[str, SiteConfig] = dataclasses.field(default_factory=dict)
-    lowering: Lowering = Lowering.SHIFT
+    lowering: ThresholdForm = ThresholdForm.SHIFT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sites", dict(sorted(self.sites.items())))
-        object.__setattr__(self, "lowering", Lowering(self.lowering))
+        object.__setattr__(self, "lowering", ThresholdForm(self.lowering))
 
     def get(self, site: str) -> SiteConfig:
         return self.sites.get(site, SiteConfig())
@@ -192,7 +213,7 @@ class Plan:
             raise AAError(f"This plan has schema_version {version}, newer than this aa_tflite "
                           f"understands ({PLAN_SCHEMA_VERSION}). Upgrade aa-tflite.")
         return cls({k: SiteConfig.from_dict(v) for k, v in d.get("sites", {}).items()},
-                   lowering=Lowering(d.get("lowering", "shift")))
+                   lowering=ThresholdForm(d.get("lowering", "shift")))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from aa_tflite.runtime import guard
 from aa_tflite.runtime import interpreter as runtime
 from aa_tflite.targets.exporters import TFLM_MARGIN_MIN, export_tflm, resolver_entries
 from aa_tflite.tflite import multipoint
-from aa_tflite.types import AAError
+from aa_tflite.types import AAError, Kernels
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +63,13 @@ def test_tflm_allocates_and_runs_each_model_with_exactly_the_arena_constant(expo
     assert arena >= max(result.measured.values()) + TFLM_MARGIN_MIN
     for key in result.measured:
         data = (out / f"digits_{key}.tflite").read_bytes()
-        done = guard.probe(data, kernels=guard.Kernels.TFLM, tflm_arena_size=arena)
+        done = guard.probe(data, kernels=Kernels.TFLM, tflm_arena_size=arena)
         assert done.ok, done.reason
         tflm = runtime.run_model(data, digits.x_val[:20], kernels="tflm")
         lite = runtime.run_model(data, digits.x_val[:20], kernels="builtin")
         assert np.array_equal(tflm.argmax(1), lite.argmax(1))
         # and TFLM fails below the measured arena: the constant is a real figure
-        short = guard.probe(data, kernels=guard.Kernels.TFLM,
+        short = guard.probe(data, kernels=Kernels.TFLM,
                             tflm_arena_size=result.measured[key] - 64)
         assert not short.ok
 

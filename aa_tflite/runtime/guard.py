@@ -12,7 +12,6 @@ No TensorFlow import.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import os
 import signal
 import subprocess
@@ -21,20 +20,9 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["Kernels", "ProbeResult", "probe", "probe_all"]
+from aa_tflite.types import Kernels
 
-
-class Kernels(str, enum.Enum):
-    """Which kernels run the model.
-
-    ``BUILTIN`` is LiteRT's builtin kernels without delegates (what aa_tflite measures with),
-    ``XNNPACK`` is LiteRT's default (builtin + the XNNPACK delegate, what Android apps get by
-    default), ``TFLM`` is the TensorFlow Lite Micro reference kernels.
-    """
-
-    BUILTIN = "builtin"
-    XNNPACK = "xnnpack"
-    TFLM = "tflm"
+__all__ = ["ProbeResult", "probe", "probe_all"]
 
 
 # The child: load, allocate, invoke once on a fixed pseudo-random input, print "ok".

@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from aa_tflite.runtime.guard import Kernels
-from aa_tflite.types import AAError
+from aa_tflite.types import AAError, Kernels
 
 __all__ = ["KERNELS", "batches", "check_kernels", "dequantize", "evaluate", "interpreter_backend",
            "load_interpreter", "quantize", "run", "run_model"]

@@ -33,7 +33,7 @@ from aa_tflite.search.bench import (
 )
 from aa_tflite.tflite import flatbuffer, quantedit
 from aa_tflite.tflite import memory as memory_mod
-from aa_tflite.types import AAError, Bits, BudgetError, MemoryMode, Plan, SiteConfig
+from aa_tflite.types import AAError, Bits, BudgetError, Kernels, MemoryMode, Plan, SiteConfig
 
 __all__ = ["Baseline", "Chosen", "Measured", "Options", "Prepared", "baseline", "build_report",
            "candidate_list", "curve", "measure", "options", "prepare", "search_and_verify",
@@ -564,15 +564,15 @@ def _runtime_notes(base: bytes, planned: bytes) -> list[str]:
     """Runs both models once with LiteRT's default XNNPACK delegate (what Android apps get) and
     in TFLite Micro, each in a child process, and says where one does not run."""
     notes = []
-    targets = ((guard.Kernels.XNNPACK, "LiteRT's default XNNPACK delegate"),
-               (guard.Kernels.TFLM, "TFLite Micro"))
+    targets = ((Kernels.XNNPACK, "LiteRT's default XNNPACK delegate"),
+               (Kernels.TFLM, "TFLite Micro"))
     models = [base] if planned == base else [base, planned]
     results = iter(guard.probe_all([(m, k) for k, _ in targets for m in models]))
     for kernels, name in targets:
         plain = next(results)
         ours = plain if planned == base else next(results)
         if not plain.ok:
-            fix = f" Workaround: {XNNPACK_WORKAROUND}." if kernels == guard.Kernels.XNNPACK else ""
+            fix = f" Workaround: {XNNPACK_WORKAROUND}." if kernels == Kernels.XNNPACK else ""
             notes.append(f"{name} cannot run this model, and cannot run its plain int8 "
                          f"conversion either, so this is the runtime's limitation, not the "
                          f"plan's: {plain.reason}.{fix}")

@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from aa_tflite.tflite import flatbuffer
-from aa_tflite.types import AAError, MemoryReport, TensorMemory, TflmArena
+from aa_tflite.types import AAError, Kernels, MemoryReport, TensorMemory, TflmArena
 
 __all__ = [
     "TFLM_ALIGNMENT",
@@ -175,7 +175,7 @@ def tflm_arena(tflite: bytes, *, arena_size: int | None = None) -> TflmArena:
     peak16, _ = plan_tensors(tflite, alignment=TFLM_ALIGNMENT)
     size = arena_size or (4 * peak16 + 64 * 1024 + 2 * len(tflite))
     # In a child process: a model TFLM cannot handle may abort it, and must not take ours down.
-    done = guard.probe(tflite, kernels=guard.Kernels.TFLM, tflm_arena_size=size)
+    done = guard.probe(tflite, kernels=Kernels.TFLM, tflm_arena_size=size)
     text = done.log
     if not done.ok:
         raise AAError(f"TFLite Micro could not allocate this model with a {size}-byte arena: "
