@@ -14,6 +14,7 @@ from aa_tflite.types import (
     AAError,
     Bits,
     BudgetError,
+    Kernels,
     Lowering,
     MemoryMode,
     MemoryReport,
@@ -27,6 +28,7 @@ from aa_tflite.types import (
 # Stages that import TensorFlow load on first use, so ``import aa_tflite.tflite.memory`` (and the
 # planner, the flatbuffer reader, the types) stays free of TensorFlow.
 _LAZY = {
+    "ConvertConfig": "aa_tflite.config",
     "SiteStats": "aa_tflite.search.calibrate", "site_statistics": "aa_tflite.search.calibrate",
     "thresholds_for_sparsity": "aa_tflite.search.calibrate",
     "load_default": "aa_tflite.frontend.embedded",
@@ -45,6 +47,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from aa_tflite.config import ConvertConfig
     from aa_tflite.conversion import Point, Report, Result, convert
     from aa_tflite.frontend.embedded import load_default
     from aa_tflite.frontend.export import Exported, export, to_tflite
@@ -70,38 +73,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0+unknown"
 
-__all__ = [
-    "AAError",
-    "AAReLU",
-    "Bits",
-    "BudgetError",
-    "Exported",
-    "Lowering",
-    "MemoryMode",
-    "MemoryReport",
-    "OperatingPoints",
-    "Plan",
-    "Point",
-    "PointInfo",
-    "Report",
-    "Result",
-    "Rewritten",
-    "Site",
-    "SiteConfig",
-    "SiteKind",
-    "SiteStats",
-    "TflmArena",
-    "convert",
-    "evaluate",
-    "export",
-    "load_default",
-    "load_interpreter",
-    "memory_report",
-    "plan_tensors",
-    "read_metadata",
-    "rewrite",
-    "site_statistics",
-    "tflm_arena",
-    "thresholds_for_sparsity",
-    "to_tflite",
-]
+__all__ = sorted([
+    "AAError", "Bits", "BudgetError", "Kernels", "Lowering", "MemoryMode", "MemoryReport", "Plan",
+    "Site", "SiteConfig", "SiteKind", "TflmArena", *_LAZY,
+])

@@ -60,15 +60,13 @@ def render_plots(report) -> dict[str, bytes]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    key = "planned_sparse_peak" if report.memory_mode == "packed+sparse" else None
-    base_mem = report.int8_sparse_peak if key else report.int8_memory.packed_peak
-    planned_mem = report.planned_sparse_peak if key else report.planned_memory.packed_peak
+    base_mem, planned_mem = report.int8_budget_figure(), report.budget_figure()
     if report.curve:
-        xs = [base_mem] + [c[0] for c in report.curve]
-        ys = [report.int8_score] + [c[1] for c in report.curve]
+        xs = [base_mem] + [c.peak for c in report.curve]
+        ys = [report.int8_score] + [c.predicted for c in report.curve]
         ax.plot(xs, ys, "-", color="tab:blue", alpha=0.6,
                 label="greedy path (predicted: int8 minus summed single-site losses)")
-        ver = [(c[0], c[2]) for c in report.curve if c[2] is not None]
+        ver = [(c.peak, c.verified) for c in report.curve if c.verified is not None]
         if ver:
             ax.plot(*zip(*ver), "o", color="tab:blue", label="greedy path (verified plans)")
     ax.plot([base_mem], [report.int8_score], "s", color="gray", label="int8 baseline")

@@ -8,12 +8,24 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aa_tflite.precision import precision
-from aa_tflite.tflite import flatbuffer
-from aa_tflite.types import Bits, MemoryMode, MemoryReport, SiteConfig, TensorMemory
+import numpy as np
 
-__all__ = ["MEMORY_NOTE", "Report", "SiteRow", "lowering_words", "memory_lines", "tensor_table",
-           "zero_points"]
+from aa_tflite.config import Budget, ConvertConfig
+from aa_tflite.precision import precision
+from aa_tflite.search import planner
+from aa_tflite.search.baseline import Baseline, Data
+from aa_tflite.search.bench import sparse_bytes, worst_nonzeros
+from aa_tflite.search.curve import CurveSample, score
+from aa_tflite.search.measure import Measured
+from aa_tflite.search.memory_modes import memory_model, sparse_layout
+from aa_tflite.search.runtimes import runtime_notes
+from aa_tflite.search.verify import Verified
+from aa_tflite.tflite import flatbuffer
+from aa_tflite.tflite import memory as memory_mod
+from aa_tflite.types import Bits, MemoryReport, Plan, SiteConfig, TensorMemory
+
+__all__ = ["MEMORY_NOTE", "Report", "SiteRow", "build_report", "lowering_words", "memory_lines",
+           "tensor_table", "zero_points"]
 
 MEMORY_NOTE = ("Packed = activation peak with each tensor at its bit-width, packed (ceil(n x bits "
                "/ 8) bytes): real only on a runtime that packs activations; stock TFLite and "
@@ -89,8 +101,7 @@ class Report:
     options_measured: int
     repairs: tuple[str, ...]
     seconds: Mapping[str, float]
-    # Per greedy step down to the smallest plan: (peak, predicted score, verified score or None).
-    curve: tuple[tuple[int, float, float | None], ...]
+    curve: tuple[CurveSample, ...]  # the greedy path down to the smallest plan
     sensitivity: Mapping[str, tuple[tuple[str, float, int], ...]]  # site -> (option, loss, bytes)
     notes: tuple[str, ...]
     # Tensor index -> bits, for every tensor the plan counts below 8 bits (the packed figure's
@@ -98,7 +109,7 @@ class Report:
     tensor_bits: Mapping[int, int] = dataclasses.field(default_factory=dict)
     kernels: str = "builtin"  # the kernels every loss was measured on
     # Options not measured: their tensors are never alive while the int8 model holds more than
-    # half the budget, so a plan that meets it does not need them (``stages.measure``).
+    # half the budget, so a plan that meets it does not need them (``search.measure``).
     options_skipped: int = 0
     target: str | None = None  # the deployment target named to convert, which chose kernels
 
@@ -113,7 +124,7 @@ class Report:
         if self.budget_bytes is None:
             budget = "Budget: none (a given plan was written)."
         else:
-            met = "yes" if self._budget_figure() <= self.budget_bytes else "NO"
+            met = "yes" if self.budget_figure() <= self.budget_bytes else "NO"
             budget = (f"Budget: {self.budget_bytes / 1024:.2f} KiB ({self.budget_bytes:,} B) of "
                       f"`{self.memory_mode}` activation memory. Met: {met}.")
         lines = [
@@ -153,12 +164,17 @@ class Report:
             lines += ["", "## Notes", "", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines) + "\n"
 
-    def _budget_figure(self) -> int:
-        if self.memory_mode == MemoryMode.PACKED_SPARSE.value:
-            return self.planned_sparse_peak
-        if self.memory_mode == MemoryMode.TFLM.value and self.planned_memory.tflm is not None:
-            return self.planned_memory.tflm.total
-        return self.planned_memory.packed_peak
+    def budget_figure(self) -> int:
+        """The planned model's figure in the sense of ``memory_mode``."""
+        m = self.planned_memory
+        return memory_model(self.memory_mode).pick(
+            m.packed_peak, self.planned_sparse_peak, None if m.tflm is None else m.tflm.total)
+
+    def int8_budget_figure(self) -> int:
+        """The int8 baseline's figure in the sense of ``memory_mode``."""
+        m = self.int8_memory
+        return memory_model(self.memory_mode).pick(
+            m.packed_peak, self.int8_sparse_peak, None if m.tflm is None else m.tflm.total)
 
 
 _KERNEL_WORDS = {"builtin": "LiteRT's builtin kernels",
@@ -203,3 +219,63 @@ def lowering_words(c: SiteConfig, g, q: tuple[float, int] | None) -> str:
     if parts and g.correction_consumer is not None:
         parts.append(f"consumer op {g.correction_consumer[0]} corrected")
     return "; ".join(parts) if parts else "plain int8"
+
+
+def build_report(*, model_name: str, data: Data, base: Baseline, measured: Measured,
+                 verified: Verified, curve: Sequence[CurveSample], cfg: ConvertConfig,
+                 budget: Budget | None) -> Report:
+    """Measures the final model's memory on every definition and writes the report (its
+    ``seconds`` and ``target`` are filled in by the caller, who times the stages)."""
+    bench, tflite = base.bench, verified.tflite
+    bits = base.tensor_bits(verified.configs)
+    planned_mem = memory_mod.memory_report(tflite, bits=bits, measure_tflm=cfg.measure_tflm)
+    int8_mem = memory_mod.memory_report(base.tflite, measure_tflm=cfg.measure_tflm)
+    site_t = {s: g.tensor for s, g in base.graphs.items()}
+    values = bench.values(tflite, [*base.group_tensors, *site_t.values()])
+    nz = worst_nonzeros({t: values[t] for t in base.group_tensors})
+    planned_sparse = sparse_layout(base.buffers, base.elements, nz, bits)
+    metric = "top-1 accuracy" if data.y_eval is not None else "top-1 agreement with float"
+    float_score = (float(np.mean(np.argmax(data.reference.reshape(len(data.reference), -1),
+                                           axis=1) == data.y_eval))
+                   if data.y_eval is not None else 1.0)
+    return Report(
+        model=model_name, memory_mode=cfg.memory.value,
+        budget_bytes=None if budget is None else budget.nbytes, metric=metric,
+        float_score=float_score, int8_score=score(bench.baseline),
+        planned_score=score(verified.metrics), predicted_loss=float(verified.predicted),
+        verified_loss=bench.loss(verified.metrics), eval_samples=len(data.x_eval),
+        int8_memory=int8_mem, planned_memory=planned_mem,
+        int8_sparse_peak=planner.peak(base.sparse_buffers),
+        planned_sparse_peak=planner.peak(planned_sparse),
+        sites=_site_rows(base, measured, verified, values, nz),
+        options_measured=measured.count, options_skipped=measured.skipped,
+        repairs=verified.repairs, seconds={}, curve=tuple(curve),
+        sensitivity=dict(measured.sensitivity),
+        notes=(*base.notes, *measured.notes, *verified.notes,
+               *runtime_notes(base.tflite, tflite)),
+        tensor_bits=dict(sorted(bits.items())), kernels=cfg.measure_kernels.value)
+
+
+def _site_rows(base: Baseline, measured: Measured, verified: Verified,
+               values: Mapping[int, np.ndarray], nz: Mapping[int, int]) -> tuple[SiteRow, ...]:
+    """One row per site of the final plan, in execution order, then the sites not found."""
+    plan = Plan(verified.configs)
+    zps = zero_points(verified.tflite, [g.tensor for g in base.graphs.values()])
+    rows = []
+    for s in base.bench.order(base.graphs):
+        c, g = plan.get(s), base.graphs[s]
+        t = g.tensor
+        n = base.elements.get(t)
+        rows.append(SiteRow(
+            site=s, tensor=t, bits=int(c.bits), threshold=c.threshold, clip=c.clip,
+            sparsity=float(np.mean(values[t] == 0)) if t in values else None,
+            packed_bytes=None if n is None else precision(c.bits).nbytes(n),
+            sparse_bytes=sparse_bytes(n, nz[t], int(c.bits)) if t in nz else None,
+            loss=measured.single_site_loss.get((base.unit_of(s), c), 0.0),
+            lowering=lowering_words(c, g, zps.get(t))))
+    for s, tensor in sorted(base.site_tensors.items()):
+        if s not in base.graphs:
+            rows.append(SiteRow(site=s, tensor=tensor, bits=8, threshold=0.0, clip=None,
+                                sparsity=None, packed_bytes=None, sparse_bytes=None, loss=0.0,
+                                lowering="plain int8 (tensor not found)"))
+    return tuple(rows)

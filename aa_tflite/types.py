@@ -10,13 +10,14 @@ import dataclasses
 import enum
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
     "AAError",
     "Bits",
     "BudgetError",
+    "FloorTensor",
     "Kernels",
     "Lowering",
     "MemoryMode",
@@ -29,6 +30,7 @@ __all__ = [
     "TensorMemory",
     "ThresholdForm",
     "TflmArena",
+    "check_sites",
 ]
 
 PLAN_SCHEMA_VERSION = 1
@@ -38,19 +40,42 @@ class AAError(ValueError):
     """Bad input to aa_tflite. The message names the problem and the fix."""
 
 
+@dataclasses.dataclass(frozen=True)
+class FloorTensor:
+    """A tensor live where no plan gets below the budget, and why it cannot shrink.
+
+    Attributes:
+        tensor: Its index in subgraph 0.
+        name: Its name (the last 60 characters).
+        shape: Its shape.
+        nbytes: What it costs at the floor.
+        why: Why no option makes it smaller, in words.
+    """
+
+    tensor: int
+    name: str
+    shape: tuple[int, ...]
+    nbytes: int
+    why: str
+
+
 class BudgetError(AAError):
     """The memory budget cannot be met. Carries the smallest reachable figure and its plan.
 
     Attributes:
         smallest_bytes: The smallest activation memory any plan reaches, in bytes.
         plan: A plan that reaches it (site name -> ``SiteConfig``), or None.
+        tensors: The tensors live at that floor, each with why it cannot shrink (empty when
+            the floor was not analysed).
     """
 
     def __init__(self, message: str, *, smallest_bytes: int | None = None,
-                 plan: Mapping[str, Any] | None = None) -> None:
+                 plan: Mapping[str, Any] | None = None,
+                 tensors: tuple[FloorTensor, ...] = ()) -> None:
         super().__init__(message)
         self.smallest_bytes = smallest_bytes
         self.plan = plan
+        self.tensors = tuple(tensors)
 
 
 class Bits(int, enum.Enum):
@@ -163,6 +188,15 @@ class SiteConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "clip": self.clip, "bits": int(self.bits)}
 
+    def label(self) -> str:
+        """A short name for messages, e.g. ``"4b T=0.12"``.
+
+        Example:
+            >>> SiteConfig(threshold=0.125, bits=4).label()
+            '4b T=0.125'
+        """
+        return f"{int(self.bits)}b" + (f" T={self.threshold:.3g}" if self.threshold else "")
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SiteConfig:
         return cls(threshold=float(d.get("threshold", 0.0)),
@@ -252,3 +286,28 @@ class MemoryReport:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_sites(names: Iterable[str], known: Iterable[str], what: str) -> None:
+    """Raises when ``names`` has a site that is not in ``known``: the one unknown-site check.
+
+    Example:
+        >>> check_sites(["conv1_relu"], {"conv1_relu": 14}, "The plan")
+        >>> check_sites(["nope"], ["conv1_relu"], "The plan")
+        Traceback (most recent call last):
+        ...
+        aa_tflite.types.AAError: The plan names sites this model does not have: ['nope']. ...
+
+    Args:
+        names: The sites asked for (a plan's, an edit's).
+        known: The model's sites.
+        what: What asked for them, as the start of a sentence, e.g. ``"The plan"``.
+
+    Raises:
+        AAError: Some of ``names`` are unknown; the message lists them and the known sites.
+    """
+    known = sorted(known)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise AAError(f"{what} names sites this model does not have: {unknown}. Its sites are: "
+                      f"{known}.")

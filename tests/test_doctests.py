@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["aa_tflite.precision", "aa_tflite.search.planner", "aa_tflite.tflite.memory",
-           "aa_tflite.search.bench", "aa_tflite.lowering.signed", "aa_tflite.search.stages",
+           "aa_tflite.search.bench", "aa_tflite.lowering.signed", "aa_tflite.search.baseline",
+           "aa_tflite.config", "aa_tflite.search.memory_modes", "aa_tflite.tflite.layout",
            "aa_tflite.types",
            "aa_tflite.tflite.metadata"]
 

@@ -3,7 +3,8 @@
 import aa_tflite
 
 EXPECTED = [
-    "AAError", "AAReLU", "Bits", "BudgetError", "Exported", "Lowering", "MemoryMode",
+    "AAError", "AAReLU", "Bits", "BudgetError", "ConvertConfig", "Exported", "Kernels",
+    "Lowering", "MemoryMode",
     "MemoryReport", "OperatingPoints", "Plan", "Point", "PointInfo", "Report", "Result",
     "Rewritten", "Site", "SiteConfig", "SiteKind",
     "SiteStats", "TflmArena", "convert", "evaluate", "export", "load_default",

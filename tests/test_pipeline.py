@@ -1,15 +1,21 @@
 """convert(): budget met, plan and report, files, determinism, errors."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 import aa_tflite
+from aa_tflite.config import Budget, ConvertConfig
+from aa_tflite.frontend.prepare import int8_baseline, prepare
 from aa_tflite.runtime import interpreter as runtime_mod
 from aa_tflite.runtime.interpreter import evaluate
-from aa_tflite.search import stages
+from aa_tflite.search.baseline import baseline
+from aa_tflite.search.bench import Bench
 from aa_tflite.search.calibrate import tensor_values
+from aa_tflite.search.measure import MeasureCache, candidate_list, measure
+from aa_tflite.search.verify import verify
 from aa_tflite.tflite import flatbuffer, memory, quantedit
 from aa_tflite.types import AAError, BudgetError, Plan, SiteConfig
 
@@ -20,6 +26,16 @@ def _convert(digits, **kw):
     kw.setdefault("budget_kb", 0.6 * INT8_PEAK / 1024)
     kw.setdefault("eval_data", (digits.x_val[:250], digits.y_val[:250]))
     return aa_tflite.convert(digits.model, representative_data=digits.x_cal, progress=False, **kw)
+
+
+def _baseline(digits, *, bench=Bench, **options):
+    """The stages up to the baseline, on the digits model with 250 labelled eval samples."""
+    cfg = ConvertConfig(progress=False, measure_tflm=False, curve_points=0, sparsity_points=(),
+                        **options)
+    prep = prepare(digits.model, digits.x_cal, (digits.x_val[:250], digits.y_val[:250]), cfg)
+    exported, data, notes = int8_baseline(prep, cfg)
+    return cfg, baseline(exported.tflite, exported.site_tensors, data, cfg, notes=notes,
+                         bench=bench)
 
 
 @pytest.fixture(scope="module")
@@ -147,14 +163,9 @@ def test_only_units_alive_over_the_budget_are_measured_unless_the_budget_needs_m
     assert not aa_tflite.search.planner.hot_tensors(buffers, INT8_PEAK)  # nothing over the peak
     # Out of reach of the hot sites alone: the rest are measured, so a BudgetError's floor is
     # the true one.
-    opts = stages.options(budget_kb=0.5, memory="packed", max_accuracy_drop=None, plan=None,
-                          sparsity_points=(), bits=[4], max_fit_samples=64,
-                          max_eval_samples=100, io_dtype="int8", measure_tflm=False,
-                          progress=False, batch_size=64, curve_points=0, kernels="builtin")
-    prep = stages.prepare(digits.model, digits.x_cal, (digits.x_val, digits.y_val), opts)
-    base = stages.baseline(prep, opts)
-    todo = stages.candidate_list(base, opts)
-    measured = stages.measure(base, todo, opts)
+    cfg, base = _baseline(digits, bits=[4], max_fit_samples=64, max_eval_samples=100)
+    todo = candidate_list(base, cfg)
+    measured = measure(base, todo, cfg, Budget(0.5), MeasureCache())
     assert measured.skipped == 0 and measured.count == len(todo) == 4
 
 
@@ -238,7 +249,7 @@ def test_bad_eval_data_is_a_clear_error(digits):
         aa_tflite.convert("model.keras", budget_kb=1, representative_data=digits.x_cal)
 
 
-class _PenalisedBench(stages.Bench):
+class _PenalisedBench(Bench):
     """A bench on which any plan of two or more sites verifies 5 points worse than measured:
     losses that are not additive, which the repair step must notice."""
 
@@ -253,18 +264,23 @@ class _PenalisedBench(stages.Bench):
         return m
 
 
-def test_a_plan_that_verifies_worse_than_predicted_is_repaired(digits, monkeypatch):
-    monkeypatch.setattr(stages, "Bench", _PenalisedBench)
+def test_a_plan_that_verifies_worse_than_predicted_is_repaired(digits):
+    # The bench is a parameter of the baseline stage: this one penalises every multi-site plan.
+    cfg, base = _baseline(digits, bits=[4], bench=_PenalisedBench)
+    budget = Budget(0.6 * INT8_PEAK / 1024)
+    measured = measure(base, candidate_list(base, cfg), cfg, budget, MeasureCache())
     # With 4 bits only, two sites must change to meet the budget.
-    out = _convert(digits, measure_tflm=False, curve_points=0, bits=[4])
-    repairs = out.report.repairs
+    got = verify(base, measured, cfg, budget)
+    repairs = got.repairs
     assert repairs and "verified loss" in repairs[0] and "undid" in repairs[0]
     # Both 4-bit sites are needed for this budget, so no repaired plan fits; the best is kept.
     assert "kept the best verified plan" in repairs[-1]
-    assert out.report.planned_memory.packed_peak <= out.report.budget_bytes
-    assert out.report.verified_loss == pytest.approx(out.report.predicted_loss + 5, abs=0.5)
+    bits = base.tensor_bits(got.configs)
+    assert len({c.bits for c in got.configs.values()} - {8}) == 1 and len(got.configs) >= 2
+    assert memory.plan_tensors(got.tflite, bits=bits)[0] <= budget.nbytes
+    assert base.bench.loss(got.metrics) == pytest.approx(got.predicted + 5, abs=0.5)
     with pytest.raises(BudgetError, match="above max_accuracy_drop=1"):
-        _convert(digits, measure_tflm=False, curve_points=0, max_accuracy_drop=1, bits=[4])
+        verify(base, measured, dataclasses.replace(cfg, max_accuracy_drop=1), budget)
 
 
 def test_float_io_models_are_planned_too(digits):
@@ -351,12 +367,8 @@ def test_tflm_kernels_verified_score_is_what_tflite_micro_scores(digits):
 def test_cached_corrections_give_the_same_bytes_as_fresh_fits(digits):
     """Bench.build reuses a consumer correction fitted for the same execution-order prefix; a
     plan built after others (cache warm) equals the same plan built on a fresh bench."""
-    opts = stages.options(budget_kb=1.2, memory="packed", max_accuracy_drop=None, plan=None,
-                          sparsity_points=(), bits=[4, 2], max_fit_samples=64,
-                          max_eval_samples=100, io_dtype="int8", measure_tflm=False,
-                          progress=False, batch_size=64, curve_points=0, kernels="builtin")
-    prep = stages.prepare(digits.model, digits.x_cal, (digits.x_val, digits.y_val), opts)
-    warm, cold = stages.baseline(prep, opts), stages.baseline(prep, opts)
+    kw = dict(bits=[4, 2], max_fit_samples=64, max_eval_samples=100)
+    (_, warm), (_, cold) = _baseline(digits, **kw), _baseline(digits, **kw)
     four, two = SiteConfig(bits=4), SiteConfig(bits=2)
     for plan in ({"conv1_relu": four}, {"conv1_relu": four, "conv2_relu": two}):
         warm.bench.build(plan)

@@ -34,7 +34,7 @@ def test_takes_the_cheapest_move_that_saves_memory_and_stops_at_the_budget():
     search = greedy(buffers, options, 650)
     assert set(search.choice) == {"b"}  # b saves as much as a for a tenth of the loss
     assert search.peak == 600 and search.predicted_loss == pytest.approx(0.1)
-    assert [s.site for s in search.steps] == ["b"]
+    assert [s.unit for s in search.steps] == ["b"]
 
 
 def test_a_free_move_off_the_peak_is_never_taken():
@@ -51,7 +51,7 @@ def test_recomputes_the_peak_after_each_move():
                "s2": [Option("s2", FOUR, 0.5, {2: 125})],
                "s1": [Option("s1", FOUR, 5.0, {1: 200})]}
     search = greedy(buffers, options, 550)
-    assert [s.site for s in search.steps] == ["s0", "s2"]
+    assert [s.unit for s in search.steps] == ["s0", "s2"]
     assert [s.peak for s in search.steps] == [650, 550]
 
 
@@ -103,7 +103,7 @@ def test_search_is_deterministic():
 
 def test_planner_imports_no_tensorflow():
     code = ("import sys, aa_tflite.search.planner, aa_tflite.tflite.quantedit, "
-            "aa_tflite.search.stages, aa_tflite.runtime.guard; "
+            "aa_tflite.search.verify, aa_tflite.runtime.guard; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -122,7 +122,7 @@ def test_moves_made_unnecessary_by_later_ones_are_undone():
     options = {"a": [Option("a", FOUR, 0.1, {0: 250})],  # peak 1000 -> 950
                "b": [Option("b", FOUR, 1.0, {1: 350})]}  # peak -> 650 (or 600 with a)
     search = greedy(buffers, options, 700)
-    assert [s.site for s in search.steps] == ["a", "b"]
+    assert [s.unit for s in search.steps] == ["a", "b"]
     assert set(search.choice) == {"b"} and search.peak == 650
 
 
@@ -170,7 +170,7 @@ def test_graded_options_take_the_widest_bits_that_meet_the_budget():
 
 
 def test_planning_units_and_their_expansion():
-    from aa_tflite.search import stages
+    from aa_tflite.search.baseline import Baseline, planning_units
     from aa_tflite.tflite import quantedit
 
     def graph(name, tie=()):
@@ -178,8 +178,9 @@ def test_planning_units_and_their_expansion():
                                    tie=tie)
 
     graphs = {"a": graph("a", ("a", "b")), "b": graph("b", ("a", "b")), "c": graph("c")}
-    units = stages.planning_units(graphs)
+    units = planning_units(graphs)
     assert units == {"a + b": ("a", "b"), "c": ("c",)}
-    base = stages.Baseline(None, None, graphs, None, {}, (), (), (), (), units)
+    base = Baseline(tflite=b"", site_tensors={}, graphs=graphs, bench=None, elements={},
+                    group_tensors=(), buffers=(), sparse_buffers=(), notes=(), units=units)
     assert base.expand({"a + b": FOUR, "c": FOUR}) == {"a": FOUR, "b": FOUR, "c": FOUR}
     assert base.unit_of("b") == "a + b" and base.unit_of("c") == "c"

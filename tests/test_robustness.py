@@ -6,8 +6,8 @@ import pytest
 
 import aa_tflite
 from aa_tflite.runtime import guard
-from aa_tflite.search import stages
 from aa_tflite.search.calibrate import tensor_values
+from aa_tflite.search.runtimes import runtime_notes
 from aa_tflite.tflite import flatbuffer, quantedit
 from aa_tflite.types import AAError, BudgetError, Plan, SiteConfig
 
@@ -145,7 +145,7 @@ def test_a_model_xnnpack_refuses_gets_a_note_with_the_workaround(digits_tflite):
     model.subgraphs[0].tensors[fc.outputs[0]].quantization.scale = np.array([1e-9], np.float32)
     bad = flatbuffer.write(model)  # a requantization multiplier XNNPACK refuses
     assert guard.probe(bad, kernels="builtin").ok and not guard.probe(bad, kernels="xnnpack").ok
-    notes = stages._runtime_notes(bad, bad)
+    notes = runtime_notes(bad, bad)
     assert any("XNNPACK" in n and "BUILTIN_WITHOUT_DEFAULT_DELEGATES" in n
                and "setUseXNNPACK(false)" in n for n in notes)
 

@@ -1,4 +1,5 @@
-"""The plan stage: a greedy search over per-site options. Pure: no TensorFlow, no interpreter.
+"""The plan stage: a greedy search over per-unit options. Pure: no TensorFlow, no interpreter,
+no LiteRT schema.
 
 Inputs are the activation buffers of the int8 baseline (size and lifetime, from ``memory``), and for
 each site a list of options, each with its measured loss and the bytes it gives the site's tensors.
@@ -15,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from aa_tflite.tflite.memory import greedy_offsets
+from aa_tflite.tflite.layout import greedy_offsets
 from aa_tflite.types import BudgetError, SiteConfig
 
 __all__ = ["Buffer", "Option", "Search", "Step", "greedy", "hot_tensors", "live_excess", "peak",
@@ -37,16 +38,17 @@ class Buffer:
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """One candidate config of one site, with what it costs.
+    """One candidate config of one planning unit (a site, or the sites a tie joins), with what
+    it costs.
 
     Attributes:
-        site: The site's name.
+        unit: The unit's name.
         config: The config.
-        loss: Measured loss of the model with only this site changed (points, >= 0 is worse).
-        nbytes: Bytes of the site's tensors under this config, by tensor index.
+        loss: Measured loss of the model with only this unit changed (points, >= 0 is worse).
+        nbytes: Bytes of the unit's tensors under this config, by tensor index.
     """
 
-    site: str
+    unit: str
     config: SiteConfig
     loss: float
     nbytes: Mapping[int, int]
@@ -56,7 +58,7 @@ class Option:
 class Step:
     """One greedy move and where it left the search."""
 
-    site: str
+    unit: str
     config: SiteConfig
     peak: int
     predicted_loss: float
@@ -175,8 +177,7 @@ def smallest(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]])
 def _describe(search: Search) -> str:
     if not search.choice:
         return "the int8 baseline"
-    return ", ".join(f"{s}: {int(o.config.bits)}-bit T={o.config.threshold:.3g}"
-                     for s, o in sorted(search.choice.items()))
+    return ", ".join(f"{u}: {o.config.label()}" for u, o in sorted(search.choice.items()))
 
 
 def greedy(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], budget: int, *,
@@ -268,9 +269,9 @@ def search(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], b
     improved = True
     while improved:
         improved = False
-        costly = sorted(best.choice.values(), key=lambda o: (-o.loss, o.site))[:tries]
+        costly = sorted(best.choice.values(), key=lambda o: (-o.loss, o.unit))[:tries]
         for move in costly:
-            key = (move.site, move.config)
+            key = (move.unit, move.config)
             if key in tried or move.loss <= 0:
                 continue
             tried.add(key)

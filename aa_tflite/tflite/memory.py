@@ -1,6 +1,7 @@
-"""Activation memory of a ``.tflite``: a TFLM-style greedy planner, and the real TFLM arena.
+"""Activation memory of a ``.tflite``: its tensors laid out by the TFLM-style greedy planner
+(``aa_tflite.tflite.layout``), and the real TFLM arena.
 
-The planner needs no TensorFlow. It follows TFLite Micro's rules (``micro_allocation_info.cc`` and
+The layout needs no TensorFlow. It follows TFLite Micro's rules (``micro_allocation_info.cc`` and
 ``greedy_memory_planner.cc``): subgraph inputs are created at scope 0, op ``k`` runs in scope
 ``k + 1``, a tensor lives from the scope that creates it to the scope of its last use, subgraph
 outputs live to the end, constants and variables are not planned. Buffers are placed largest first,
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from aa_tflite.tflite import flatbuffer
+from aa_tflite.tflite.layout import TFLM_ALIGNMENT, greedy_offsets
 from aa_tflite.types import AAError, Kernels, MemoryReport, TensorMemory, TflmArena
 
 __all__ = [
@@ -27,50 +29,6 @@ __all__ = [
     "tflm_arena",
     "weights_size",
 ]
-
-TFLM_ALIGNMENT = 16  # MicroArenaBufferAlignment()
-
-
-def greedy_offsets(sizes: Sequence[int], first: Sequence[int], last: Sequence[int]
-                   ) -> tuple[list[int], int]:
-    """Places buffers like TFLM's ``GreedyMemoryPlanner``.
-
-    Args:
-        sizes: Bytes of each buffer (already aligned if alignment matters).
-        first: Scope in which each buffer is created.
-        last: Scope of each buffer's last use (inclusive).
-
-    Returns:
-        The offset of each buffer, and the arena size (highest end offset).
-
-    Example:
-        >>> greedy_offsets([10, 20, 5], [0, 1, 2], [1, 2, 3])
-        ([20, 0, 20], 30)
-    """
-    n = len(sizes)
-    if not (len(first) == len(last) == n):
-        raise ValueError("sizes, first and last must have the same length")
-    # Largest first; equal sizes keep the order they were added in (TFLM's stable bubble sort).
-    order = sorted(range(n), key=lambda i: -sizes[i])
-    placed: list[tuple[int, int]] = []  # (offset, id), kept sorted by offset
-    offsets = [0] * n
-    for i in order:
-        candidate = 0
-        for off, j in placed:  # in offset order: look for the first gap that fits
-            if first[j] > last[i] or first[i] > last[j]:
-                continue  # not alive at the same time
-            if off - candidate >= sizes[i]:
-                break
-            candidate = max(candidate, off + sizes[j])
-        offsets[i] = candidate
-        # Insert after every entry with offset <= candidate (TFLM inserts after equal offsets).
-        k = len(placed)
-        while k > 0 and placed[k - 1][0] > candidate:
-            k -= 1
-        placed.insert(k, (candidate, i))
-    peak = max((offsets[i] + sizes[i] for i in range(n)), default=0)
-    return offsets, peak
-
 
 def plan_tensors(tflite: bytes, *, bits: Mapping[int, int] | None = None,
                  alignment: int = 1) -> tuple[int, list[TensorMemory]]:

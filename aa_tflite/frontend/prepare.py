@@ -1,0 +1,116 @@
+"""The first stages of ``convert`` on the Keras side: check the model and the data, convert the
+model to int8 once, and run the float model for the reference outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from aa_tflite.config import ConvertConfig
+from aa_tflite.search.baseline import Data
+from aa_tflite.types import AAError
+
+__all__ = ["Prepared", "int8_baseline", "prepare"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The checked model and data.
+
+    Attributes:
+        model: The Keras 3 model (a Keras 2 model brought to Keras 3; the user's is untouched).
+        keras2: It came as a Keras 2 (``tf_keras``) model.
+        x_cal: Representative inputs.
+        x_eval: Inputs the loss is measured on (at most ``max_eval_samples``).
+        y_eval: Their labels, or None.
+        x_fit: The inputs corrections are fitted on (at most ``max_fit_samples``).
+    """
+
+    model: Any
+    keras2: bool
+    x_cal: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray | None
+    x_fit: np.ndarray
+
+
+def _labels(y: Any, n: int, classes: int) -> np.ndarray:
+    """Checked integer class labels for ``n`` inputs."""
+    try:
+        y = np.asarray(y)
+    except (TypeError, ValueError) as e:
+        raise AAError(f"eval_data labels must be an array of integer class indices. "
+                      f"Received: {type(y).__name__}") from e
+    if y.ndim == 2 and y.shape[0] == n and y.shape[1] == classes and classes > 1:
+        raise AAError("eval_data labels look one-hot (shape (N, classes)); pass class "
+                      "indices instead, e.g. y_val.argmax(axis=1).")
+    y = y.reshape(-1)
+    if len(y) != n:
+        raise AAError(f"eval_data has {n} inputs and {len(y)} labels; pass one integer "
+                      "label per sample, e.g. eval_data=(x_val, y_val).")
+    if y.dtype == bool or not (np.issubdtype(y.dtype, np.integer)
+                               or np.issubdtype(y.dtype, np.floating)):
+        raise AAError(f"eval_data labels must be integer class indices. Received labels of "
+                      f"dtype {y.dtype}; map them to 0..{classes - 1} first.")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.isfinite(y)) or not np.all(np.equal(np.mod(y, 1), 0)):
+            raise AAError("eval_data labels must be integer class indices, e.g. "
+                          "y_val.argmax(axis=1) for one-hot labels.")
+        y = y.astype(np.int64)
+    if len(y) and (y.min() < 0 or y.max() >= classes):
+        raise AAError(f"eval_data labels must be class indices in 0..{classes - 1} (the model "
+                      f"has {classes} outputs). Received labels from {y.min()} to {y.max()}.")
+    return y
+
+
+def prepare(model: Any, representative_data: Any, eval_data: Any,
+            cfg: ConvertConfig) -> Prepared:
+    """Checks the model (Keras 2 models are brought to Keras 3) and the data.
+
+    Raises:
+        AAError: The model or the data cannot be used; the message says what to change.
+    """
+    from aa_tflite.frontend.export import check_data
+    from aa_tflite.frontend.rewrite import check_model, from_keras2, is_keras2
+
+    keras2 = is_keras2(model)
+    if keras2:
+        model = from_keras2(model)
+    check_model(model)
+    x_cal = check_data(model, representative_data)
+    classes = int(np.prod([d for d in model.outputs[0].shape[1:] if d is not None]) or 1)
+    if eval_data is None:
+        x_eval, y_eval = x_cal, None
+    elif isinstance(eval_data, (tuple, list)) and len(eval_data) == 2:
+        x_eval = check_data(model, eval_data[0], "eval_data[0]")
+        y_eval = _labels(eval_data[1], len(x_eval), classes)
+    else:
+        x_eval, y_eval = check_data(model, eval_data, "eval_data"), None
+    n = cfg.max_eval_samples
+    return Prepared(model, keras2, x_cal, x_eval[:n], None if y_eval is None else y_eval[:n],
+                    x_cal[:cfg.max_fit_samples])
+
+
+def int8_baseline(prep: Prepared, cfg: ConvertConfig) -> tuple[Any, Data, tuple[str, ...]]:
+    """The int8 conversion (``frontend.export.Exported``), the data with the float model's
+    reference outputs, and the notes the report gives about them."""
+    from aa_tflite.frontend.export import export
+
+    base = export(prep.model, None, representative_data=prep.x_cal, io_dtype=cfg.io_dtype)
+    reference = np.asarray(prep.model.predict(prep.x_eval, batch_size=cfg.batch_size,
+                                              verbose=0))
+    data = Data(x_cal=prep.x_cal, x_fit=prep.x_fit, x_eval=prep.x_eval, y_eval=prep.y_eval,
+                reference=reference)
+    notes = [f"Repaired the int8 conversion: {r}" for r in base.repairs]
+    if prep.keras2:
+        notes.append("The model was a Keras 2 (tf_keras) model; it was converted to Keras 3 "
+                     "through a legacy .h5 file (the given object is untouched).")
+    if prep.y_eval is None:
+        notes.append("No labels: the loss is the drop in top-1 agreement with the float model "
+                     f"on {len(prep.x_eval)} samples.")
+    else:
+        notes.append(f"Scores are on the {len(prep.x_eval)} eval_data samples the planner also "
+                     "used; evaluate a separate split for held-out figures.")
+    return base, data, tuple(notes)

@@ -1,0 +1,183 @@
+"""The baseline stage: the int8 conversion every variant is an edit of, analysed once.
+
+It takes the int8 ``.tflite`` (made by ``aa_tflite.frontend``), finds every unit the lowerings
+reach, runs the baseline once on the data (the ``Bench``), and lays out its activations. No
+TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from aa_tflite.config import ConvertConfig
+from aa_tflite.lowering import signed
+from aa_tflite.search import planner
+from aa_tflite.search.bench import Bench, sparse_bytes
+from aa_tflite.search.runtimes import probe_baseline
+from aa_tflite.tflite import flatbuffer, quantedit
+from aa_tflite.tflite import memory as memory_mod
+from aa_tflite.types import SiteConfig
+
+__all__ = ["Baseline", "Data", "baseline", "planning_units"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """The checked data every stage measures on.
+
+    Attributes:
+        x_cal: Representative inputs (calibration).
+        x_fit: The first ``max_fit_samples`` of them: corrections and sparsity are fitted on them.
+        x_eval: Inputs the loss is measured on.
+        y_eval: Their integer labels, or None (the loss is then agreement with the float model).
+        reference: The float model's outputs on ``x_eval``.
+    """
+
+    x_cal: np.ndarray
+    x_fit: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray | None
+    reference: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """The int8 conversion every variant is an edit of, with what the later stages read.
+
+    Attributes:
+        tflite: The int8 ``.tflite``.
+        site_tensors: The user's ReLU sites -> their tensor in ``tflite`` (None if not found).
+        graphs: Every site a lowering reaches, by name.
+        bench: Builds and measures variants of ``tflite``.
+        elements: Planned activation tensor -> elements.
+        group_tensors: Every tensor of every site's group.
+        buffers: The int8 layout, one buffer per activation tensor.
+        sparse_buffers: The same, zero-compressed at the worst sample.
+        notes: What the report says about the baseline.
+        units: What the planner moves: a unit is one site, or the sites a tie
+            (CONCATENATION, PACK) joins, which take one precision and one clip together.
+    """
+
+    tflite: bytes
+    site_tensors: Mapping[str, int | None]
+    graphs: Mapping[str, quantedit.SiteGraph]
+    bench: Bench
+    elements: Mapping[int, int]
+    group_tensors: tuple[int, ...]
+    buffers: tuple[planner.Buffer, ...]
+    sparse_buffers: tuple[planner.Buffer, ...]
+    notes: tuple[str, ...]
+    units: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    def unit_of(self, site: str) -> str:
+        """The planning unit a site belongs to."""
+        return next((u for u, members in self.units.items() if site in members), site)
+
+    def expand(self, configs: Mapping[str, SiteConfig]) -> dict[str, SiteConfig]:
+        """Per-unit configs (the planner's) as per-site configs (the plan's)."""
+        return {s: c for u, c in configs.items() for s in self.units.get(u, (u,))}
+
+    def unit_tensors(self, unit: str) -> list[int]:
+        """The planned activation tensors of a unit's sites, sorted."""
+        return sorted({t for m in self.units.get(unit, (unit,)) for t in self.graphs[m].group
+                       if t in self.elements})
+
+    def tensor_bits(self, configs: Mapping[str, SiteConfig]) -> dict[int, int]:
+        """Tensor index -> bits, for every tensor a plan stores below 8 bits (the one place a
+        plan's per-tensor bits are computed)."""
+        return {t: int(c.bits) for s, c in sorted(configs.items()) if int(c.bits) != 8
+                for t in self.graphs[s].group}
+
+
+def baseline(tflite: bytes, site_tensors: Mapping[str, int | None], data: Data,
+             cfg: ConvertConfig, *, notes: tuple[str, ...] = (),
+             bench: Callable[..., Bench] = Bench) -> Baseline:
+    """Runs the int8 conversion in a child process first, then analyses its sites.
+
+    Args:
+        tflite: The int8 ``.tflite``.
+        site_tensors: The user's ReLU sites -> their tensor in it.
+        data: The checked data.
+        cfg: The options.
+        notes: Notes from the stages before (the export's repairs, the data).
+        bench: What builds the ``Bench``: ``Bench`` itself, or a test's subclass.
+    """
+    probe_baseline(tflite, cfg.measure_kernels)
+    graphs, reach_notes = _reach(tflite, site_tensors)
+    made = bench(tflite, graphs, x_fit=data.x_fit, x_eval=data.x_eval, y_eval=data.y_eval,
+                 reference=data.reference, batch_size=cfg.batch_size,
+                 kernels=cfg.measure_kernels.value)
+    _, layout = memory_mod.plan_tensors(tflite)
+    elements = {tm.index: math.prod(tm.shape) if tm.shape else 1 for tm in layout}
+    group_tensors = tuple(sorted({t for g in graphs.values() for t in g.group if t in elements}))
+    base_nz = made.nonzeros(tflite, group_tensors)
+    buffers = tuple(planner.Buffer(tm.index, tm.first, tm.last, tm.nbytes) for tm in layout)
+    sparse = tuple(dataclasses.replace(b, nbytes=sparse_bytes(elements[b.tensor],
+                                                              base_nz[b.tensor], 8))
+                   if b.tensor in base_nz else b for b in buffers)
+    all_notes = [*notes, *reach_notes]
+    for s, g in sorted(graphs.items()):
+        all_notes += [f"{s}: {n}" for n in g.notes]
+    for s, tensor in sorted(site_tensors.items()):
+        if tensor is None or s not in graphs:
+            all_notes.append(f"{s}: its tensor was not found in the .tflite; it stays plain int8.")
+    return Baseline(tflite=tflite, site_tensors=dict(site_tensors), graphs=graphs, bench=made,
+                    elements=elements, group_tensors=group_tensors, buffers=buffers,
+                    sparse_buffers=sparse, notes=tuple(all_notes), units=planning_units(graphs))
+
+
+def _reach(tflite: bytes, site_tensors: Mapping[str, int | None]):
+    """Every unit a lowering reaches, and a note for each tensor none does."""
+    graphs = quantedit.analyse(tflite, site_tensors)
+    signed_graphs, signed_notes = signed_sites(tflite)
+    graphs.update(signed_graphs)
+    return graphs, signed_notes
+
+
+def signed_sites(tflite: bytes) -> tuple[dict[str, quantedit.SiteGraph], list[str]]:
+    """The signed tensors (weighted ops' outputs with no activation) as planning sites named
+    ``signed:<tensor name>``, and a note for each one ``aa_tflite.lowering.signed`` cannot reach."""
+    _, tensors = flatbuffer.describe(flatbuffer.read(tflite))
+    out: dict[str, quantedit.SiteGraph] = {}
+    notes = []
+    offset = signed.offset_reachable(tflite)
+    for t, g in sorted(signed.reachable(tflite).items()):
+        name = f"signed:{tensors[t].name.split(';')[0]}"
+        if name in out:
+            name = f"{name}#{t}"
+        if not g.ok:  # the offset form below may take it; else say why it stays int8
+            if t not in offset:
+                notes.append(f"{name} (tensor {t}, {g.producer_op} output, signed): stays "
+                             "int8: " + "; ".join(g.notes))
+            continue
+        out[name] = quantedit.SiteGraph(
+            name, t, (t,), g.producer, g.producer_op, g.consumers, None, True, False,
+            (f"signed {g.producer_op} output: its producer gets a fused RELU_N1_TO_1 clamp and "
+             "its consumers absorb the per-channel centre and half-range",),
+            g.scale, signed=True)
+    for t, g in sorted(offset.items()):
+        name = f"offset:{tensors[t].name.split(';')[0]}"
+        out[name] = quantedit.SiteGraph(
+            name, t, g.group, g.producer, g.producer_op, (), None, True, False,
+            (f"signed {g.producer_op} output that reaches ADD (op {g.add}): stored as y - low "
+             f"under a fused RELU; the ADD's other input (tensor {g.partner}) takes + low in "
+             f"its producer's bias",), g.scale, signed=True, offset=True)
+    return out, notes
+
+
+def planning_units(graphs: Mapping[str, quantedit.SiteGraph]) -> dict[str, tuple[str, ...]]:
+    """Unit name -> sites: each site alone, or its tie group named ``"a + b"``.
+
+    Example:
+        >>> planning_units({})
+        {}
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for s, g in sorted(graphs.items()):
+        members = tuple(g.tie) or (s,)
+        out[" + ".join(members)] = members
+    return out

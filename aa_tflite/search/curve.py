@@ -1,0 +1,59 @@
+"""The accuracy-memory curve: the greedy path from int8 down to the smallest plan, some of its
+steps built and verified in the interpreter. No TensorFlow import."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from aa_tflite.config import ConvertConfig
+from aa_tflite.search import planner
+from aa_tflite.search.baseline import Baseline
+from aa_tflite.search.measure import Measured
+from aa_tflite.search.memory_modes import memory_model
+
+__all__ = ["CurveSample", "curve", "score"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveSample:
+    """One step of the greedy path.
+
+    Attributes:
+        peak: The budgeted figure after the step, bytes.
+        predicted: The int8 score minus the summed single-site losses so far.
+        verified: The score of the step's plan built and run, or None if not built.
+    """
+
+    peak: int
+    predicted: float
+    verified: float | None
+
+
+def score(metrics) -> float:
+    """A run's score: accuracy with labels, else agreement with the float model."""
+    return metrics.accuracy if metrics.accuracy is not None else metrics.agreement
+
+
+def curve(base: Baseline, measured: Measured, cfg: ConvertConfig) -> tuple[CurveSample, ...]:
+    """The greedy path from int8 down to the smallest plan; ``cfg.curve_points`` of its steps,
+    evenly spaced, built and verified."""
+    if not measured.options or cfg.curve_points <= 0:
+        return ()
+    bench = base.bench
+    buffers = memory_model(cfg.memory).planning_buffers(base)
+    int8_score = score(bench.baseline)
+    floor = planner.smallest(buffers, measured.options)
+    steps = planner.greedy(buffers, measured.options, floor.peak).steps
+    if not steps:
+        return ()
+    pick = set(np.linspace(0, len(steps) - 1, min(cfg.curve_points, len(steps))).round()
+               .astype(int))
+    out, configs = [], {}
+    for k, step in enumerate(steps):
+        configs[step.unit] = step.config
+        verified = (score(bench.measure(bench.build(base.expand(configs)))) if k in pick
+                    else None)
+        out.append(CurveSample(step.peak, int8_score - step.predicted_loss / 100.0, verified))
+    return tuple(out)

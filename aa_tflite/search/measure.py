@@ -1,0 +1,196 @@
+"""The sensitivity stage: every candidate option, built as an edit of the baseline and measured
+in the interpreter. No TensorFlow import.
+
+``candidate_list`` lists the options per planning unit; ``measure`` builds and runs them, and
+keeps each result in a ``MeasureCache`` so several budgets measure each option once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from absl import logging
+
+from aa_tflite.config import Budget, ConvertConfig
+from aa_tflite.search import planner
+from aa_tflite.search.baseline import Baseline
+from aa_tflite.search.bench import UnsafeVariant, candidates
+from aa_tflite.search.memory_modes import memory_model
+from aa_tflite.types import SiteConfig
+
+__all__ = ["Candidate", "MeasureCache", "Measured", "Measurement", "Refused", "candidate_list",
+           "measure"]
+
+# Units measured first: those alive while the int8 live bytes exceed this share of the budget.
+# Not 1.0: the arena layout fragments, and on MobileNetV2 (benchmarks/plan_quality) the best plan
+# at 60% shrinks tensors alive at only 72% and 89% of the budget to close the gaps it leaves.
+_HOT_SHARE = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One option to measure: a unit, a label the report lines up, and the config."""
+
+    unit: str
+    label: str
+    config: SiteConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """What measuring one option gave."""
+
+    planning_loss: float  # what the planner ranks by (loss plus the KL tie-breaker)
+    loss: float  # points lost on the evaluation data, single unit changed
+    nbytes: Mapping[int, int]  # its tensors' bytes under the memory model
+
+
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    """An option that could not be built safely, and why."""
+
+    reason: str
+
+
+class MeasureCache:
+    """(unit, config, memory mode) -> ``Measurement`` or ``Refused``; shared by the budgets of
+    one ``convert`` call, so each option is built and run once."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple, Measurement | Refused] = {}
+
+    def get(self, key: tuple) -> Measurement | Refused | None:
+        return self._done.get(key)
+
+    def put(self, key: tuple, value: Measurement | Refused) -> None:
+        self._done[key] = value
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """Every measured option.
+
+    Attributes:
+        options: Unit -> its options, for the planner.
+        sensitivity: Unit -> ``(label, loss, bytes)`` per option, for the report and plots.
+        single_site_loss: ``(unit, config)`` -> points lost with that unit alone changed.
+        count: Options measured.
+        notes: Options not offered, and why.
+        skipped: Options left unmeasured: no plan that meets the budget needs them.
+    """
+
+    options: Mapping[str, tuple[planner.Option, ...]]
+    sensitivity: Mapping[str, tuple[tuple[str, float, int], ...]]
+    single_site_loss: Mapping[tuple[str, SiteConfig], float]
+    count: int
+    notes: tuple[str, ...]
+    skipped: int = 0
+
+    def merged(self, other: Measured, order: Sequence[str]) -> Measured:
+        """Both sets of measurements, units in ``order``."""
+        def join(a, b):
+            return {u: a.get(u, ()) + b.get(u, ()) for u in order if u in a or u in b}
+
+        return Measured(join(self.options, other.options),
+                        join(self.sensitivity, other.sensitivity),
+                        {**self.single_site_loss, **other.single_site_loss},
+                        self.count + other.count, self.notes + other.notes)
+
+
+def candidate_list(base: Baseline, cfg: ConvertConfig) -> list[Candidate]:
+    """Every option to measure, units in execution order; none when a plan is given or when no
+    plan can shrink the budgeted figure (``memory="tflm"``)."""
+    if cfg.plan is not None or not memory_model(cfg.memory).can_shrink:
+        return []
+    bench, graphs = base.bench, base.graphs
+    first = {bench.order(members)[0]: unit for unit, members in base.units.items()}
+    out = []
+    for s in bench.order(first):
+        unit, members = first[s], base.units[first[s]]
+        graph = graphs[s]
+        if len(members) > 1:  # a tie: one clip from all its sites' values, thresholds if all
+            graph = dataclasses.replace(graph, can_threshold=all(
+                graphs[m].can_threshold for m in members), scale=max(graphs[m].scale
+                                                                      for m in members))
+        out += [Candidate(unit, label, c) for label, c in candidates(
+            graph, bench.unit_values(members), memory=cfg.memory,
+            sparsity_points=cfg.sparsity_points,
+            per_channel=graph.signed or (len(members) == 1 and bench.per_channel(graph)),
+            bits=cfg.bits)]
+    return out
+
+
+def measure(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
+            budget: Budget | None, cache: MeasureCache) -> Measured:
+    """Builds each option as an edit of the baseline and measures its loss in the interpreter.
+
+    Only the units with a tensor alive while the int8 model's live bytes exceed half the budget
+    are measured first (``planner.hot_tensors``): shrinking a unit that is never alive near the
+    budget cannot bring the peak down to it, so the search would not take it. If those options
+    cannot reach the budget, the rest are measured too, so the floor a ``BudgetError`` reports
+    is the true one.
+    """
+    hot = _hot_units(base, cfg, budget)
+    first = [c for c in todo if hot is None or c.unit in hot]
+    rest = [c for c in todo if not (hot is None or c.unit in hot)]
+    out = _measure(base, first, cfg, cache)
+    buffers = memory_model(cfg.memory).planning_buffers(base)
+    if rest and planner.smallest(buffers, out.options).peak > budget.nbytes:
+        logging.info("The budget is out of reach of the %d options over it; measuring the other "
+                     "%d.", len(first), len(rest))
+        units = list(dict.fromkeys(c.unit for c in todo))  # execution order, as before
+        return out.merged(_measure(base, rest, cfg, cache), units)
+    if rest:
+        logging.info("Skipped %d options of units never alive while the int8 model holds more "
+                     "than half the budget.", len(rest))
+    return dataclasses.replace(out, skipped=len(rest))
+
+
+def _hot_units(base: Baseline, cfg: ConvertConfig, budget: Budget | None) -> set[str] | None:
+    """Units with a tensor alive while the int8 live bytes exceed ``_HOT_SHARE`` of the budget
+    (None: all units)."""
+    if budget is None:
+        return None
+    buffers = memory_model(cfg.memory).planning_buffers(base)
+    hot = planner.hot_tensors(buffers, int(_HOT_SHARE * budget.nbytes))
+    return {u for u, members in base.units.items()
+            if any(t in hot for m in members for t in base.graphs[m].group)}
+
+
+def _measure_one(base: Baseline, c: Candidate, cfg: ConvertConfig) -> Measurement | Refused:
+    bench = base.bench
+    try:
+        variant = bench.build(base.expand({c.unit: c.config}))
+    except UnsafeVariant as e:
+        return Refused(f"{c.unit}: option {c.label} not offered: {e}")
+    metrics = bench.measure(variant)
+    nbytes = memory_model(cfg.memory).option_bytes(base, c.unit, c.config, variant)
+    return Measurement(bench.planning_loss(metrics), bench.loss(metrics), nbytes)
+
+
+def _measure(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
+             cache: MeasureCache) -> Measured:
+    from tqdm.auto import tqdm
+
+    options: dict[str, list[planner.Option]] = {}
+    sensitivity: dict[str, list[tuple[str, float, int]]] = {}
+    losses: dict[tuple[str, SiteConfig], float] = {}
+    notes: list[str] = []
+    for c in tqdm(todo, desc="sensitivity", unit="option", disable=not cfg.progress):
+        key = (c.unit, c.config, cfg.memory)
+        got = cache.get(key)
+        if got is None:
+            got = _measure_one(base, c, cfg)
+            cache.put(key, got)
+        if isinstance(got, Refused):
+            notes.append(got.reason)
+            continue
+        options.setdefault(c.unit, []).append(
+            planner.Option(c.unit, c.config, got.planning_loss, dict(got.nbytes)))
+        losses[(c.unit, c.config)] = got.loss
+        sensitivity.setdefault(c.unit, []).append((c.label, round(got.loss, 4),
+                                                   sum(got.nbytes.values())))
+    return Measured({k: tuple(v) for k, v in options.items()},
+                    {k: tuple(v) for k, v in sensitivity.items()}, losses,
+                    sum(len(v) for v in options.values()), tuple(notes))

@@ -1,0 +1,164 @@
+"""The search-and-verify stage: the greedy plan, built and measured end to end, repaired until it
+holds. No TensorFlow import.
+
+Single-site losses are not additive, so a searched plan is built and run in the interpreter.
+If its verified loss is far above the predicted one, the worst move is banned and the search
+runs again (up to ``MAX_REPAIRS`` times); if its measured figure is over the budget, the search
+runs again with a smaller internal budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from aa_tflite.config import Budget, ConvertConfig
+from aa_tflite.search import planner
+from aa_tflite.search.baseline import Baseline
+from aa_tflite.search.bench import UnsafeVariant
+from aa_tflite.search.floor import check_floor
+from aa_tflite.search.measure import Measured
+from aa_tflite.search.memory_modes import memory_model
+from aa_tflite.types import BudgetError, SiteConfig, check_sites
+
+__all__ = ["MAX_REPAIRS", "Attempt", "Verified", "verify"]
+
+MAX_REPAIRS = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One searched plan, built and measured."""
+
+    search: planner.Search
+    tflite: bytes
+    metrics: Any  # bench.Metrics
+    verified_loss: float
+    predicted_loss: float
+    figure: int  # its budgeted figure, measured on the built model
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    """The plan written, the model it gives and what it measured.
+
+    Attributes:
+        configs: Site -> config (sites at plain int8 are absent).
+        tflite: The built model.
+        metrics: What it measured on the evaluation data.
+        predicted: The summed single-site losses of its moves (NaN for a given plan).
+        repairs: What the repair loop did, in words.
+        notes: Notes for the report.
+    """
+
+    configs: Mapping[str, SiteConfig]
+    tflite: bytes
+    metrics: Any  # bench.Metrics
+    predicted: float
+    repairs: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def verify(base: Baseline, measured: Measured, cfg: ConvertConfig,
+           budget: Budget | None) -> Verified:
+    """The plan: the given one, the int8 one where no plan can shrink the figure, or the greedy
+    search's, verified end to end and repaired until it holds.
+
+    Raises:
+        BudgetError: No plan reaches the budget (the error names the tensors at the floor), or
+            none does within ``cfg.max_accuracy_drop``.
+    """
+    bench = base.bench
+    fixed = memory_model(cfg.memory).fixed_plan(base, budget)
+    if fixed is not None:
+        return Verified({}, base.tflite, bench.baseline, 0.0, notes=(fixed,))
+    if cfg.plan is not None:
+        check_sites(cfg.plan.sites, base.graphs, "The plan")
+        configs = dict(cfg.plan.sites)
+        built = bench.build(configs)
+        return Verified(configs, built, bench.measure(built), float("nan"))
+    check_floor(base, measured, cfg, budget)
+    return _search_and_repair(base, measured, cfg, budget)
+
+
+def _attempt(base: Baseline, measured: Measured, cfg: ConvertConfig,
+             search: planner.Search) -> Attempt:
+    """Builds and measures one searched plan (``UnsafeVariant`` if it cannot be built)."""
+    configs = base.expand(search.configs())
+    tfl = base.bench.build(configs)
+    metrics = base.bench.measure(tfl)
+    figure = memory_model(cfg.memory).figure(base, search, configs, tfl)
+    predicted = sum(max(measured.single_site_loss[(u, o.config)], 0.0)
+                    for u, o in search.choice.items())
+    return Attempt(search, tfl, metrics, base.bench.loss(metrics), predicted, figure)
+
+
+def _worst(search: planner.Search) -> planner.Option:
+    return max(search.choice.values(), key=lambda o: (o.loss, o.unit))
+
+
+def _search_and_repair(base: Baseline, measured: Measured, cfg: ConvertConfig,
+                       budget: Budget) -> Verified:
+    """Searches, verifies, and repairs: returns the best verified plan that fits."""
+    buffers = memory_model(cfg.memory).planning_buffers(base)
+    banned: set[tuple[str, SiteConfig]] = set()
+    repairs: list[str] = []
+    best: Attempt | None = None
+    internal = budget.nbytes
+    tol = max(0.5, 200.0 / len(base.bench.x_eval))  # two samples' noise, at least 0.5 points
+    for attempt in range(MAX_REPAIRS + 1):
+        try:
+            search = planner.search(buffers, measured.options, internal, banned=frozenset(banned))
+        except BudgetError:
+            if best is None:
+                raise
+            repairs.append("No plan without the banned options fits; kept the best verified plan.")
+            break
+        try:
+            got = _attempt(base, measured, cfg, search)
+        except UnsafeVariant as e:
+            if attempt == MAX_REPAIRS:
+                break
+            worst = _worst(search)
+            banned.add((worst.unit, worst.config))
+            repairs.append(f"Attempt {attempt + 1}: {e} Undid {worst.unit} and searched again.")
+            continue
+        fits = got.figure <= budget.nbytes
+        if fits and (best is None or got.verified_loss < best.verified_loss):
+            best = got
+        if fits and got.verified_loss <= got.predicted_loss + tol and (
+                cfg.max_accuracy_drop is None or got.verified_loss <= cfg.max_accuracy_drop):
+            break
+        if attempt == MAX_REPAIRS:
+            repairs.append(f"Gave up after {MAX_REPAIRS} repairs; kept the best verified plan.")
+            break
+        if not fits:
+            internal -= max(got.figure - budget.nbytes, 1)
+            repairs.append(f"Attempt {attempt + 1}: measured {cfg.memory.value} peak "
+                           f"{got.figure:,} B is over the budget; searching again with "
+                           f"{internal:,} B.")
+            continue
+        worst = _worst(search)
+        banned.add((worst.unit, worst.config))
+        repairs.append(f"Attempt {attempt + 1}: verified loss {got.verified_loss:.2f} points "
+                       f"against {got.predicted_loss:.2f} predicted; undid {worst.unit} "
+                       f"({worst.config.label()}, single-site loss {worst.loss:.2f}) and "
+                       "searched again.")
+    return _accept(base, cfg, budget, best, tuple(repairs))
+
+
+def _accept(base: Baseline, cfg: ConvertConfig, budget: Budget, best: Attempt | None,
+            repairs: tuple[str, ...]) -> Verified:
+    """The best attempt, if it meets ``max_accuracy_drop``."""
+    if best is None:
+        raise BudgetError(f"No plan met the budget of {budget.nbytes:,} B when measured.")
+    drop = cfg.max_accuracy_drop
+    if drop is not None and best.verified_loss > drop:
+        raise BudgetError(
+            f"The budget of {budget.kb} KiB is met only with a verified loss of "
+            f"{best.verified_loss:.2f} points, above max_accuracy_drop={drop}. Raise budget_kb "
+            "or max_accuracy_drop.", smallest_bytes=best.search.peak,
+            plan=base.expand(best.search.configs()))
+    return Verified(base.expand(best.search.configs()), best.tflite, best.metrics,
+                    best.predicted_loss, repairs)
