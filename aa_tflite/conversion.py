@@ -183,10 +183,6 @@ def convert(model: Any, *, budget_kb: float | Sequence[float] | None,
             config: ConvertConfig | None = None, **options: Any) -> Result:
     """Converts a Keras ReLU model to the mixed-precision int8 ``.tflite`` that fits a budget.
 
-    Every activation the lowerings reach is planned at one of the precisions of
-    ``aa_tflite.precision`` (an int8 tensor held to ``2^bits`` levels) with an optional threshold,
-    measured in the interpreter, searched greedily and verified end to end.
-
     Example:
         >>> result = convert(model, budget_kb=2, representative_data=x_cal,
         ...                  eval_data=(x_val, y_val), bits=[4])  # doctest: +SKIP
@@ -194,71 +190,74 @@ def convert(model: Any, *, budget_kb: float | Sequence[float] | None,
 
     Args:
         model: A trained Keras 3 model (Sequential or Functional), or a Keras 2 (``tf_keras``)
-            one, which is brought to Keras 3 through a legacy ``.h5`` file. It is not modified.
-        budget_kb: Activation memory budget in KiB (1024 bytes), in the sense of
-            ``ConvertConfig.memory``. May be None only with a ``plan``. A list of budgets, e.g.
-            ``[6, 4, 3]``, makes one operating point per budget: ``Result.tflite`` then holds
-            one signature per point, in the order given (keys from ``multipoint.point_key``,
-            e.g. ``"kib4"``), sharing one copy of the weights; ``Result.points`` lists them,
-            each with its own single-subgraph file for TFLite Micro. Switch points at run time
-            with ``aa_tflite.OperatingPoints``.
-        representative_data: Calibration inputs ``(N, *input_shape)``; 100-500 samples is typical.
-        eval_data: ``(x, y)`` with integer labels (the loss is the top-1 drop), or ``x`` alone, or
-            None (the loss is the top-1 disagreement with the float model, on
-            ``representative_data``). The planner uses these samples, so figures on them are not
-            held-out figures; keep a separate split for that.
-        config: The options as one ``aa_tflite.ConvertConfig``. Defaults to
-            ``ConvertConfig()``.
-        **options: Any field of ``ConvertConfig`` by keyword (``memory``, ``bits``, ``target``,
-            ``max_accuracy_drop``, ``plan``, ``input_sizes``, ...); each overrides ``config``'s.
-            ``ConvertConfig`` documents each one and its default.
+            one, brought to Keras 3 through a legacy ``.h5`` file. It is not modified.
+        budget_kb: Activation memory in KiB (1024 B), in the sense of ``memory``; None only with
+            a ``plan``. A list, e.g. ``[6, 4, 3]``, makes one operating point per budget: one
+            signature each in ``Result.tflite``, the weights stored once (``Result.points``).
+        representative_data: Calibration inputs ``(N, *input_shape)``; 100-500 is typical.
+        eval_data: ``(x, y)`` with integer labels (the loss is the top-1 drop), ``x`` alone or
+            None (the loss is the top-1 disagreement with the float model). The planner uses
+            these samples: keep a separate split for held-out figures.
+        config: The options as one ``aa_tflite.ConvertConfig``. Defaults to its defaults.
+        **options: Any ``ConvertConfig`` field by keyword (``memory``, ``bits``, ``target``,
+            ``max_accuracy_drop``, ``plan``, ``input_sizes``, ...), overriding ``config``'s.
 
     Returns:
         A ``Result``.
 
     Raises:
-        BudgetError: The budget cannot be met (the error names the smallest reachable figure
-            and the tensors that set it), or not within ``max_accuracy_drop``.
+        BudgetError: No plan meets the budget (the error names the smallest reachable figure
+            and the tensors that set it), or none within ``max_accuracy_drop``.
         AAError: Bad input; the message says what to change.
     """
     cfg = make_config(config, options)
     budgets = budget_list(budget_kb, plan=cfg.plan)
-    if (len(budgets) > 1 or cfg.input_sizes is not None) and (
-            cfg.plan is not None or not memory_model(cfg.memory).can_shrink):
-        raise AAError("A list of budgets makes one operating point per budget; it needs "
-                      "memory='packed' or 'packed+sparse' and no plan. Give one budget_kb.")
-    if cfg.input_sizes is not None:
-        check_image_model(model)
-    multi = len(budgets) > 1 or cfg.input_sizes is not None
-    keys = [multipoint.point_key(b.kb, s) if multi else "serving_default"
-            for s in cfg.sizes for b in budgets]
-    if len(set(keys)) != len(keys):
-        raise AAError(f"The budgets must be distinct (to 4 significant digits). Received: "
-                      f"{[b.kb for b in budgets]}")
-    points: list[Point] = []
-    docs: list[dict] = []  # each point's metadata, as written into its own file
+    keys = _point_keys(model, budgets, cfg)
+    points: list[tuple[Point, dict]] = []  # each point, and its metadata as in its own file
     baseline_tflite = None
     for size in cfg.sizes:
         base_tflite, planned = _plan_size(model, representative_data, eval_data, size, budgets,
                                           cfg)
         baseline_tflite = baseline_tflite or base_tflite
-        for budget, (plan_k, report_k, tfl) in zip(budgets, planned, strict=True):
-            key = keys[len(points)]
-            kb = None if budget is None else budget.kb
-            doc = _metadata(report_k, plan_k)
-            docs.append(doc)
-            tfl = write_metadata(tfl, {**doc, "points": [_point_doc(key, kb, size, doc)]})
-            report_k = dataclasses.replace(report_k, planned_memory=dataclasses.replace(
-                report_k.planned_memory, file_size=len(tfl)))
-            points.append(Point(key, kb, size, plan_k, report_k, tfl, _latency_ms(tfl)))
-            logging.info("Planned %s (%s): %s", report_k.model, key, plan_k.to_json())
+        for budget, built in zip(budgets, planned, strict=True):
+            points.append(_point(keys[len(points)], budget, size, *built))
     if len(points) == 1:
-        p = points[0]
-        return Result(p.tflite, p.plan, p.report, baseline_tflite, tuple(points))
-    combined = multipoint.combine([(p.key, p.tflite) for p in points], metadata={
-        **docs[0], "points": [_point_doc(p.key, p.budget_kb, p.input_size, d)
-                          for p, d in zip(points, docs, strict=True)]})
-    return Result(combined, points[0].plan, points[0].report, baseline_tflite, tuple(points))
+        p = points[0][0]
+        return Result(p.tflite, p.plan, p.report, baseline_tflite, (p,))
+    combined = multipoint.combine([(p.key, p.tflite) for p, _ in points], metadata={
+        **points[0][1], "points": [_point_doc(p.key, p.budget_kb, p.input_size, doc)
+                                   for p, doc in points]})
+    first = points[0][0]
+    return Result(combined, first.plan, first.report, baseline_tflite,
+                  tuple(p for p, _ in points))
+
+
+def _point_keys(model: Any, budgets: Sequence[Budget | None], cfg: ConvertConfig) -> list[str]:
+    """The signature key of every (size, budget) point, checked."""
+    multi = len(budgets) > 1 or cfg.input_sizes is not None
+    if multi and (cfg.plan is not None or not memory_model(cfg.memory).can_shrink):
+        raise AAError("A list of budgets makes one operating point per budget; it needs "
+                      "memory='packed' or 'packed+sparse' and no plan. Give one budget_kb.")
+    if cfg.input_sizes is not None:
+        check_image_model(model)
+    keys = [multipoint.point_key(b.kb, s) if multi else "serving_default"
+            for s in cfg.sizes for b in budgets]
+    if len(set(keys)) != len(keys):
+        raise AAError(f"The budgets must be distinct (to 4 significant digits). Received: "
+                      f"{[b.kb for b in budgets]}")
+    return keys
+
+
+def _point(key: str, budget: Budget | None, size: int | None, plan: Plan, report: Report,
+           tflite: bytes) -> tuple[Point, dict]:
+    """One operating point: its file with the metadata written in, and that metadata."""
+    kb = None if budget is None else budget.kb
+    doc = _metadata(report, plan)
+    tflite = write_metadata(tflite, {**doc, "points": [_point_doc(key, kb, size, doc)]})
+    report = dataclasses.replace(report, planned_memory=dataclasses.replace(
+        report.planned_memory, file_size=len(tflite)))
+    logging.info("Planned %s (%s): %s", report.model, key, plan.to_json())
+    return Point(key, kb, size, plan, report, tflite, _latency_ms(tflite)), doc
 
 
 def make_config(config: ConvertConfig | None, options: dict[str, Any]) -> ConvertConfig:

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from aa_tflite.types import AAError, Bits
 
 __all__ = ["DEFAULT_MENU", "PRECISIONS", "Precision", "bits_for_levels", "check_menu",
-           "precision"]
+           "packed_bytes", "precision"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,18 @@ class Precision:
 
     def nbytes(self, elements: int) -> int:
         """Packed bytes of a tensor of ``elements`` values at this precision."""
-        return math.ceil(int(elements) * self.bits / 8)
+        return packed_bytes(elements, self.bits)
+
+
+def packed_bytes(elements: int, bits: int) -> int:
+    """Bytes of ``elements`` values of ``bits`` bits each, packed: ``ceil(elements * bits / 8)``
+    (the one place this formula is written).
+
+    Example:
+        >>> packed_bytes(10, 4), packed_bytes(3, 32)
+        (5, 12)
+    """
+    return math.ceil(int(elements) * int(bits) / 8)
 
 
 PRECISIONS: dict[int, Precision] = {

@@ -1,8 +1,13 @@
-"""Calibrate stage: per-site activation statistics, measured in the TFLite interpreter.
+"""Values of intermediate tensors, read in the TFLite interpreter, and statistics of them.
 
-The statistics are read from the int8 baseline model run with every tensor preserved, so they
-describe exactly the values the deployed model computes. Candidate thresholds come from them
-(e.g. the threshold that adds 10 points of sparsity at a site), never from a constant.
+``tensor_values`` runs a ``.tflite`` cut after the requested tensors and returns their
+dequantized values: the ``Bench`` reads every value it fits clips, corrections and sparsity on
+this way, so they describe exactly what the deployed model computes. ``stored_levels`` counts
+the distinct int8 levels a tensor holds (how tests check a low-bit tensor keeps its levels).
+
+``site_statistics`` and ``thresholds_for_sparsity`` are a public helper for users who want a
+site's percentiles and sparsity curve; ``convert`` does not call them (its threshold candidates
+are computed from the same values by ``search.bench.candidates``).
 """
 
 from __future__ import annotations

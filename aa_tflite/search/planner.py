@@ -180,15 +180,42 @@ def _describe(search: Search) -> str:
     return ", ".join(f"{u}: {o.config.label()}" for u, o in sorted(search.choice.items()))
 
 
+def _best_move(buffers: Sequence[Buffer], allowed: Mapping[str, Sequence[Option]],
+               choice: Mapping[str, Option], current: int, budget: int, alive
+               ) -> tuple[str, Option, int] | None:
+    """The move that saves the most peak bytes (up to what the budget still needs) per point of
+    added loss: ``(unit, option, new peak)``, or None if no single move helps."""
+    excess = live_excess(buffers, choice, budget, alive=alive)
+    best = None
+    for unit, opts in allowed.items():
+        now = choice.get(unit)
+        for opt in opts:
+            if now is not None and opt.config == now.config:
+                continue
+            trial = {**choice, unit: opt}
+            p = peak(buffers, trial)
+            # Bytes beyond what the budget still needs are worth nothing: without this cap a
+            # big, lossy move beats the small, cheap one that would do.
+            gain = min(current - p, current - budget) + _EXCESS_WEIGHT * (
+                excess - live_excess(buffers, trial, budget, alive=alive))
+            if gain <= 0:
+                continue
+            added = max(opt.loss - (now.loss if now else 0.0), 0.0) + _EPS_LOSS
+            score = gain / added
+            if best is None or score > best[0]:
+                best = (score, unit, opt, p)
+    return None if best is None else best[1:]
+
+
 def greedy(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], budget: int, *,
            banned: frozenset[tuple[str, SiteConfig]] = frozenset()) -> Search:
     """Greedy plan: the most memory saved per unit of loss, move by move, until ``budget`` holds.
 
     Args:
         buffers: The baseline's activation buffers.
-        options: Per site, its candidate options (the baseline itself is implicit).
+        options: Per unit, its candidate options (the baseline itself is implicit).
         budget: Bytes the peak must not exceed.
-        banned: ``(site, config)`` pairs not to use (the repair step bans moves that failed).
+        banned: ``(unit, config)`` pairs not to use (the repair step bans moves that failed).
 
     Returns:
         The ``Search`` that first meets the budget.
@@ -218,31 +245,13 @@ def greedy(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], b
     current = peak(buffers, choice)
     steps: list[Step] = []
     while current > budget:
-        excess = live_excess(buffers, choice, budget, alive=alive)
-        best = None
-        for site, opts in allowed.items():
-            now = choice.get(site)
-            for opt in opts:
-                if now is not None and opt.config == now.config:
-                    continue
-                trial = {**choice, site: opt}
-                p = peak(buffers, trial)
-                # Bytes beyond what the budget still needs are worth nothing: without this cap a
-                # big, lossy move beats the small, cheap one that would do.
-                gain = min(current - p, current - budget) + _EXCESS_WEIGHT * (
-                    excess - live_excess(buffers, trial, budget, alive=alive))
-                if gain <= 0:
-                    continue
-                added = max(opt.loss - (now.loss if now else 0.0), 0.0) + _EPS_LOSS
-                score = gain / added
-                if best is None or score > best[0]:
-                    best = (score, site, opt, p)
+        best = _best_move(buffers, allowed, choice, current, budget, alive)
         if best is None:  # nothing helps on its own: jump to the floor (it fits, checked above)
             return dataclasses.replace(floor, steps=tuple(steps) + tuple(
-                Step(s, o.config, floor.peak, floor.predicted_loss) for s, o in floor.choice.items()))
-        _, site, opt, current = best
-        choice[site] = opt
-        steps.append(Step(site, opt.config, current, _loss(choice)))
+                Step(u, o.config, floor.peak, floor.predicted_loss) for u, o in floor.choice.items()))
+        unit, opt, current = best
+        choice[unit] = opt
+        steps.append(Step(unit, opt.config, current, _loss(choice)))
     choice = _tidy(buffers, choice, allowed, budget)
     return Search(dict(sorted(choice.items())), peak(buffers, choice), _loss(choice),
                   tuple(steps))

@@ -13,10 +13,10 @@ With 8-bit activations and 16-byte alignment the planner's figure is what TFLM p
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+from aa_tflite.precision import packed_bytes
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.layout import TFLM_ALIGNMENT, greedy_offsets
 from aa_tflite.types import AAError, Kernels, MemoryReport, TensorMemory, TflmArena
@@ -24,6 +24,7 @@ from aa_tflite.types import AAError, Kernels, MemoryReport, TensorMemory, TflmAr
 __all__ = [
     "TFLM_ALIGNMENT",
     "greedy_offsets",
+    "lifetimes",
     "memory_report",
     "plan_tensors",
     "tflm_arena",
@@ -51,39 +52,15 @@ def plan_tensors(tflite: bytes, *, bits: Mapping[int, int] | None = None,
         raise AAError(f"alignment must be >= 1. Received: alignment={alignment}")
     model = flatbuffer.read(tflite)
     ops, tensors = flatbuffer.describe(model)
-    graph = model.subgraphs[0]
     bits = dict(bits or {})
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-
-    def touch(t: int, scope: int, create: bool) -> None:
-        if create and t not in first:
-            first[t] = scope
-        last[t] = scope
-
-    for t in graph.inputs if graph.inputs is not None else []:
-        touch(int(t), 0, True)
-    for op in ops:
-        scope = op.index + 1
-        for t in op.outputs:
-            touch(t, scope, True)
-        for t in op.inputs:
-            if t >= 0:
-                last[t] = scope
-        for t in op.outputs:
-            last[t] = scope
-    end = len(ops)
-    for t in graph.outputs if graph.outputs is not None else []:
-        touch(int(t), end, True)
-        last[int(t)] = end
-
+    first, last = lifetimes(model, ops)
     planned = []
     for t in sorted(first):
         info = tensors[t]
         if info.is_constant or info.is_variable:
             continue
         b = int(bits.get(t, info.storage_bits))
-        nbytes = math.ceil(info.elements * b / 8)
+        nbytes = packed_bytes(info.elements, b)
         if nbytes == 0:
             continue
         planned.append((info, b, nbytes))
@@ -94,6 +71,33 @@ def plan_tensors(tflite: bytes, *, bits: Mapping[int, int] | None = None,
                            last[i.index], off)
               for (i, b, nb), off in zip(planned, offsets)]
     return peak, layout
+
+
+def lifetimes(model, ops: Sequence[flatbuffer.OpInfo]) -> tuple[dict[int, int], dict[int, int]]:
+    """TFLite Micro's allocation scopes of subgraph 0's tensors: ``(first, last)``, each tensor
+    index -> scope. Subgraph inputs are created at scope 0, op ``k`` runs in scope ``k + 1``, a
+    tensor lives to the scope of its last use, and subgraph outputs live to the end."""
+    graph = model.subgraphs[0]
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+
+    def touch(t: int, scope: int) -> None:
+        first.setdefault(t, scope)
+        last[t] = scope
+
+    for t in graph.inputs if graph.inputs is not None else []:
+        touch(int(t), 0)
+    for op in ops:
+        scope = op.index + 1
+        for t in op.outputs:
+            touch(t, scope)
+        for t in op.inputs:
+            if t >= 0:
+                last[t] = scope
+    end = len(ops)
+    for t in graph.outputs if graph.outputs is not None else []:
+        touch(int(t), end)
+    return first, last
 
 
 def weights_size(tflite: bytes) -> int:

@@ -122,34 +122,12 @@ def combine(points: Sequence[tuple[str, bytes]], *,
         >>> signature_keys(both)  # doctest: +SKIP
         ['kib3', 'kib6']
     """
-    if not points:
-        raise AAError("combine needs at least one (key, tflite) point.")
-    keys = [k for k, _ in points]
-    bad = [k for k in keys if not isinstance(k, str) or not KEY_PATTERN.match(k)]
-    if bad:
-        raise AAError(f"Signature keys must start with a letter and hold only letters, digits "
-                      f"and '_' (at most 64). Received: {bad}")
-    if len(set(keys)) != len(keys):
-        raise AAError(f"Signature keys must be distinct. Received: {keys}")
+    keys = _check_keys([k for k, _ in points])
     from aa_tflite.tflite.metadata import attach, strip_metadata
 
-    parts = [strip_metadata(t) for _, t in points]
-    models = [flatbuffer.read(t) for t in parts]
+    models = [flatbuffer.read(strip_metadata(t)) for _, t in points]
+    _check_same_conversion(keys, models)
     base = models[0]
-    codes = [(c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version)
-             for c in base.operatorCodes]
-    for (key, _), m in zip(points, models, strict=True):
-        if len(m.subgraphs) != 1:
-            raise AAError(f"Point {key!r} has {len(m.subgraphs)} subgraphs; each point must be "
-                          "a single-subgraph file.")
-        mine = [(c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version)
-                for c in m.operatorCodes]
-        g, g0 = m.subgraphs[0], base.subgraphs[0]
-        if mine != codes or len(g.tensors) != len(g0.tensors) or \
-                len(g.operators) != len(g0.operators):
-            raise AAError(f"Point {key!r} is not an edit of the same conversion as point "
-                          f"{keys[0]!r} (its ops or tensors differ); convert every point from "
-                          "the same model in one call.")
     # Drop the parts' metadata and signatures; keep point 0's buffers as they are.
     sig0 = (base.signatureDefs or [None])[0]  # point 0's input and output names
     base.metadata, base.metadataBuffer, base.signatureDefs = None, None, None
@@ -157,15 +135,7 @@ def combine(points: Sequence[tuple[str, bytes]], *,
     for k, m in enumerate(models[1:], start=1):
         graph = m.subgraphs[0]
         for t in graph.tensors:
-            buf = m.buffers[t.buffer]
-            d = _digest(buf)
-            if d is None:
-                t.buffer = 0  # an arena tensor: buffer 0 is the schema's empty sentinel
-                continue
-            if d not in stored:
-                base.buffers.append(buf)
-                stored[d] = len(base.buffers) - 1
-            t.buffer = stored[d]
+            t.buffer = _shared_buffer(base, stored, m.buffers[t.buffer])
         graph.name = keys[k]
         base.subgraphs.append(graph)
     base.subgraphs[0].name = keys[0]
@@ -180,6 +150,49 @@ def combine(points: Sequence[tuple[str, bytes]], *,
     if metadata is not None:
         attach(base, metadata)
     return _write_shared(base)
+
+
+def _check_keys(keys: list) -> list[str]:
+    if not keys:
+        raise AAError("combine needs at least one (key, tflite) point.")
+    bad = [k for k in keys if not isinstance(k, str) or not KEY_PATTERN.match(k)]
+    if bad:
+        raise AAError(f"Signature keys must start with a letter and hold only letters, digits "
+                      f"and '_' (at most 64). Received: {bad}")
+    if len(set(keys)) != len(keys):
+        raise AAError(f"Signature keys must be distinct. Received: {keys}")
+    return keys
+
+
+def _check_same_conversion(keys: Sequence[str], models: Sequence[schema.ModelT]) -> None:
+    """Raises unless every model is a single-subgraph edit of the first one's conversion."""
+    def codes(m):
+        return [(c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version)
+                for c in m.operatorCodes]
+
+    g0 = models[0].subgraphs[0]
+    for key, m in zip(keys, models, strict=True):
+        if len(m.subgraphs) != 1:
+            raise AAError(f"Point {key!r} has {len(m.subgraphs)} subgraphs; each point must be "
+                          "a single-subgraph file.")
+        g = m.subgraphs[0]
+        if codes(m) != codes(models[0]) or len(g.tensors) != len(g0.tensors) or \
+                len(g.operators) != len(g0.operators):
+            raise AAError(f"Point {key!r} is not an edit of the same conversion as point "
+                          f"{keys[0]!r} (its ops or tensors differ); convert every point from "
+                          "the same model in one call.")
+
+
+def _shared_buffer(base: schema.ModelT, stored: dict[bytes, int], buf: schema.BufferT) -> int:
+    """The index in ``base`` of a buffer with ``buf``'s bytes, appended if new; 0 (the schema's
+    empty sentinel) for an arena tensor."""
+    d = _digest(buf)
+    if d is None:
+        return 0
+    if d not in stored:
+        base.buffers.append(buf)
+        stored[d] = len(base.buffers) - 1
+    return stored[d]
 
 
 class _SharingBuilder(flatbuffers.Builder):
