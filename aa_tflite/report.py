@@ -149,8 +149,8 @@ class Report:
             clip = f"{r.clip:.4g}" if r.clip is not None else "data" if r.bits < 8 else "-"
             sp = "-" if r.sparsity is None else f"{r.sparsity:.1%}"
             lines.append(f"| {r.site} | {r.bits} | {r.threshold:.4g} | {clip} | {sp} | "
-                         f"{r.packed_bytes if r.packed_bytes is not None else '-'} | "
-                         f"{r.sparse_bytes if r.sparse_bytes is not None else '-'} | "
+                         f"{'-' if r.packed_bytes is None else f'{r.packed_bytes:,}'} | "
+                         f"{'-' if r.sparse_bytes is None else f'{r.sparse_bytes:,}'} | "
                          f"{r.loss:.2f} | {r.lowering} |")
         t = self.seconds
         lines += ["", "## Time", "", " · ".join(f"{k} {v:.1f} s" for k, v in t.items()),

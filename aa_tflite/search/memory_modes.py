@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from aa_tflite.precision import precision
 from aa_tflite.search import planner
@@ -40,61 +40,48 @@ def sparse_layout(buffers: Sequence[planner.Buffer], elements: Mapping[int, int]
         if b.tensor in nonzeros else b for b in buffers)
 
 
-class MemoryModel(Protocol):
-    """How one ``MemoryMode`` counts activation memory."""
+class MemoryModel:
+    """How one ``MemoryMode`` counts activation memory. The base counts every tensor packed at
+    its bits (``ceil(elements * bits / 8)``); a mode overrides what it counts differently."""
 
     mode: MemoryMode
-    offers_thresholds: bool  # thresholds (more zeros) save memory under this model
-    can_shrink: bool  # some plan can make the figure smaller than the int8 baseline's
-    unit_words: str  # how a budget in this mode is named in messages
+    offers_thresholds = False  # thresholds (more zeros) save memory under this model
+    can_shrink = True  # some plan can make the figure smaller than the int8 baseline's
+    unit_words = "KiB"  # how a budget in this mode is named in messages
 
     def planning_buffers(self, base: Baseline) -> tuple[planner.Buffer, ...]:
         """The int8 layout the planner starts from."""
-
-    def option_bytes(self, base: Baseline, unit: str, config: SiteConfig,
-                     tflite: bytes) -> dict[int, int]:
-        """What each of a unit's tensors costs under ``config`` (``tflite`` is its variant)."""
-
-    def figure(self, base: Baseline, search: planner.Search,
-               configs: Mapping[str, SiteConfig], tflite: bytes) -> int:
-        """The budgeted figure of a built plan."""
-
-    def fixed_plan(self, base: Baseline, budget: Budget | None) -> str | None:
-        """None if plans can shrink the figure. Otherwise the note saying why the int8 plan is
-        the plan; raises ``BudgetError`` if the int8 figure is over the budget."""
-
-    def pick(self, packed: int, packed_sparse: int, tflm: int | None) -> int:
-        """This mode's figure among a report's figures."""
-
-
-class Packed:
-    """``"packed"``: the activation peak with every tensor at ``ceil(elements * bits / 8)``."""
-
-    mode = MemoryMode.PACKED
-    offers_thresholds = False
-    can_shrink = True
-    unit_words = "KiB"
-
-    def planning_buffers(self, base: Baseline) -> tuple[planner.Buffer, ...]:
         return base.buffers
 
     def option_bytes(self, base: Baseline, unit: str, config: SiteConfig,
                      tflite: bytes) -> dict[int, int]:
+        """What each of a unit's tensors costs under ``config`` (``tflite`` is its variant)."""
         return {t: precision(config.bits).nbytes(base.elements[t])
                 for t in base.unit_tensors(unit)}
 
     def figure(self, base: Baseline, search: planner.Search,
                configs: Mapping[str, SiteConfig], tflite: bytes) -> int:
-        return search.peak  # the search's options carry every tensor of each unit
+        """The budgeted figure of a built plan: by default the search's own peak (its options
+        carry every tensor of each unit)."""
+        return search.peak
 
     def fixed_plan(self, base: Baseline, budget: Budget | None) -> str | None:
+        """None if plans can shrink the figure. Otherwise the note saying why the int8 plan is
+        the plan; raises ``BudgetError`` if the int8 figure is over the budget."""
         return None
 
     def pick(self, packed: int, packed_sparse: int, tflm: int | None) -> int:
+        """This mode's figure among a report's figures."""
         return packed
 
 
-class PackedSparse(Packed):
+class Packed(MemoryModel):
+    """``"packed"``: the activation peak with every tensor at ``ceil(elements * bits / 8)``."""
+
+    mode = MemoryMode.PACKED
+
+
+class PackedSparse(MemoryModel):
     """``"packed+sparse"``: post-ReLU tensors zero-compressed, at the worst sample."""
 
     mode = MemoryMode.PACKED_SPARSE
@@ -120,7 +107,7 @@ class PackedSparse(Packed):
         return packed_sparse
 
 
-class StockArena(Packed):
+class StockArena(MemoryModel):
     """``"tflm"``: the arena stock TFLite Micro allocates. It stores every activation in int8
     and compresses no zeros, so no precision or threshold shrinks it."""
 
