@@ -1,11 +1,14 @@
-"""``aa-tflite``: inspect a ``.tflite``, convert a Keras model, or run the demo.
+"""``aa-tflite``: inspect a ``.tflite``, convert a Keras model, run the demo, list and run a
+file's operating points, and export a file for a target (``aa_tflite.targets.TARGETS``).
 
-Thin: parse, call the library, print.
+Thin: parse, call the library, print. Without ``--verbose`` no TensorFlow or LiteRT log line
+reaches the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -18,16 +21,38 @@ __all__ = ["main", "parse_args", "run"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parses ``aa-tflite``'s command line (``sys.argv[1:]`` when ``argv`` is None).
+
+    Example:
+        >>> parse_args(["points", "out/digits.tflite"]).command
+        'points'
+    """
     parser = argparse.ArgumentParser(prog="aa-tflite", description=(
         "Fit pretrained Keras ReLU models into memory as int8 TFLite with per-layer thresholds."))
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log progress details, and let TensorFlow's and LiteRT's logs through")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_inspect, _add_convert, _add_demo, _add_points, _add_export, _add_run):
+        add(sub)
+    return parser.parse_args(argv)
 
+
+def _add_inspect(sub) -> None:
     p = sub.add_parser("inspect", help="ops, tensors and memory figures of a .tflite")
     p.add_argument("model", help="path to a .tflite file")
     p.add_argument("--no-tflm", action="store_true", help="skip measuring the TFLM arena")
 
-    p = sub.add_parser("convert", help="Keras model + memory budget -> mixed-precision .tflite")
+
+def _add_convert(sub) -> None:
+    _add_convert_options(sub.add_parser(
+        "convert", help="Keras model + memory budget -> mixed-precision .tflite"))
+
+
+def _add_convert_options(p: argparse.ArgumentParser) -> None:
+    """The ``convert`` subcommand's options."""
+    from aa_tflite.targets import TARGETS
+    from aa_tflite.types import Kernels
+
     p.add_argument("model", help="path to a .keras (or legacy .h5/.hdf5) Keras model")
     p.add_argument("--budget-kb", type=_budgets,
                    help="activation memory budget in KiB (1024 B), see --memory; several, "
@@ -46,11 +71,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--io", choices=["int8", "float32"], default="int8",
                    help="model input/output type (default int8)")
     p.add_argument("--no-tflm", action="store_true", help="skip measuring the TFLM arena")
-    p.add_argument("--kernels", choices=["builtin", "xnnpack", "tflm"], default=None,
+    p.add_argument("--kernels", choices=[k.value for k in Kernels], default=None,
                    help="kernels every loss is measured on, as deployed: LiteRT builtin, "
                         "LiteRT with XNNPACK (Android's default), or TFLite Micro (default: "
                         "the --target's, else builtin)")
-    p.add_argument("--target", choices=["android", "pi", "web", "tflm", "edgetpu"],
+    p.add_argument("--target", choices=sorted(TARGETS),
                    default=None, help="where the file will run: measure on its kernels")
     p.add_argument("--bits", type=_bit_menu, default=None,
                    help="precisions to offer below 8 bits, comma-separated, from 6,5,4,3,2 "
@@ -60,6 +85,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "convolutional up to a global pooling: one point per size and budget")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the main job on the embedded digits model")
     p.add_argument("--out", default="demo_out/digits", help="output prefix (default demo_out/digits)")
     p.add_argument("--budget-fraction", type=_fractions, default=(0.8, 0.6, 0.4),
@@ -67,31 +94,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "operating point each (default 0.8,0.6,0.4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_points(sub) -> None:
     p = sub.add_parser("points", help="the operating points of a multi-point .tflite")
     p.add_argument("model", help="path to a .tflite written by convert")
 
+
+def _add_export(sub) -> None:
+    from aa_tflite.targets import TARGETS
+
     p = sub.add_parser("export", help="write what a target's build needs from a .tflite")
     p.add_argument("model", help="path to a .tflite written by convert")
-    p.add_argument("--target", choices=["tflm", "android", "web", "edgetpu"], required=True,
-                   help="tflm: one .tflite per point, a C++ byte-array source and a header with "
-                        "the arena size and the op resolver entries; android: the demo app's "
-                        "assets (model, metadata, labels, sample inputs); web: the same for "
-                        "the browser demo, the model with float32 I/O and a static batch; "
-                        "edgetpu: one static-shape file per point, checked against the Edge "
-                        "TPU's documented constraints (compiled if edgetpu_compiler is installed)")
-    p.add_argument("--samples", help="android: .npz with sample inputs 'x' (and labels 'y'); "
-                                     "default: 16 held-out digits of the embedded model's data")
+    p.add_argument("--target", choices=sorted(TARGETS), required=True, help="; ".join(
+        f"{name}: {TARGETS[name].description}" for name in sorted(TARGETS)))
+    p.add_argument("--samples", help="android, web: .npz with sample inputs 'x' (and labels "
+                                     "'y'); default: 16 held-out digits of the embedded "
+                                     "model's data")
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--name", default=None, help="stem of the files and C names (default: the "
                                                 "model file's stem)")
+
+
+def _add_run(sub) -> None:
+    from aa_tflite.types import Kernels
 
     p = sub.add_parser("run", help="run inputs on one operating point of a .tflite")
     p.add_argument("model", help="path to a .tflite written by convert")
     p.add_argument("--point", help="the point's signature key (default: the first point)")
     p.add_argument("--data", required=True, help=".npz with inputs 'x' (and labels 'y')")
-    p.add_argument("--kernels", choices=["xnnpack", "builtin"], default="xnnpack",
+    p.add_argument("--kernels", choices=[Kernels.XNNPACK.value, Kernels.BUILTIN.value],
+                   default=Kernels.XNNPACK.value,
                    help="LiteRT's default XNNPACK kernels, or its builtin kernels")
-    return parser.parse_args(argv)
 
 
 def _numbers(text: str, what: str) -> tuple[float, ...]:
@@ -204,7 +237,7 @@ def _inspect(args: argparse.Namespace) -> int:
     if meta:
         print(f"Bits per tensor: from the file's aa_tflite metadata ({meta.get('producer', '?')}, "
               f"plan of {len(meta.get('plan', {}).get('sites', {}))} sites, "
-              f"{meta.get('memory_mode')} budget {meta.get('budget_bytes')} B).")
+              f"{meta.get('memory_mode')} budget {_figure(meta.get('budget_bytes'))} B).")
     else:
         print("Bits per tensor: no aa_tflite metadata; derived from each tensor's producer "
               "clamp and quantization parameters.")
@@ -270,7 +303,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"Embedded model: {model.name}, {model.count_params():,} parameters, input "
           f"{tuple(model.inputs[0].shape[1:])} (scikit-learn digits). int8 packed activation "
           f"peak {int8_peak:,} B; budgets "
-          + ", ".join(f"{f:.0%} = {b:g} KiB" for f, b in zip(fractions, budgets, strict=True))
+          + ", ".join(f"{f:.0%} = {b:,g} KiB" for f, b in zip(fractions, budgets, strict=True))
           + f".\nPlanning with {len(x_cal)} calibration and {half} labelled samples; "
           f"{len(x_val) - half} more are held out.\n")
     result = convert(model, budget_kb=budgets if len(budgets) > 1 else budgets[0],
@@ -289,7 +322,7 @@ def _demo(args: argparse.Namespace) -> int:
         info = points.point(key)
         acc = float(np.mean(points.run(x_held).argmax(1) == y_held))
         print(f"  {key:>16}: top-1 {acc:.4f}, packed peak {info.packed:,} B, "
-              f"{points.latency_ms(key):.3f} ms per sample")
+              f"{points.latency_ms(key):,.3f} ms per sample")
     return 0
 
 
@@ -305,11 +338,10 @@ def _points_table(points) -> str:
     rows = ["| point | budget (KiB) | packed peak (B) | packed+sparse (B) | TFLM arena (B) | "
             "low-bit tensors | score | latency here (ms) |", "|---|---|---|---|---|---|---|---|"]
     for p in points.points:
-        def fmt(v, spec=","):
-            return "-" if v is None else format(v, spec)
-        rows.append(f"| {p.key} | {fmt(p.budget_kb, 'g')} | {fmt(p.packed)} | "
-                    f"{fmt(p.packed_sparse)} | {fmt(p.tflm_arena)} | {p.low_bit_tensors} | "
-                    f"{fmt(p.score, '.4f')} | {points.latency_ms(p.key):.3f} |")
+        rows.append(f"| {p.key} | {_figure(p.budget_kb, ',g')} | {_figure(p.packed)} | "
+                    f"{_figure(p.packed_sparse)} | {_figure(p.tflm_arena)} | "
+                    f"{p.low_bit_tensors:,} | {_figure(p.score, ',.4f')} | "
+                    f"{points.latency_ms(p.key):,.3f} |")
     metric = next((p.metric for p in points.points if p.metric), None)
     if metric:
         rows.append(f"\nscore: {metric} measured when the file was made; latency: median of "
@@ -318,41 +350,21 @@ def _points_table(points) -> str:
     return "\n".join(rows)
 
 
+def _figure(value, spec: str = ",") -> str:
+    """A figure with thousands separators (``spec``), or ``-`` when there is none."""
+    return "-" if value is None else format(value, spec)
+
+
 def _export(args: argparse.Namespace) -> int:
-    from aa_tflite.targets.exporters import export_android, export_edgetpu, export_tflm, export_web
+    from aa_tflite.targets import TARGETS
 
     tflite = _read_tflite(args.model)
-    if args.target == "edgetpu":
-        name = args.name or os.path.splitext(os.path.basename(args.model))[0]
-        written, checks, logs = export_edgetpu(tflite, args.out, name=name)
-        for key, check in checks.items():
-            print(f"point {key}:\n  " + check.summary().replace("\n", "\n  "))
-            print("  edgetpu_compiler: " + (logs[key].strip() or "not installed here; run it on "
-                                            "an x86-64 Debian host with Coral's apt repository"))
-        print("Unverified without a device: whether the Edge TPU reproduces the fused clamp and "
-              "int8 saturation the low-bit points rely on, and the accuracy per point.")
-        print("Wrote: " + ", ".join(written))
-        return 0
-    if args.target in ("android", "web"):
-        if args.samples:
-            x, y = _load_npz(args.samples, "--samples")
-        else:
-            from aa_tflite.frontend.embedded import load_default
-
-            d = load_default()
-            x, y = d.x_val[-16:], d.y_val[-16:]
-        write = export_android if args.target == "android" else export_web
-        done = write(tflite, args.out, samples_x=x, samples_y=y)
-        print(f"{args.target} assets: {len(done.points)} points ({', '.join(done.points)}), "
-              f"{done.samples} samples.\nWrote: " + ", ".join(done.files))
-        return 0
-    name = args.name or os.path.splitext(os.path.basename(args.model))[0]
-    result = export_tflm(tflite, args.out, name=name, source=os.path.basename(args.model))
-    for key, arena in result.measured.items():
-        print(f"point {key}: TFLM arena {arena:,} B (measured), C array {result.models[key]}")
-    print(f"Arena constant: {result.arena_size:,} B (largest measured + margin). Op resolver "
-          f"entries ({len(result.ops)}): {', '.join(result.ops)}.")
-    print("Wrote: " + ", ".join(result.files))
+    samples = _load_npz(args.samples, "--samples") if args.samples else None
+    done = TARGETS[args.target].export(
+        tflite, args.out, name=args.name or os.path.splitext(os.path.basename(args.model))[0],
+        source=os.path.basename(args.model), samples=samples)
+    print("\n".join(done.lines))
+    print("Wrote: " + ", ".join(done.files))
     return 0
 
 
@@ -364,29 +376,33 @@ def _run(args: argparse.Namespace) -> int:
     x, y = _load_npz(args.data, "--data")
     out = points.run(x, point=key)
     top = out.reshape(len(out), -1).argmax(1)
-    print(f"point {key}: {len(x)} samples; predicted classes: "
+    print(f"point {key}: {len(x):,} samples; predicted classes: "
           f"{' '.join(map(str, top[:20]))}{' ...' if len(top) > 20 else ''}")
     if y is not None:
         print(f"top-1 accuracy: {np.mean(top == np.asarray(y).reshape(-1)):.4f}")
-    print(f"latency: {points.latency_ms(key):.3f} ms per sample (median, this machine)")
+    print(f"latency: {points.latency_ms(key):,.3f} ms per sample (median, this machine)")
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
-    """Runs a parsed command; returns the process exit code."""
+    """Runs a parsed command; returns the process exit code.
+
+    Without ``--verbose``, what TensorFlow and LiteRT log from C++ is hidden for the whole
+    command (``quiet.hidden_native_logs``); the command's own output and errors still show.
+    """
     from absl import logging
 
+    from aa_tflite.quiet import hidden_native_logs, quiet_native_output
     from aa_tflite.types import AAError
 
     logging.set_verbosity(logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        if args.command in ("convert", "demo", "export"):
-            from aa_tflite.quiet import quiet_native_output
-
-            with quiet_native_output():  # TensorFlow's import logs through absl to stderr
-                import keras  # noqa: F401
-        return {"inspect": _inspect, "convert": _convert, "demo": _demo, "points": _points,
-                "run": _run, "export": _export}[args.command](args)
+        with contextlib.nullcontext() if args.verbose else hidden_native_logs():
+            if args.command in ("convert", "demo", "export"):
+                with quiet_native_output():  # TensorFlow's import logs through absl to stderr
+                    import keras  # noqa: F401
+            return {"inspect": _inspect, "convert": _convert, "demo": _demo, "points": _points,
+                    "run": _run, "export": _export}[args.command](args)
     except AAError as e:
         print(f"aa-tflite: error: {e}", file=sys.stderr)
         return 2
@@ -408,8 +424,11 @@ def run() -> None:
     """Console-script entry point."""
     verbose = any(a in ("-v", "--verbose") for a in sys.argv[1:])
     # TensorFlow's C++ start-up chatter and Python warnings stay out of the terminal unless asked.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
-    if not verbose:
+    # TensorFlow reads this once, when it is imported: here, before any import of it.
+    if verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+    else:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         warnings.filterwarnings("ignore")
         os.environ.setdefault("PYTHONWARNINGS", "ignore")
     sys.exit(main(parse_args()))

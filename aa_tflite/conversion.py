@@ -121,10 +121,10 @@ class Result:
                  f"(B) | weights (B) | {self.report.metric} | latency (ms) |",
                  "|---|---|---|---|---|---|---|---|"]
         for p in self.points:
-            lines.append(f"| {p.key} | {p.budget_kb:g} | {p.packed:,} | {p.packed_sparse:,} | "
-                         f"{p.tflm_arena if p.tflm_arena is not None else '-'} | "
-                         f"{p.report.planned_memory.weights:,} | {p.score:.4f} | "
-                         f"{p.latency_ms:.3f} |")
+            lines.append(f"| {p.key} | {p.budget_kb:,g} | {p.packed:,} | {p.packed_sparse:,} | "
+                         f"{'-' if p.tflm_arena is None else format(p.tflm_arena, ',')} | "
+                         f"{p.report.planned_memory.weights:,} | {p.score:,.4f} | "
+                         f"{p.latency_ms:,.3f} |")
         lines += ["", "Packed and packed+sparse figures are real only on a runtime that packs "
                   "low-bit tensors; stock LiteRT and TFLite Micro allocate the TFLM arena column.",
                   "Latency: median of single-sample runs in LiteRT (XNNPACK, 1 thread) on the "

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from aa_tflite.config import Budget, ConvertConfig
+from aa_tflite.lowering import lowering_of
 from aa_tflite.precision import precision
 from aa_tflite.search import planner
 from aa_tflite.search.baseline import Baseline, Data
@@ -22,7 +23,8 @@ from aa_tflite.search.runtimes import runtime_notes
 from aa_tflite.search.verify import Verified
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite import memory as memory_mod
-from aa_tflite.types import Bits, MemoryReport, Plan, SiteConfig, TensorMemory
+from aa_tflite.tflite.analyse import SiteGraph
+from aa_tflite.types import MemoryReport, Plan, SiteConfig, TensorMemory
 
 __all__ = ["MEMORY_NOTE", "Report", "SiteRow", "build_report", "lowering_words", "memory_lines",
            "tensor_table", "zero_points"]
@@ -193,32 +195,10 @@ def zero_points(tflite: bytes, tensors) -> dict[int, tuple[float, int]]:
             if infos[t].scale and infos[t].zero_point}
 
 
-def lowering_words(c: SiteConfig, g, q: tuple[float, int] | None) -> str:
-    """How a site's config was written into the ``.tflite``, in words for the report."""
-    parts = []
-    if g.offset and c.bits != Bits.INT8 and q is not None:
-        p = precision(c.bits)
-        return (f"{p.bits}-bit signed, offset form: int8 tensor, zero point {q[1]}, scale "
-                f"{q[0]:.4g} ({p.levels} levels, no op added); {g.producer_op} stores y - low "
-                "under a fused RELU, the ADD's other input takes + low")
-    if g.signed and c.bits != Bits.INT8 and q is not None:
-        p = precision(c.bits)
-        return (f"{p.bits}-bit signed: int8 tensor, zero point {q[1]}, scale {q[0]:.4g} "
-                f"({p.levels} levels, no op added); {g.producer_op} clamps with a fused "
-                "RELU_N1_TO_1 around per-channel centres, its consumers absorb them")
-    if c.bits != Bits.INT8 and q is not None:
-        p = precision(c.bits)
-        how = ("per-channel clips from the data, equalized through the producer's filter "
-               "scales" if c.clip is None and g.can_equalize else "one clip for the tensor")
-        parts.append(f"{p.bits}-bit: int8 tensor, zero point {q[1]}, scale {q[0]:.4g}, top level "
-                     f"{p.top * q[0]:.4g} ({p.levels} levels, no op added); {how}")
-    elif c.clip is not None and q is not None:
-        parts.append(f"clip via int8 saturation, scale {q[0]:.4g}")
-    if c.threshold:
-        parts.append(f"threshold folded into {g.producer_op} bias")
-    if parts and g.correction_consumer is not None:
-        parts.append(f"consumer op {g.correction_consumer[0]} corrected")
-    return "; ".join(parts) if parts else "plain int8"
+def lowering_words(c: SiteConfig, g: SiteGraph, q: tuple[float, int] | None) -> str:
+    """How a site's config was written into the ``.tflite``, in words for the report: its
+    lowering's ``describe`` (``q`` is the site tensor's written scale and zero point)."""
+    return lowering_of(g).describe(c, g, q)
 
 
 def build_report(*, model_name: str, data: Data, base: Baseline, measured: Measured,

@@ -3,7 +3,7 @@ fallback cuts the graph, and what else the documented constraints flag.
 
 Run ``python -m benchmarks.edgetpu`` (about 2 minutes here). Each model is converted at 60% of
 its int8 packed peak, exported as ``aa-tflite export --target edgetpu`` does, and checked with
-``aa_tflite.targets.exporters.check_edgetpu``. Nothing is compiled: ``edgetpu_compiler`` cannot be
+``aa_tflite.targets.edgetpu.check_edgetpu``. Nothing is compiled: ``edgetpu_compiler`` cannot be
 installed here. Writes ``benchmarks/results/edgetpu.json``.
 """
 
@@ -21,7 +21,7 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results", "edgetpu.json")
 
 def measure(name: str) -> dict:
     import aa_tflite
-    from aa_tflite.targets.exporters import export_edgetpu
+    from aa_tflite.targets.edgetpu import export_edgetpu
     from aa_tflite.tflite import memory
     from benchmarks.planning_time import _train
 
@@ -32,8 +32,9 @@ def measure(name: str) -> dict:
                                progress=False, curve_points=0, measure_tflm=False,
                                target="edgetpu")
     with tempfile.TemporaryDirectory() as out:
-        _, checks, logs = export_edgetpu(result.tflite, out, name=name)
-    (check,) = checks.values()
+        done = export_edgetpu(result.tflite, out, name=name)
+    (point,) = done.points.values()
+    check = point["check"]
     fallback = None if check.first_fallback is None else check.ops[check.first_fallback]
     return {"model": name, "ops": len(check.ops),
             "mapped_before_fallback": (len(check.ops) if check.first_fallback is None
@@ -43,7 +44,7 @@ def measure(name: str) -> dict:
             "also_flagged": sorted({f"{n} ({why.split(',')[0]})" for k, n, ok, why in check.ops
                                     if not ok and k != (fallback or (None,))[0]}),
             "problems": list(check.problems), "low_bit_tensors": len(result.report.tensor_bits),
-            "compiled": any(logs.values())}
+            "compiled": bool(point["compiler_log"])}
 
 
 def table(rows: list[dict]) -> list[str]:

@@ -13,21 +13,18 @@ import pytest
 import aa_tflite
 from aa_tflite.runtime import interpreter as runtime
 from aa_tflite.runtime.onthefly import OperatingPoints, PointsError
-from aa_tflite.targets.exporters import export_android
+from aa_tflite.targets.android import export_android
 from aa_tflite.types import AAError
+from tests.helpers import ROOT, need
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = os.path.join(ROOT, "android_demo", "core", "src")
 JARS = ["/usr/share/java/junit4.jar", "/usr/share/java/hamcrest-core.jar"]
 
 
 def _need_java():
     missing = [p for p in JARS if not os.path.exists(p)]
-    if shutil.which("javac") is None or missing:
-        why = f"javac or junit4 missing ({missing}); `make test` installs junit4"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+    need(f"javac or junit4 missing ({missing}); `make test` installs junit4"
+         if shutil.which("javac") is None or missing else "")
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +126,13 @@ def test_the_apps_committed_assets_are_a_three_point_model_with_its_samples():
     assert os.path.getsize(os.path.join(assets, "samples.bin")) == 4 * int(np.prod(shape))
     with open(os.path.join(assets, "metadata.json")) as f:
         assert [p["signature"] for p in json.load(f)["points"]] == [p.key for p in points]
+
+
+def test_export_android_returns_the_exported_record(assets, tmp_path):
+    multi, _ = assets
+    done = export_android(multi.tflite, tmp_path, samples_x=np.zeros((3, 8, 8, 1)))
+    assert done.target == "android" and list(done.points) == [p.key for p in multi.points]
+    assert [os.path.basename(f) for f in done.files] == [
+        "model.tflite", "metadata.json", "labels.txt", "samples.bin", "samples.json"]
+    assert done.info["samples"] == 3
+    assert done.lines == ("android assets: 3 points (kib2p4, kib1p8, kib1p2), 3 samples.",)

@@ -2,6 +2,10 @@
 
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -82,11 +86,35 @@ def test_an_unmeetable_budget_exits_2_with_the_smallest_figure(tmp_path, digits,
     assert not (tmp_path / "o.tflite").exists()
 
 
-def test_demo_makes_three_points_and_switches_between_them(tmp_path, capsys):
-    assert _run(["demo", "--out", str(tmp_path / "digits"), "--no-progress"]) == 0
-    out = capsys.readouterr().out
+# Lines TensorFlow and LiteRT log from C++: absl's "I0000 00:00:..." prefix, its start-up
+# warning, and LiteRT's "INFO: ..." lines.
+NATIVE_LOG = re.compile(r"^([IWEF]\d{4} \d\d:\d\d|WARNING: All log messages before absl|"
+                        r"(INFO|WARNING|ERROR): )|cuInit|XNNPACK delegate", re.M)
+# A figure of four or more digits without thousands separators (not decimals).
+BARE_FIGURE = re.compile(r"(?<![\d.,])\d{4,}(?!\d)")
+
+
+def _command(argv, **env):
+    """``aa-tflite ARGV`` as a user runs it (the console entry point), in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "aa_tflite.cli", *argv], capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, **env),
+                          stdin=subprocess.DEVNULL)
+
+
+def test_demo_makes_three_points_and_switches_between_them_quietly(tmp_path):
+    """The demo as a new user runs it: no TensorFlow or LiteRT log line (even with the
+    Makefile's TF_CPP_MIN_LOG_LEVEL=2), every figure with separators; ``--verbose`` lets the
+    native logs through."""
+    done = _command(["demo", "--out", str(tmp_path / "digits"), "--no-progress"],
+                    TF_CPP_MIN_LOG_LEVEL="2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert done.stderr == ""
+    assert not NATIVE_LOG.search(out), NATIVE_LOG.search(out)
     assert "# Operating points" in out and "One file, 3 signatures" in out
     assert "Held-out top-1 (250 samples the planner did not see)" in out
+    assert "| 7,040 |" in out  # the TFLM arena column
+    assert BARE_FIGURE.findall(out.replace(str(tmp_path), "")) == []
     switched = [line.split(":")[0].strip() for line in out.splitlines()
                 if "ms per sample" in line]
     assert switched == ["kib2p4", "kib1p8", "kib1p2", "kib1p2", "kib1p8", "kib2p4"]
@@ -94,6 +122,34 @@ def test_demo_makes_three_points_and_switches_between_them(tmp_path, capsys):
         ["digits.tflite", "digits.report.md", "digits.report.json", "digits.points.png"]
         + [f"digits.{k}.{ext}" for k in ("kib2p4", "kib1p8", "kib1p2")
            for ext in ("tflite", "plan.json")])
+    points = ["points", str(tmp_path / "digits.tflite")]
+    quiet, verbose = _command(points), _command(["--verbose", *points])
+    assert quiet.returncode == verbose.returncode == 0
+    assert quiet.stderr == "" and "| kib1p2 | 1.2 |" in quiet.stdout
+    assert "Created TensorFlow Lite XNNPACK delegate" in verbose.stderr
+
+
+def test_the_package_builds_without_setuptools_warnings(tmp_path):
+    """``pip install`` of a fresh copy: no deprecation warning about the license field, nor
+    about the data folder being an importable package (pip -v shows the backend's output)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = tmp_path / "src"
+    shutil.copytree(os.path.join(root, "aa_tflite"), src / "aa_tflite",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(root, name), src / name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w",
+                           str(tmp_path / "dist"), str(src)], capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert re.findall(r"\w*Warning: .*", log) == []
+    import zipfile
+
+    (wheel,) = (tmp_path / "dist").glob("aa_tflite-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"aa_tflite/data/digits.npz", "aa_tflite/data/digits_cnn.keras",
+            "aa_tflite/py.typed", "aa_tflite/targets/tflm.py"} <= set(names)
 
 
 def test_demo_with_one_fraction_writes_one_point(tmp_path, capsys):

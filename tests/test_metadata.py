@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aa_tflite.runtime.interpreter import run_model
-from aa_tflite.tflite import flatbuffer, memory, metadata, quantedit
+from aa_tflite.tflite import flatbuffer, memory, metadata, ops
 from aa_tflite.types import AAError
 from tests.test_quantedit import DIGITS_SITES, _all_four_bit
 
@@ -64,4 +64,4 @@ def test_relu6_and_pass_through_levels_come_from_the_clamp():
     assert _clamp_levels(1.5 / 15, 112, 0.0, 6.0) == 16  # the top saturates at 127
     assert _clamp_levels(1 / 8, 120, -1.0, 1.0) == 16  # signed form: 112..127
     assert _clamp_levels(0.05, -128, None, None) == 256
-    assert "MAX_POOL_2D" in quantedit._SAME_PARAMS
+    assert "MAX_POOL_2D" in ops.SAME_PARAMS

@@ -14,9 +14,7 @@ import pytest
 from aa_tflite.runtime import interpreter as runtime
 from aa_tflite.runtime.interpreter import load_interpreter
 from tests.conftest import FIXTURES
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PI_PYTHON = os.path.join(ROOT, ".venv-pi", "bin", "python")
+from tests.helpers import PI_PYTHON, ROOT, need_pi_env
 
 _SCRIPT = """
 import json, sys
@@ -34,7 +32,7 @@ print(json.dumps({"backend": runtime.interpreter_backend(), "numpy": np.__versio
 @pytest.mark.pi
 @pytest.mark.parametrize("variant", ["int8", "four_bit"])
 def test_tflite_runtime_gives_the_same_outputs_as_litert(variant, tmp_path):
-    _need_pi_env()
+    need_pi_env()
     model = os.path.join(FIXTURES, "mnist1d_int8.tflite")
     data = os.path.join(FIXTURES, "mnist1d_cal.npz")
     if variant == "four_bit":  # every site at 4 bits through quantization-parameter edits
@@ -97,13 +95,6 @@ def _lowering_models():
     }
 
 
-def _need_pi_env() -> None:
-    if not os.path.exists(PI_PYTHON):
-        if os.environ.get("CI"):
-            pytest.fail(".venv-pi is missing: run `make test`, which creates it.")
-        pytest.skip(".venv-pi not created; `make test` creates it")
-
-
 def _pi_outputs(name: str, tflite: bytes, x: np.ndarray, tmp_path) -> np.ndarray:
     """``tflite``'s dequantized outputs on ``x`` in tflite-runtime (.venv-pi), builtin kernels."""
     data = str(tmp_path / f"{name}.npz")
@@ -120,7 +111,7 @@ def _pi_outputs(name: str, tflite: bytes, x: np.ndarray, tmp_path) -> np.ndarray
 def _assert_same_on_tflite_runtime(models, tmp_path):
     """Runs each ``name -> (tflite, x)`` in tflite-runtime and in LiteRT: outputs within one
     output step."""
-    _need_pi_env()
+    need_pi_env()
     for name, (tflite, x) in models.items():
         theirs = _pi_outputs(name, tflite, x, tmp_path)
         ours = runtime.evaluate(tflite, x)
@@ -139,11 +130,11 @@ def _reach_models():
     2 bits, a concatenation's tie group at 2 bits, and mini_xception's signed tensors in both
     signed forms at 4 bits."""
     from aa_tflite.frontend.export import export
-    from aa_tflite.lowering import signed
+    from aa_tflite.lowering import offset, relu, signed
     from aa_tflite.precision import precision
     from aa_tflite.search.bench import fit_clip
     from aa_tflite.search.calibrate import tensor_values
-    from aa_tflite.tflite import quantedit
+    from aa_tflite.tflite.analyse import analyse
     from converters.data import load_digits_split
     from tests.test_quantedit import MNIST1D_SITES, _all_four_bit, _concat_model
     from tests.test_signed import _calibrated
@@ -153,21 +144,21 @@ def _reach_models():
         mnist1d = f.read()
     _, relu2 = _all_four_bit(mnist1d, MNIST1D_SITES, x1, 2)
     exported, xc = _concat_model()
-    graphs = quantedit.analyse(exported.tflite, exported.site_tensors)
+    graphs = analyse(exported.tflite, exported.site_tensors)
     v = tensor_values(exported.tflite, [graphs["a_relu"].tensor, graphs["b_relu"].tensor], xc)
     clip = fit_clip(np.concatenate([a.reshape(-1) for a in v.values()]), bits=2)
-    edit = quantedit.SiteEdit(scale=precision(2).step(clip), zero_point=precision(2).zero_point)
-    tie2 = quantedit.apply_edits(exported.tflite, graphs, {"a_relu": edit, "b_relu": edit})
+    edit = relu.SiteEdit(scale=precision(2).step(clip), zero_point=precision(2).zero_point)
+    tie2 = relu.apply_edits(exported.tflite, graphs, {"a_relu": edit, "b_relu": edit})
     d = load_digits_split()
     xcep = export(_calibrated("mini_xception", d["x_cal"]), None,
                   representative_data=d["x_cal"], io_dtype="int8").tflite
     ok = [t for t, g in signed.reachable(xcep).items() if g.ok]
     sv = tensor_values(xcep, ok, d["x_cal"])
     signed4 = signed.apply(xcep, {t: signed.SignedChoice(4, *signed.fit(sv[t], 4)) for t in ok})
-    off = signed.offset_reachable(xcep)
+    off = offset.offset_reachable(xcep)
     ov = tensor_values(xcep, list(off), d["x_cal"])
-    offset4 = signed.apply_offset(xcep, {t: signed.OffsetChoice(
-        4, *signed.fit_offset(ov[t], 4, min_step=g.scale)) for t, g in off.items()})
+    offset4 = offset.apply_offset(xcep, {t: offset.OffsetChoice(
+        4, *offset.fit_offset(ov[t], 4, min_step=g.scale)) for t, g in off.items()})
     assert ok and off
     xv = d["x_val"][:64]
     return {"relu_2bit": (relu2, mnist1d, x1[:64], 2), "tie_2bit": (tie2, exported.tflite, xc, 2),
@@ -182,7 +173,7 @@ def test_bit_menu_tie_and_signed_lowerings_run_on_tflite_runtime_like_litert(tmp
     difference scaled by that factor (the random-graph check's rule), and top-1 must agree."""
     from benchmarks.fuzz import _allowed_drift
 
-    _need_pi_env()
+    need_pi_env()
     for name, (lowered, plain, x, bits) in _reach_models().items():
         step = load_interpreter(lowered).get_output_details()[0]["quantization"][0]
         drift = {}

@@ -16,7 +16,8 @@ from aa_tflite.search.bench import Bench
 from aa_tflite.search.calibrate import tensor_values
 from aa_tflite.search.measure import MeasureCache, candidate_list, measure
 from aa_tflite.search.verify import verify
-from aa_tflite.tflite import flatbuffer, memory, quantedit
+from aa_tflite.tflite import flatbuffer, memory
+from aa_tflite.tflite.analyse import analyse
 from aa_tflite.types import AAError, BudgetError, Plan, SiteConfig
 
 INT8_PEAK = 3072  # the embedded digits model (pinned in test_memory against TFLM)
@@ -50,7 +51,7 @@ def test_budget_is_met_with_low_bit_sites_and_little_loss(result, digits):
     low = {r.site: r.bits for r in rep.sites if r.bits < 8}
     assert low and low == {s: int(c.bits) for s, c in result.plan.sites.items() if c.bits < 8}
     # The figure in the report is the planner's over the real file, low-bit tensors packed.
-    graphs = quantedit.analyse(result.tflite, {r.site: r.tensor for r in rep.sites})
+    graphs = analyse(result.tflite, {r.site: r.tensor for r in rep.sites})
     bits = {t: b for s, b in low.items() for t in graphs[s].group}
     assert bits == rep.tensor_bits
     assert memory.plan_tensors(result.tflite, bits=bits)[0] == rep.planned_memory.packed_peak

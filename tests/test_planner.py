@@ -102,7 +102,7 @@ def test_search_is_deterministic():
 
 
 def test_planner_imports_no_tensorflow():
-    code = ("import sys, aa_tflite.search.planner, aa_tflite.tflite.quantedit, "
+    code = ("import sys, aa_tflite.search.planner, aa_tflite.tflite.analyse, "
             "aa_tflite.search.verify, aa_tflite.runtime.guard; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -171,11 +171,12 @@ def test_graded_options_take_the_widest_bits_that_meet_the_budget():
 
 def test_planning_units_and_their_expansion():
     from aa_tflite.search.baseline import Baseline, planning_units
-    from aa_tflite.tflite import quantedit
+    from aa_tflite.tflite.analyse import SiteGraph
 
     def graph(name, tie=()):
-        return quantedit.SiteGraph(name, 0, (0,), 0, "CONV_2D", (), None, True, True, (), 1.0,
-                                   tie=tie)
+        return SiteGraph(name=name, lowering="relu", tensor=0, group=(0,), producer=0,
+                         producer_op="CONV_2D", can_requantize=True, can_threshold=True,
+                         scale=1.0, tie=tie)
 
     graphs = {"a": graph("a", ("a", "b")), "b": graph("b", ("a", "b")), "c": graph("c")}
     units = planning_units(graphs)

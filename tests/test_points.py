@@ -14,11 +14,10 @@ from aa_tflite.runtime.onthefly import OperatingPoints, PointsError, file_points
 from aa_tflite.tflite import multipoint
 from aa_tflite.tflite.metadata import read_metadata, strip_metadata
 from aa_tflite.types import AAError
+from tests.helpers import ROOT, need_pi_env
 
 INT8_PEAK = 3072  # the embedded digits model
 BUDGETS = (2.5, 1.8, 1.2)  # KiB: 83%, 60% and 39% of the int8 peak
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PI_PYTHON = os.path.join(ROOT, ".venv-pi", "bin", "python")
 
 
 def _kw(digits):
@@ -227,15 +226,12 @@ print(json.dumps({"version": tflite_runtime.__version__, "numpy": np.__version__
 
 @pytest.mark.pi
 def test_every_point_runs_on_tflite_runtime_2_14(multi, digits, tmp_path):
-    if not os.path.exists(PI_PYTHON):
-        if os.environ.get("CI"):
-            pytest.fail(".venv-pi is missing; `make pi-env` creates it")
-        pytest.skip(".venv-pi is missing; run `make pi-env`")
+    pi = need_pi_env()
     model, data = tmp_path / "multi.tflite", tmp_path / "x.npz"
     model.write_bytes(multi.tflite)
     x = digits.x_val[:20]
     np.savez(data, x=x)
-    done = subprocess.run([PI_PYTHON, "-c", _PI_SCRIPT, str(model), str(data)],
+    done = subprocess.run([pi, "-c", _PI_SCRIPT, str(model), str(data)],
                           capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -283,11 +279,11 @@ def test_input_size_points_share_kernels_and_equal_single_size_files(fcn, digits
     assert [(m["signature"], m["input_size"]) for m in meta] == [(k, s) for k, s in
                                                                 zip(keys, [8, 8, 12, 12])]
     # A 12x12 point is the file convert writes for the model rebuilt at 12x12 on resized data.
-    from aa_tflite.conversion import _at_size, _resize
+    from aa_tflite.frontend.resize import at_size, resize
 
-    big = aa_tflite.convert(_at_size(fcn, 12), budget_kb=1.2,
-                            representative_data=_resize(digits.x_cal, 12), progress=False,
-                            curve_points=0, eval_data=(_resize(digits.x_val[:200], 12),
+    big = aa_tflite.convert(at_size(fcn, 12), budget_kb=1.2,
+                            representative_data=resize(digits.x_cal, 12), progress=False,
+                            curve_points=0, eval_data=(resize(digits.x_val[:200], 12),
                                                        digits.y_val[:200]))
     assert strip_metadata(multi.points[3].tflite) == strip_metadata(big.tflite)
     # Larger inputs, larger activations; the kernels are the same bytes and stored once.
@@ -305,7 +301,7 @@ def test_input_size_points_share_kernels_and_equal_single_size_files(fcn, digits
                 and tuple(int(d) for d in t.shape) == (8, 3, 3, 1)] == [kernel[(8, 3, 3, 1)]]
     assert len(multi.tflite) < sum(len(p.tflite) for p in multi.points)
     points = OperatingPoints(multi.tflite, kernels="builtin")
-    x12 = _resize(digits.x_val[200:230], 12)
+    x12 = resize(digits.x_val[200:230], 12)
     assert np.array_equal(points.run(x12, point="px12_kib1p2"),
                           _fresh(multi.points[3].tflite, x12, "builtin"))
     x8 = digits.x_val[200:230]

@@ -5,7 +5,7 @@ import pytest
 
 from aa_tflite.frontend.export import to_tflite
 from aa_tflite.runtime import interpreter as runtime
-from aa_tflite.types import AAError
+from aa_tflite.types import AAError, Kernels
 
 
 def test_backend_is_litert_here():
@@ -58,3 +58,56 @@ def test_tensor_values_from_the_cut_model_equal_the_whole_model_preserved(digits
         assert np.array_equal(tensor_values(digits_tflite, [t], x)[t], expected[t])
     inp = int(flatbuffer.read(digits_tflite).subgraphs[0].inputs[0])
     assert _prefix_model(digits_tflite, [inp]) is None  # the input: the whole model runs
+
+
+def test_the_runtime_imports_neither_tensorflow_nor_the_schema_nor_other_stages():
+    """What a Raspberry Pi imports: numpy, an interpreter and ``aa_tflite.types``, nothing else
+    of aa_tflite (checked in a fresh process)."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys, aa_tflite.runtime, aa_tflite.runtime.guard\n"
+            "print(json.dumps(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not [m for m in loaded if m.split(".")[0] in ("tensorflow", "keras", "tflite_micro")]
+    assert "ai_edge_litert.schema_py_generated" not in loaded
+    ours = {m for m in loaded if m.startswith("aa_tflite")}
+    assert ours == {"aa_tflite", "aa_tflite.types", "aa_tflite.runtime",
+                    "aa_tflite.runtime.interpreter", "aa_tflite.runtime.onthefly",
+                    "aa_tflite.runtime.guard"}
+
+
+def test_make_interpreter_serves_both_litert_kernel_sets_and_refuses_the_rest(digits, digits_tflite):
+    x = digits.x_val[:16]
+    outs = {}
+    for kernels in (Kernels.BUILTIN, Kernels.XNNPACK):
+        interp = runtime.make_interpreter(digits_tflite, kernels, num_threads=1)
+        outs[kernels] = np.concatenate([runtime.run(interp, x[i:i + 1], batch_size=1)
+                                        for i in range(len(x))])
+    assert np.array_equal(outs[Kernels.BUILTIN].argmax(1), outs[Kernels.XNNPACK].argmax(1))
+    with pytest.raises(AAError, match="micro_interpreter"):
+        runtime.make_interpreter(digits_tflite, Kernels.TFLM)
+    with pytest.raises(AAError, match="kernels must be one of"):
+        runtime.make_interpreter(digits_tflite, "gpu")
+    with pytest.raises(AAError, match="TFL3"):
+        runtime.make_interpreter(b"not a model", Kernels.BUILTIN)
+    micro = runtime.micro_interpreter(digits_tflite)
+    assert tuple(micro.get_input_details(0)["shape"]) == (1, 8, 8, 1)
+
+
+def test_median_latency_warms_up_once_then_times_each_repeat(digits_tflite):
+    calls = []
+    assert runtime.median_latency_ms(lambda: calls.append(1), repeats=7) >= 0
+    assert len(calls) == 8
+    assert 0 < runtime.sample_latency_ms(digits_tflite, repeats=3) < 1000
+
+
+def test_operating_points_take_the_litert_kernel_sets_only(digits_tflite):
+    from aa_tflite.runtime import OperatingPoints
+    from aa_tflite.runtime.onthefly import PointsError
+
+    with pytest.raises(PointsError, match="kernels must be 'xnnpack' or 'builtin'"):
+        OperatingPoints(digits_tflite, kernels=Kernels.TFLM)

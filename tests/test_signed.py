@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 
-from aa_tflite.lowering import signed
+from aa_tflite.lowering import offset, relu, signed
 from aa_tflite.precision import precision
 from aa_tflite.runtime.interpreter import load_interpreter, quantize, run, run_model
 from aa_tflite.search.calibrate import stored_levels, tensor_values
-from aa_tflite.tflite import flatbuffer, memory, quantedit
+from aa_tflite.tflite import flatbuffer, memory
+from aa_tflite.tflite.analyse import analyse
+from aa_tflite.tflite.safety import scale_problems
 from aa_tflite.types import AAError
 from tests.test_quantedit import _adversarial
 
@@ -127,7 +129,7 @@ def test_lowering_adds_no_op_or_tensor_and_keeps_the_tflm_arena(name, plain, val
         assert np.array_equal(data0, data1)
     changed = [o.index for o, p in zip(ops1, ops0) if o.fused_activation != p.fused_activation]
     assert sorted(changed) == sorted(graphs[t].producer for t in values[name])
-    assert quantedit.scale_problems(lowered) == []
+    assert scale_problems(lowered) == []
     assert memory.tflm_arena(lowered) == memory.tflm_arena(plain[name])
 
 
@@ -170,19 +172,19 @@ def test_tflite_micro_runs_it_like_litert(name, bits, plain, values, data):
 
 
 def test_composes_with_relu_site_edits(plain, values, data):
-    from aa_tflite.search.bench import fit_clip, site_edit
+    from aa_tflite.lowering.relu import fit_clip, site_edit
     from aa_tflite.types import SiteConfig
 
     tflite = plain["mini_xception"]
     ops, _ = flatbuffer.describe(flatbuffer.read(tflite))
     relus = {f"op{o.index}": o.outputs[0] for o in ops
              if o.fused_activation == "RELU" or o.name == "RELU"}
-    graphs = quantedit.analyse(tflite, relus)
+    graphs = analyse(tflite, relus)
     relu_values = tensor_values(tflite, list(relus.values()), data["x_cal"])
     edits = {s: site_edit(SiteConfig(clip=fit_clip(relu_values[t], bits=4), bits=4), graphs[s])
              for s, t in relus.items() if graphs[s].can_requantize}
     assert len(edits) >= 3
-    first = quantedit.apply_edits(tflite, graphs, edits)
+    first = relu.apply_edits(tflite, graphs, edits)
     both = _lower(first, values["mini_xception"], 4)
     inp = load_interpreter(both).get_input_details()[0]
     batches = [quantize(data["x_val"][:200], inp)]
@@ -252,15 +254,15 @@ def offset_model(data):
 
 
 def _offset_lower(tflite, x, bits):
-    graphs = signed.offset_reachable(tflite)
+    graphs = offset.offset_reachable(tflite)
     vals = tensor_values(tflite, list(graphs), x)
-    return graphs, signed.apply_offset(tflite, {
-        t: signed.OffsetChoice(bits, *signed.fit_offset(vals[t], bits, min_step=g.scale))
+    return graphs, offset.apply_offset(tflite, {
+        t: offset.OffsetChoice(bits, *offset.fit_offset(vals[t], bits, min_step=g.scale))
         for t, g in graphs.items()})
 
 
 def test_offset_form_reaches_the_pre_add_branch_of_a_projection_block(offset_model):
-    graphs = signed.offset_reachable(offset_model)
+    graphs = offset.offset_reachable(offset_model)
     ops, _ = flatbuffer.describe(flatbuffer.read(offset_model))
     assert graphs, "mini_xception's entry_b branch feeds max pool -> ADD with a conv shortcut"
     for t, g in graphs.items():
@@ -309,16 +311,16 @@ def test_offset_form_runs_in_tflite_micro_like_litert(offset_model, data):
 
 
 def test_planning_sites_name_each_lowering_and_say_why_the_rest_stay_int8(offset_model):
-    from aa_tflite.search import stages
+    from aa_tflite.lowering import reach_all
 
-    sites, notes = stages.signed_sites(offset_model)
-    offset = {s: g for s, g in sites.items() if s.startswith("offset:")}
+    sites, notes = reach_all(offset_model, {})
+    by_offset = {s: g for s, g in sites.items() if s.startswith("offset:")}
     plain = {s: g for s, g in sites.items() if s.startswith("signed:")}
-    assert offset and plain
-    assert all(g.signed and g.offset and len(g.group) >= 1 for g in offset.values())
-    assert all(g.signed and not g.offset for g in plain.values())
-    assert {g.tensor for g in offset.values()} == set(signed.offset_reachable(offset_model))
+    assert by_offset and plain and len(sites) == len(by_offset) + len(plain)
+    assert all(g.signed and g.lowering == "offset" and g.group for g in by_offset.values())
+    assert all(g.signed and g.lowering == "signed" for g in plain.values())
+    assert {g.tensor for g in by_offset.values()} == set(offset.offset_reachable(offset_model))
     # Every signed tensor neither form reaches is in the notes, with the reason.
     unreached = [t for t, g in signed.reachable(offset_model).items() if not g.ok
-                 and t not in signed.offset_reachable(offset_model)]
+                 and t not in offset.offset_reachable(offset_model)]
     assert len(notes) == len(unreached) and all("stays int8" in n for n in notes)

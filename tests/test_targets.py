@@ -1,4 +1,5 @@
-"""Exports per target: TensorFlow Lite Micro (C array, arena constant, op resolver list)."""
+"""Exports per target: the registry, TensorFlow Lite Micro (C array, arena constant, op resolver
+list), the Edge TPU check and the Raspberry Pi files."""
 
 import json
 import os
@@ -12,9 +13,11 @@ import pytest
 import aa_tflite
 from aa_tflite.runtime import guard
 from aa_tflite.runtime import interpreter as runtime
-from aa_tflite.targets.exporters import TFLM_MARGIN_MIN, export_tflm, resolver_entries
+from aa_tflite.targets import TARGETS, Exported, kernels_for
+from aa_tflite.targets.tflm import TFLM_MARGIN_MIN, export_tflm, resolver_entries
 from aa_tflite.tflite import multipoint
 from aa_tflite.types import AAError, Kernels
+from tests.helpers import ROOT, need_pi_env
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +62,10 @@ def test_tflm_allocates_and_runs_each_model_with_exactly_the_arena_constant(expo
     result, out = exported
     header = (out / "digits_model_data.h").read_text()
     arena = int(re.search(r"constexpr size_t kDigitsArenaSize = (\d+);", header).group(1))
-    assert arena == result.arena_size and arena % 16 == 0
-    assert arena >= max(result.measured.values()) + TFLM_MARGIN_MIN
-    for key in result.measured:
+    measured = {k: p["tflm_arena"] for k, p in result.points.items()}
+    assert arena == result.info["arena_size"] and arena % 16 == 0
+    assert arena >= max(measured.values()) + TFLM_MARGIN_MIN
+    for key in measured:
         data = (out / f"digits_{key}.tflite").read_bytes()
         done = guard.probe(data, kernels=Kernels.TFLM, tflm_arena_size=arena)
         assert done.ok, done.reason
@@ -70,27 +74,32 @@ def test_tflm_allocates_and_runs_each_model_with_exactly_the_arena_constant(expo
         assert np.array_equal(tflm.argmax(1), lite.argmax(1))
         # and TFLM fails below the measured arena: the constant is a real figure
         short = guard.probe(data, kernels=Kernels.TFLM,
-                            tflm_arena_size=result.measured[key] - 64)
+                            tflm_arena_size=measured[key] - 64)
         assert not short.ok
 
 
 def test_the_op_resolver_list_names_exactly_the_kernels_used(exported, multi):
     result, out = exported
-    assert list(result.ops) == resolver_entries(multi.points[0].tflite)
-    assert set(result.ops) == {"AddConv2D", "AddFullyConnected", "AddMaxPool2D", "AddPack",
+    ops = result.info["ops"]
+    assert list(ops) == resolver_entries(multi.points[0].tflite)
+    assert set(ops) == {"AddConv2D", "AddFullyConnected", "AddMaxPool2D", "AddPack",
                                "AddReshape", "AddShape", "AddStridedSlice"}
     header = (out / "digits_model_data.h").read_text()
-    assert f"constexpr int kDigitsOpCount = {len(result.ops)};" in header
+    assert f"constexpr int kDigitsOpCount = {len(ops)};" in header
+    assert [p["c_array"] for p in result.points.values()] == ["g_digits_kib2p5",
+                                                               "g_digits_kib1p2"]
+    assert result.lines[-1].startswith(f"Arena constant: {result.info['arena_size']:,} B")
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
 def test_the_generated_header_and_source_compile_and_register_the_ops(exported, tmp_path):
     result, out = exported
+    ops, arena = result.info["ops"], result.info["arena_size"]
     main = tmp_path / "main.cc"
     main.write_text('#include <cstdio>\n#include "digits_model_data.h"\n'
                     "struct Fake { int n = 0;\n"
                     + "".join(f"  int {op}() {{ printf(\"{op}\\n\"); ++n; return 0; }}\n"
-                              for op in sorted(result.ops))
+                              for op in sorted(ops))
                     + "};\nint main() { Fake f; bool ok = RegisterDigitsOps(f);\n"
                       "  printf(\"%d %d %zu %u\\n\", ok, f.n, kDigitsArenaSize, "
                       "g_digits_kib1p2_len);\n  return f.n == kDigitsOpCount ? 0 : 1; }\n")
@@ -102,10 +111,9 @@ def test_the_generated_header_and_source_compile_and_register_the_ops(exported, 
     ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
     assert ran.returncode == 0
     lines = ran.stdout.split()
-    assert lines[:len(result.ops)] == sorted(result.ops)
+    assert lines[:len(ops)] == sorted(ops)
     size = len((out / "digits_kib1p2.tflite").read_bytes())
-    assert lines[len(result.ops):] == ["1", str(len(result.ops)), str(result.arena_size),
-                                       str(size)]
+    assert lines[len(ops):] == ["1", str(len(ops)), str(arena), str(size)]
 
 
 def test_a_single_point_file_exports_as_one_model(digits, tmp_path):
@@ -115,7 +123,8 @@ def test_a_single_point_file_exports_as_one_model(digits, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["digits.tflite", "digits_model_data.cc",
                                            "digits_model_data.h"]
     assert (tmp_path / "digits.tflite").read_bytes() == single.tflite
-    assert list(result.measured.values()) == [single.report.planned_memory.tflm.total]
+    assert [p["tflm_arena"] for p in result.points.values()] == [
+        single.report.planned_memory.tflm.total]
 
 
 def test_split_refuses_an_unknown_point(multi):
@@ -139,20 +148,26 @@ def test_cli_export_tflm(multi, tmp_path, capsys):
 
 
 def test_edgetpu_check_finds_the_first_cpu_fallback(multi, tmp_path):
-    from aa_tflite.targets.exporters import check_edgetpu, export_edgetpu
+    from aa_tflite.targets.edgetpu import check_edgetpu, export_edgetpu
+    from aa_tflite.targets.web import web_model
 
-    written, checks, logs = export_edgetpu(multi.tflite, tmp_path, name="digits")
-    assert sorted(os.path.basename(p) for p in written) == ["digits_kib1p2.tflite",
-                                                          "digits_kib2p5.tflite"]
-    for key, check in checks.items():
+    done = export_edgetpu(multi.tflite, tmp_path, name="digits")
+    assert sorted(os.path.basename(p) for p in done.files) == ["digits_kib1p2.tflite",
+                                                             "digits_kib2p5.tflite"]
+    for key, point in done.points.items():
+        check = point["check"]
         names = [name for _, name, _, _ in check.ops]
         # Flatten lowers to SHAPE/STRIDED_SLICE/PACK/RESHAPE; SHAPE is not an Edge TPU op.
         assert check.first_fallback == names.index("SHAPE") == 4
         assert all(ok for _, _, ok, _ in check.ops[:4])
         assert "op 4 (SHAPE): not a supported operation" in check.summary()
         assert check.problems == ()  # static shapes after the export, 8-bit tensors
-        assert logs[key] == "" or "edgetpu" in logs[key].lower()
-    for path in written:
+        assert f"point {key}:" in done.lines
+        if shutil.which("edgetpu_compiler") is None:  # compiled: the next test
+            assert point["compiler_log"] == "" and done.info["compiler"] is None
+            assert "  edgetpu_compiler: not installed here; run it on an x86-64 Debian host " \
+                   "with Coral's apt repository" in done.lines
+    for path in done.files:
         data = open(path, "rb").read()
         model = flatbuffer_read(data)
         assert len(model.subgraphs) == 1
@@ -162,8 +177,6 @@ def test_edgetpu_check_finds_the_first_cpu_fallback(multi, tmp_path):
     with pytest.raises(AAError, match="one subgraph"):
         check_edgetpu(multi.tflite)
     # a float tensor is named as such
-    from aa_tflite.targets.exporters import web_model
-
     web = multipoint.split(web_model(multi.tflite), multi.points[0].key)
     check = check_edgetpu(web)
     assert check.problems == ()
@@ -171,10 +184,62 @@ def test_edgetpu_check_finds_the_first_cpu_fallback(multi, tmp_path):
     assert dequantize and not check.ops[dequantize[0]][2]
 
 
+def test_edgetpu_compiler_compiles_each_point_when_installed(multi, tmp_path):
+    """With ``edgetpu_compiler`` on the PATH each point is compiled and its log kept; it is not
+    installable on this machine (x86-64 Debian with Coral's apt repository only)."""
+    compiler = shutil.which("edgetpu_compiler")
+    if compiler is None:
+        pytest.skip("edgetpu_compiler is not installed (Coral's apt repository)")
+    done = TARGETS["edgetpu"].export(multi.tflite, tmp_path, name="digits")
+    assert done.info["compiler"] == compiler
+    for key, point in done.points.items():
+        assert "Model compiled successfully" in point["compiler_log"], key
+        assert (tmp_path / f"digits_{key}_edgetpu.tflite").exists()
+
+
 def flatbuffer_read(data):
     from aa_tflite.tflite import flatbuffer
 
     return flatbuffer.read(data)
+
+
+def test_the_registry_names_each_target_its_kernels_and_its_module():
+    assert sorted(TARGETS) == ["android", "edgetpu", "pi", "tflm", "web"]
+    assert {k: kernels_for(k) for k in TARGETS} == {
+        "android": Kernels.XNNPACK, "edgetpu": Kernels.BUILTIN, "pi": Kernels.XNNPACK,
+        "tflm": Kernels.TFLM, "web": Kernels.XNNPACK}
+    assert kernels_for(None) == Kernels.BUILTIN
+    with pytest.raises(AAError, match=r"target must be one of \['android', 'edgetpu', 'pi', "
+                                      r"'tflm', 'web'\] \(or None\)\. Received: target='phone'"):
+        kernels_for("phone")
+    for name, target in TARGETS.items():
+        assert target.name == name and target.description and "\n" not in target.description
+        module = __import__(target.module, fromlist=["export"])
+        assert callable(module.export), name
+
+
+@pytest.mark.parametrize("name", ["tflm", "pi", "edgetpu"])
+def test_every_target_returns_one_exported_record(name, multi, tmp_path):
+    done = TARGETS[name].export(multi.tflite, tmp_path / name, name="digits", source="test")
+    assert isinstance(done, Exported) and done.target == name
+    assert list(done.points)[:2] == [p.key for p in multi.points]
+    assert done.lines and all(isinstance(line, str) and "\n" not in line for line in done.lines)
+    assert all(os.path.isfile(f) for f in done.files)
+    with pytest.raises(TypeError):
+        done.points[multi.points[0].key]["file"] = "elsewhere"  # read-only
+
+
+def test_pi_export_writes_one_file_per_point_and_the_multi_point_file(multi, tmp_path):
+    done = TARGETS["pi"].export(multi.tflite, tmp_path, name="digits")
+    assert sorted(os.listdir(tmp_path)) == ["digits.tflite", "digits_kib1p2.tflite",
+                                           "digits_kib2p5.tflite"]
+    assert (tmp_path / "digits.tflite").read_bytes() == multi.tflite
+    assert done.info["combined"] == str(tmp_path / "digits.tflite")
+    for p in multi.points:
+        data = open(done.points[p.key]["file"], "rb").read()
+        assert data == multipoint.split(multi.tflite, p.key)
+        assert multipoint.signature_keys(data) == [p.key]
+    assert "OperatingPoints" in done.lines[-1]
 
 
 _PI_SCRIPT = """
@@ -192,14 +257,9 @@ print(json.dumps(out))
 
 @pytest.mark.pi
 def test_tflm_exports_run_on_tflite_runtime_2_14(exported, digits, tmp_path):
-    ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    pi = os.path.join(ROOT, ".venv-pi", "bin", "python")
-    if not os.path.exists(pi):
-        if os.environ.get("CI"):
-            pytest.fail(".venv-pi is missing; `make pi-env` creates it")
-        pytest.skip(".venv-pi is missing; run `make pi-env`")
+    pi = need_pi_env()
     result, out = exported
-    files = [str(out / f"digits_{k}.tflite") for k in result.measured]
+    files = [str(out / f"digits_{k}.tflite") for k in result.points]
     x = digits.x_val[:12]
     np.savez(tmp_path / "x.npz", x=x)
     done = subprocess.run([pi, "-c", _PI_SCRIPT, *files, str(tmp_path / "x.npz")],
@@ -212,3 +272,12 @@ def test_tflm_exports_run_on_tflite_runtime_2_14(exported, digits, tmp_path):
     for path in files:
         want = OperatingPoints(path, kernels="builtin").run(x)
         assert np.array_equal(np.asarray(got[path], np.float32), want), path
+
+
+@pytest.mark.parametrize("name", ["aa_tflite.targets", "aa_tflite.targets.common"])
+def test_the_registry_and_helper_examples_run(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

@@ -14,9 +14,9 @@ import pytest
 
 import aa_tflite
 from aa_tflite.runtime.onthefly import OperatingPoints
-from aa_tflite.targets.exporters import export_web, web_model
+from aa_tflite.targets.web import export_web, web_model
+from tests.helpers import ROOT, need
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB = os.path.join(ROOT, "web_demo")
 SAMPLES = 6
 
@@ -27,11 +27,7 @@ def _need_browser() -> str:
         ("chromium", chromium), ("node", shutil.which("node")),
         ("web_demo/node_modules", os.path.isdir(os.path.join(WEB, "node_modules", "@litertjs"))))
         if not ok]
-    if missing:
-        why = f"{', '.join(missing)} missing; `make web-env` installs them"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+    need(f"{', '.join(missing)} missing; `make web-env` installs them" if missing else "")
     return chromium
 
 

@@ -15,7 +15,9 @@ from absl import logging
 
 from aa_tflite.frontend.rewrite import rewrite, site_layers
 from aa_tflite.quiet import quiet_native_output
-from aa_tflite.tflite import flatbuffer, quantedit
+from aa_tflite.tflite import flatbuffer
+from aa_tflite.tflite.kernel_math import affine_fit
+from aa_tflite.tflite.safety import repair_scales
 from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind
 
 __all__ = ["Exported", "IODType", "check_data", "export", "site_tensors", "to_tflite"]
@@ -177,22 +179,6 @@ def _consumer(layer: keras.layers.Layer) -> keras.layers.Layer | None:
             return None
 
 
-def _affine_fit(shifted: np.ndarray, exact: np.ndarray, per_channel: bool
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares ``exact ~ a * shifted + b`` per feature (Dense) or per channel (conv)."""
-    if per_channel:
-        shifted = shifted.reshape(-1, shifted.shape[-1])
-        exact = exact.reshape(-1, exact.shape[-1])
-    else:
-        shifted = shifted.reshape(len(shifted), -1)
-        exact = exact.reshape(len(exact), -1)
-    ms, me = shifted.mean(axis=0), exact.mean(axis=0)
-    var = ((shifted - ms) ** 2).mean(axis=0)
-    cov = ((shifted - ms) * (exact - me)).mean(axis=0)
-    a = np.where(var > 1e-12, cov / np.maximum(var, 1e-12), 1.0)
-    return a.astype(np.float32), (me - a * ms).astype(np.float32)
-
-
 def _fold_affine(consumer: keras.layers.Layer, a: np.ndarray, b: np.ndarray) -> None:
     """Makes ``consumer(v)`` compute what it computed on ``a * v + b``."""
     kernel = np.asarray(consumer.kernel)
@@ -236,9 +222,10 @@ def correct_shift_bias(model: keras.Model, sites, x: np.ndarray) -> list[str]:
         aa.lowering = Lowering.EXACT.value
         exact = np.asarray(probe(x, training=False))
         aa.lowering = Lowering.SHIFT.value
-        a, b = _affine_fit(shifted, exact,
-                           per_channel=not isinstance(consumer, keras.layers.Dense))
-        _fold_affine(consumer, a, b)
+        # Per channel for a conv, per feature for a Dense; computed in the outputs' float32.
+        a, b = affine_fit(shifted, exact, positive=False, dtype=None,
+                          per_channel=not isinstance(consumer, keras.layers.Dense))
+        _fold_affine(consumer, a.astype(np.float32), b.astype(np.float32))
         done.append(site.name)
     return done
 
@@ -293,7 +280,7 @@ def export(model: keras.Model, plan: Plan | Mapping[str, SiteConfig] | None = No
         corrected = correct_shift_bias(new_model, sites, x[:500])
         logging.info("Bias correction applied after sites: %s", corrected)
     fold_shift_thresholds(new_model, sites)
-    tflite, repairs = quantedit.repair_scales(to_tflite(new_model, x, io_dtype=io_dtype))
+    tflite, repairs = repair_scales(to_tflite(new_model, x, io_dtype=io_dtype))
     for note in repairs:
         logging.warning("Repaired the int8 model: %s", note)
     return Exported(tflite, tuple(sites), site_tensors(tflite, sites), tuple(repairs))

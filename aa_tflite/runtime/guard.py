@@ -25,10 +25,13 @@ from aa_tflite.types import Kernels
 __all__ = ["ProbeResult", "probe", "probe_all"]
 
 
-# The child: load, allocate, invoke once on a fixed pseudo-random input, print "ok".
+# The child: load, allocate, invoke once on a fixed pseudo-random input, print "ok". Its
+# interpreter comes from the one place that makes them; that module imports no TensorFlow.
 _CHILD = r"""
 import sys
+sys.excepthook = lambda kind, e, tb: print(f"{kind.__name__}: {e}", file=sys.stderr)
 import numpy as np
+from aa_tflite.runtime.interpreter import make_interpreter, micro_interpreter
 path, kernels, inputs_path, arena = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 with open(path, "rb") as f:
     model = f.read()
@@ -39,8 +42,7 @@ def sample(shape, dtype):
         return rng.randint(info.min, info.max + 1, size=shape).astype(dtype)
     return rng.rand(*shape).astype(dtype)
 if kernels == "tflm":
-    from tflite_micro import runtime
-    interp = runtime.Interpreter.from_bytes(model, arena_size=arena or max(8 * len(model), 4 << 20))
+    interp = micro_interpreter(model, arena_size=arena or max(8 * len(model), 4 << 20))
     if inputs_path == "arena":
         sys.stderr.flush()
         interp.print_allocations()
@@ -52,12 +54,7 @@ if kernels == "tflm":
         interp.invoke()
         return interp.get_output(0).copy()
 else:
-    from ai_edge_litert import interpreter as lite
-    kwargs = {"model_content": model}
-    if kernels == "builtin":
-        kwargs["experimental_op_resolver_type"] = \
-            lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interp = lite.Interpreter(**kwargs)
+    interp = make_interpreter(model, kernels)
     interp.allocate_tensors()
     d = interp.get_input_details()[0]
     out = interp.get_output_details()[0]["index"]
@@ -72,6 +69,8 @@ else:
     run(sample(tuple(d["shape"]), d["dtype"]))
 print("ok")
 """
+# The folder that holds this aa_tflite, first on the child's path: it imports the same package.
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +124,8 @@ def probe(tflite: bytes, *, kernels: Kernels | str = Kernels.BUILTIN,
         if inputs is not None:
             inputs_path = os.path.join(folder, "inputs.npy")
             np.save(inputs_path, np.asarray(inputs))
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        path_entries = [_PACKAGE_PARENT, *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(path_entries))
         try:
             done = subprocess.run([sys.executable, "-c", _CHILD, path, kernels.value, inputs_path,
                                    str(tflm_arena_size or 0)],

@@ -1,21 +1,27 @@
-"""One loader for the TFLite interpreter, and batched evaluation.
+"""One place that makes interpreters, one latency timer, and batched evaluation.
 
 The interpreter comes from LiteRT (``ai_edge_litert``), else ``tflite_runtime`` (what Raspberry Pi
-and Coral users have), else ``tf.lite``.
+and Coral users have), else ``tf.lite``; TFLite Micro's from ``tflite_micro``. Every interpreter
+``aa_tflite`` makes, in this process or in ``guard``'s child process, comes from
+``make_interpreter`` or ``micro_interpreter``.
+
+Imports numpy and ``aa_tflite.types`` only: no TensorFlow, no LiteRT schema.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from aa_tflite.types import AAError, Kernels
 
-__all__ = ["KERNELS", "batches", "check_kernels", "dequantize", "evaluate", "interpreter_backend",
-           "load_interpreter", "quantize", "run", "run_model"]
+__all__ = ["KERNELS", "batches", "check_input_shape", "check_kernels", "dequantize", "evaluate",
+           "interpreter_backend", "load_interpreter", "make_interpreter", "median_latency_ms",
+           "micro_interpreter", "quantize", "run", "run_model", "sample_latency_ms"]
 
 _BACKENDS = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -35,50 +41,65 @@ def _backend() -> tuple[str, Any]:
 
 
 def interpreter_backend() -> str:
-    """The name of the package whose interpreter ``load_interpreter`` uses."""
+    """The name of the package whose interpreter ``make_interpreter`` uses."""
     return _backend()[0]
 
 
-KERNELS = tuple(k.value for k in Kernels)  # one list of kernel sets, guard's
+KERNELS = tuple(k.value for k in Kernels)  # the kernel-set names, as strings
 
 
-def check_kernels(kernels: str) -> str:
-    """``kernels`` if it names a kernel set, else an ``AAError`` that lists them."""
-    if kernels not in KERNELS:
+def check_kernels(kernels: Kernels | str) -> str:
+    """``kernels``' name if it names a kernel set (``Kernels``), else an ``AAError`` that lists
+    them."""
+    try:
+        return Kernels(kernels).value
+    except ValueError:
         raise AAError(f"kernels must be one of {list(KERNELS)}: LiteRT's builtin kernels, LiteRT "
                       f"with its default XNNPACK delegate, or TensorFlow Lite Micro. Received: "
-                      f"kernels={kernels!r}")
-    return kernels
+                      f"kernels={kernels!r}") from None
 
 
-def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
-                     num_threads: int | None = None, kernels: str = "builtin") -> Any:
-    """Builds an interpreter for ``tflite`` from the first backend that is installed.
-
-    Args:
-        tflite: The model's bytes.
-        preserve_all_tensors: Keep every intermediate tensor readable after ``invoke``
-            (needed to count activation levels or sparsity); costs memory.
-        num_threads: Interpreter threads; defaults to the backend's choice.
-        kernels: ``"builtin"`` (LiteRT's builtin kernels, no delegate) or ``"xnnpack"`` (the
-            default resolver, with the XNNPACK delegate, as apps get it). With XNNPACK, resize
-            the input before the first ``allocate_tensors``, as ``run_model`` does.
-
-    Returns:
-        An interpreter object with the usual ``allocate_tensors``/``invoke`` API.
-    """
+def _check_tflite(tflite: object) -> bytes:
     if not isinstance(tflite, (bytes, bytearray, memoryview)) or len(tflite) < 8 or \
             bytes(tflite[4:8]) != b"TFL3":
         raise AAError("Expected the bytes of a .tflite model (file identifier 'TFL3'). "
                       f"Received: {_describe(tflite)}. Pass the file's contents, e.g. "
                       "open('model.tflite', 'rb').read().")
+    return bytes(tflite)
+
+
+def make_interpreter(tflite: bytes, kernels: Kernels | str, *, num_threads: int | None = None,
+                     preserve_all_tensors: bool = False) -> Any:
+    """A LiteRT interpreter for ``tflite`` on a kernel set, from the first backend installed.
+
+    Example:
+        >>> interp = make_interpreter(tflite, Kernels.XNNPACK, num_threads=1)  # doctest: +SKIP
+
+    Args:
+        tflite: The model's bytes.
+        kernels: ``Kernels.BUILTIN`` (the builtin kernels, no delegate) or ``Kernels.XNNPACK``
+            (the default resolver, with the XNNPACK delegate, as apps get it). With XNNPACK,
+            resize the input before the first ``allocate_tensors``, as ``run_model`` does.
+            TFLite Micro has another API: ``micro_interpreter``.
+        num_threads: Interpreter threads; None leaves the backend's choice.
+        preserve_all_tensors: Keep every intermediate tensor readable after ``invoke`` (needed
+            to count activation levels or sparsity); costs memory.
+
+    Returns:
+        An interpreter object with the usual ``allocate_tensors``/``invoke`` API.
+
+    Raises:
+        AAError: Not a ``.tflite``, an unknown kernel set, no interpreter installed, or the
+            interpreter refused the model.
+    """
+    data = _check_tflite(tflite)
+    if check_kernels(kernels) == Kernels.TFLM:
+        raise AAError("make_interpreter makes LiteRT interpreters; run TFLite Micro with "
+                      "run_model(tflite, x, kernels='tflm') or micro_interpreter(tflite).")
     _, module = _backend()
-    kwargs: dict[str, Any] = {"model_content": bytes(tflite)}
-    if check_kernels(kernels) == "tflm":
-        raise AAError("load_interpreter makes LiteRT interpreters; run TFLite Micro with "
-                      "run_model(tflite, x, kernels='tflm').")
+    kwargs: dict[str, Any] = {"model_content": data}
     resolvers = getattr(module, "OpResolverType", None)
-    if resolvers is not None and kernels == "builtin":  # XNNPACK cannot always re-prepare
+    if resolvers is not None and kernels == Kernels.BUILTIN:  # XNNPACK cannot always re-prepare
         kwargs["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     if preserve_all_tensors:
         kwargs["experimental_preserve_all_tensors"] = True
@@ -90,6 +111,73 @@ def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
         raise AAError(f"The interpreter refused this model: {e}") from e
 
 
+def micro_interpreter(tflite: bytes, *, arena_size: int | None = None) -> Any:
+    """A TensorFlow Lite Micro interpreter (``tflite_micro``'s Python runtime) for ``tflite``.
+
+    Args:
+        tflite: The model's bytes.
+        arena_size: The arena to allocate, in bytes; None leaves ``tflite_micro``'s default.
+    """
+    from tflite_micro import runtime as micro
+
+    data = _check_tflite(tflite)
+    if arena_size is None:
+        return micro.Interpreter.from_bytes(data)
+    return micro.Interpreter.from_bytes(data, arena_size=arena_size)
+
+
+def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
+                     num_threads: int | None = None, kernels: Kernels | str = "builtin") -> Any:
+    """``make_interpreter`` with builtin kernels by default (the public name).
+
+    Example:
+        >>> interp = load_interpreter(open("model.tflite", "rb").read())  # doctest: +SKIP
+
+    Args:
+        tflite: The model's bytes.
+        preserve_all_tensors: Keep every intermediate tensor readable after ``invoke``.
+        num_threads: Interpreter threads; defaults to the backend's choice.
+        kernels: ``"builtin"`` or ``"xnnpack"`` (see ``make_interpreter``).
+
+    Returns:
+        An interpreter object with the usual ``allocate_tensors``/``invoke`` API.
+    """
+    return make_interpreter(tflite, kernels, num_threads=num_threads,
+                            preserve_all_tensors=preserve_all_tensors)
+
+
+def median_latency_ms(invoke: Callable[[], object], *, repeats: int = 20) -> float:
+    """The median wall time of ``invoke()`` over ``repeats`` calls after one warm-up call, in ms.
+
+    Example:
+        >>> median_latency_ms(interp.invoke, repeats=30)  # doctest: +SKIP
+    """
+    invoke()  # warm-up: first-call allocation and delegate preparation are not timed
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        invoke()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)) * 1000
+
+
+def sample_latency_ms(tflite: bytes, kernels: Kernels | str = Kernels.XNNPACK, *,
+                      num_threads: int | None = 1, repeats: int = 30) -> float:
+    """The median time of one single-sample invoke of ``tflite`` (a zero input), in ms.
+
+    Args:
+        tflite: The model's bytes (its first subgraph runs, at its own input shape).
+        kernels: The kernel set (``make_interpreter``); default LiteRT's XNNPACK, as apps run.
+        num_threads: Interpreter threads (default 1).
+        repeats: Timed invokes after one warm-up.
+    """
+    interp = make_interpreter(tflite, kernels, num_threads=num_threads)
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+    return median_latency_ms(interp.invoke, repeats=repeats)
+
+
 def _describe(obj: object) -> str:
     if isinstance(obj, (bytes, bytearray)):
         return f"{len(obj)} bytes" + (" (empty)" if not obj else " without the 'TFL3' identifier")
@@ -97,6 +185,8 @@ def _describe(obj: object) -> str:
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float values ``x`` in a tensor's type (``detail`` from ``get_input_details``): rounded,
+    offset by the zero point and saturated for int8; unchanged for float32."""
     if detail["dtype"] == np.float32:
         return x.astype(np.float32)
     scale, zero = detail["quantization"]
@@ -105,10 +195,29 @@ def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
+    """A tensor's values ``q`` as floats, by its scale and zero point (``detail``)."""
     if q.dtype == np.float32:
         return q
     scale, zero = detail["quantization"]
     return (q.astype(np.float32) - zero) * scale
+
+
+def check_input_shape(x: np.ndarray, detail: dict, *, what: str = "the model",
+                      error: type[AAError] = AAError) -> tuple[int, ...]:
+    """The per-sample input shape ``detail`` (an input's details) takes; ``error`` if ``x`` is not
+    a batch of it.
+
+    Args:
+        x: The inputs, ``(N, *shape)``.
+        detail: The input's details, from ``get_input_details``.
+        what: Who takes the inputs, for the message (``"point 'kib1p2'"``).
+        error: The exception type to raise.
+    """
+    want = tuple(int(d) for d in detail["shape"][1:])
+    if x.ndim == 0 or tuple(x.shape[1:]) != want:
+        raise error(f"Inputs have shape {x.shape}, but {what} takes (N, "
+                    f"{', '.join(map(str, want))}).")
+    return want
 
 
 def batches(interpreter: Any, x: np.ndarray, *, batch_size: int = 64) -> Iterator[int]:
@@ -119,10 +228,7 @@ def batches(interpreter: Any, x: np.ndarray, *, batch_size: int = 64) -> Iterato
     """
     inp = interpreter.get_input_details()[0]
     x = np.asarray(x)
-    want = tuple(int(d) for d in inp["shape"][1:])
-    if x.ndim == 0 or x.shape[1:] != want:
-        raise AAError(f"Inputs have shape {x.shape}, but the model takes (N, "
-                      f"{', '.join(map(str, want))}).")
+    want = check_input_shape(x, inp)
     current = None
     for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]
@@ -161,21 +267,16 @@ def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
             one sample per invoke).
         batch_size: Samples per invocation (LiteRT).
     """
-    check_kernels(kernels)
-    if kernels == "builtin":
-        return run(load_interpreter(tflite), x, batch_size=batch_size)
+    kernels = check_kernels(kernels)
+    if kernels == Kernels.BUILTIN:
+        return run(make_interpreter(tflite, kernels), x, batch_size=batch_size)
     x = np.asarray(x)
-    detail = load_interpreter(tflite)
+    detail = make_interpreter(tflite, Kernels.BUILTIN)
     inp, out = detail.get_input_details()[0], detail.get_output_details()[0]
-    want = tuple(int(d) for d in inp["shape"][1:])
-    if x.ndim == 0 or x.shape[1:] != want:
-        raise AAError(f"Inputs have shape {x.shape}, but the model takes (N, "
-                      f"{', '.join(map(str, want))}).")
+    want = check_input_shape(x, inp)
     results = []
-    if kernels == "tflm":
-        from tflite_micro import runtime as micro
-
-        interp = micro.Interpreter.from_bytes(bytes(tflite))
+    if kernels == Kernels.TFLM:
+        interp = micro_interpreter(tflite)
         for i in range(len(x)):
             interp.set_input(quantize(x[i:i + 1], inp), 0)
             interp.invoke()
@@ -185,7 +286,7 @@ def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
         for start in range(0, len(x), batch_size):
             chunk = x[start:start + batch_size]
             if len(chunk) not in sizes:
-                interp = load_interpreter(tflite, kernels="xnnpack")
+                interp = make_interpreter(tflite, Kernels.XNNPACK)
                 interp.resize_tensor_input(inp["index"], [len(chunk), *want])
                 interp.allocate_tensors()
                 sizes[len(chunk)] = interp

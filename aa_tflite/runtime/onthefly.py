@@ -15,18 +15,22 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 import os
 import struct
-import time
 from typing import Any
 
 import numpy as np
 
-from aa_tflite.runtime.interpreter import dequantize, quantize
-from aa_tflite.types import AAError
+from aa_tflite.runtime.interpreter import (
+    check_input_shape,
+    dequantize,
+    make_interpreter,
+    median_latency_ms,
+    quantize,
+)
+from aa_tflite.types import AAError, Kernels
 
 __all__ = ["OperatingPoints", "PointInfo", "PointsError", "file_points"]
 
@@ -158,16 +162,6 @@ def file_points(data: bytes) -> list[PointInfo]:
     return out
 
 
-def _interpreter_module() -> Any:
-    for module in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
-        try:
-            return importlib.import_module(module)
-        except ImportError:
-            continue
-    raise PointsError("No TFLite interpreter is installed. Install one: pip install "
-                      "ai-edge-litert (or tflite-runtime on a Raspberry Pi / Coral).")
-
-
 class OperatingPoints:
     """A multi-point ``.tflite`` on one interpreter, run at any of its points.
 
@@ -182,9 +176,9 @@ class OperatingPoints:
     Args:
         model: Path to the ``.tflite``, or its bytes.
         num_threads: Interpreter threads (None: the runtime's default).
-        kernels: ``"xnnpack"``, the runtime's default (XNNPACK delegate), as apps run it; or
-            ``"builtin"``, its reference-style builtin kernels (the ones ``convert`` measures on
-            by default).
+        kernels: ``Kernels.XNNPACK``, the runtime's default (XNNPACK delegate), as apps run it;
+            or ``Kernels.BUILTIN``, its builtin kernels without delegates (what ``convert``
+            measures on when no target or kernels are named).
 
     Example:
         >>> points = OperatingPoints("out/digits.tflite")  # doctest: +SKIP
@@ -194,9 +188,10 @@ class OperatingPoints:
     """
 
     def __init__(self, model: str | os.PathLike | bytes, *, num_threads: int | None = None,
-                 kernels: str = "xnnpack"):
-        if kernels not in ("xnnpack", "builtin"):
-            raise PointsError(f"kernels must be 'xnnpack' or 'builtin'. Received: {kernels!r}")
+                 kernels: Kernels | str = Kernels.XNNPACK):
+        if kernels not in (Kernels.XNNPACK, Kernels.BUILTIN):
+            raise PointsError(f"kernels must be {Kernels.XNNPACK.value!r} or "
+                              f"{Kernels.BUILTIN.value!r}. Received: {kernels!r}")
         if isinstance(model, (bytes, bytearray, memoryview)):
             data = bytes(model)
         else:
@@ -207,12 +202,7 @@ class OperatingPoints:
             with open(path, "rb") as f:
                 data = f.read()
         described = {p.key: p for p in file_points(data)}
-        module = _interpreter_module()
-        kwargs: dict[str, Any] = {"model_content": data, "num_threads": num_threads}
-        if kernels == "builtin":
-            kwargs["experimental_op_resolver_type"] = \
-                module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self._interp = module.Interpreter(**kwargs)
+        self._interp = make_interpreter(data, kernels, num_threads=num_threads)
         keys = list(self._interp.get_signature_list())
         if not keys:
             raise PointsError("This .tflite has no signatures, so it has no points to switch "
@@ -259,10 +249,7 @@ class OperatingPoints:
         (name, detail), = runner.get_input_details().items()
         (out_name, out_detail), = runner.get_output_details().items()
         x = np.asarray(x, np.float32)
-        want = tuple(int(d) for d in detail["shape"][1:])
-        if x.ndim < 1 or tuple(x.shape[1:]) != want:
-            raise PointsError(f"Inputs have shape {x.shape}, but point {key!r} takes "
-                              f"(N, {', '.join(map(str, want))}).")
+        check_input_shape(x, detail, what=f"point {key!r}", error=PointsError)
         outs = []
         for sample in x:
             q = quantize(sample[None], detail)
@@ -276,13 +263,7 @@ class OperatingPoints:
             runner = self._runner(key)
             (name, detail), = runner.get_input_details().items()
             q = np.zeros([1, *[int(d) for d in detail["shape"][1:]]], detail["dtype"])
-            runner(**{name: q})
-            times = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                runner(**{name: q})
-                times.append(time.perf_counter() - t)
-            self._latency[key] = float(np.median(times)) * 1000
+            self._latency[key] = median_latency_ms(lambda: runner(**{name: q}), repeats=repeats)
         return self._latency[key]
 
     def select(self, *, budget_kb: float | None = None, max_latency_ms: float | None = None,

@@ -14,12 +14,12 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from aa_tflite.config import ConvertConfig
-from aa_tflite.lowering import signed
+from aa_tflite.lowering import reach_all
 from aa_tflite.search import planner
 from aa_tflite.search.bench import Bench, sparse_bytes
 from aa_tflite.search.runtimes import probe_baseline
-from aa_tflite.tflite import flatbuffer, quantedit
 from aa_tflite.tflite import memory as memory_mod
+from aa_tflite.tflite.analyse import SiteGraph
 from aa_tflite.types import SiteConfig
 
 __all__ = ["Baseline", "Data", "baseline", "planning_units"]
@@ -64,7 +64,7 @@ class Baseline:
 
     tflite: bytes
     site_tensors: Mapping[str, int | None]
-    graphs: Mapping[str, quantedit.SiteGraph]
+    graphs: Mapping[str, SiteGraph]
     bench: Bench
     elements: Mapping[int, int]
     group_tensors: tuple[int, ...]
@@ -107,7 +107,7 @@ def baseline(tflite: bytes, site_tensors: Mapping[str, int | None], data: Data,
         bench: What builds the ``Bench``: ``Bench`` itself, or a test's subclass.
     """
     probe_baseline(tflite, cfg.measure_kernels)
-    graphs, reach_notes = _reach(tflite, site_tensors)
+    graphs, reach_notes = reach_all(tflite, site_tensors)
     made = bench(tflite, graphs, x_fit=data.x_fit, x_eval=data.x_eval, y_eval=data.y_eval,
                  reference=data.reference, batch_size=cfg.batch_size,
                  kernels=cfg.measure_kernels.value)
@@ -130,46 +130,7 @@ def baseline(tflite: bytes, site_tensors: Mapping[str, int | None], data: Data,
                     sparse_buffers=sparse, notes=tuple(all_notes), units=planning_units(graphs))
 
 
-def _reach(tflite: bytes, site_tensors: Mapping[str, int | None]):
-    """Every unit a lowering reaches, and a note for each tensor none does."""
-    graphs = quantedit.analyse(tflite, site_tensors)
-    signed_graphs, signed_notes = signed_sites(tflite)
-    graphs.update(signed_graphs)
-    return graphs, signed_notes
-
-
-def signed_sites(tflite: bytes) -> tuple[dict[str, quantedit.SiteGraph], list[str]]:
-    """The signed tensors (weighted ops' outputs with no activation) as planning sites named
-    ``signed:<tensor name>``, and a note for each one ``aa_tflite.lowering.signed`` cannot reach."""
-    _, tensors = flatbuffer.describe(flatbuffer.read(tflite))
-    out: dict[str, quantedit.SiteGraph] = {}
-    notes = []
-    offset = signed.offset_reachable(tflite)
-    for t, g in sorted(signed.reachable(tflite).items()):
-        name = f"signed:{tensors[t].name.split(';')[0]}"
-        if name in out:
-            name = f"{name}#{t}"
-        if not g.ok:  # the offset form below may take it; else say why it stays int8
-            if t not in offset:
-                notes.append(f"{name} (tensor {t}, {g.producer_op} output, signed): stays "
-                             "int8: " + "; ".join(g.notes))
-            continue
-        out[name] = quantedit.SiteGraph(
-            name, t, (t,), g.producer, g.producer_op, g.consumers, None, True, False,
-            (f"signed {g.producer_op} output: its producer gets a fused RELU_N1_TO_1 clamp and "
-             "its consumers absorb the per-channel centre and half-range",),
-            g.scale, signed=True)
-    for t, g in sorted(offset.items()):
-        name = f"offset:{tensors[t].name.split(';')[0]}"
-        out[name] = quantedit.SiteGraph(
-            name, t, g.group, g.producer, g.producer_op, (), None, True, False,
-            (f"signed {g.producer_op} output that reaches ADD (op {g.add}): stored as y - low "
-             f"under a fused RELU; the ADD's other input (tensor {g.partner}) takes + low in "
-             f"its producer's bias",), g.scale, signed=True, offset=True)
-    return out, notes
-
-
-def planning_units(graphs: Mapping[str, quantedit.SiteGraph]) -> dict[str, tuple[str, ...]]:
+def planning_units(graphs: Mapping[str, SiteGraph]) -> dict[str, tuple[str, ...]]:
     """Unit name -> sites: each site alone, or its tie group named ``"a + b"``.
 
     Example:

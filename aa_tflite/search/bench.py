@@ -2,8 +2,9 @@
 the TFLite interpreter. No TensorFlow import.
 
 A ``Bench`` holds the baseline ``.tflite``, the data and the reference outputs. ``build`` turns
-per-site configs into a ``.tflite`` (``quantedit`` edits, each site's consumer corrected towards the
-baseline), and ``measure`` runs a ``.tflite`` on the evaluation data in batches.
+per-site configs into a ``.tflite`` (each site's lowering from ``aa_tflite.lowering.LOWERINGS``,
+each ReLU site's consumer corrected towards the baseline), and ``measure`` runs a ``.tflite`` on
+the evaluation data in batches.
 
 Loss, in points (percent): with labels, the top-1 accuracy drop against the int8 baseline; without,
 the drop in top-1 agreement with the float model. The output KL against the float model is
@@ -13,23 +14,27 @@ measured too and breaks ties between options of equal loss (``KL_WEIGHT`` points
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from aa_tflite.lowering import signed
-from aa_tflite.precision import check_menu, precision
+from aa_tflite.lowering import LOWERINGS, LoweringForm, lowering_of
+from aa_tflite.lowering.relu import fit_clip, min_clip, site_edit
+from aa_tflite.precision import check_menu
 from aa_tflite.runtime.interpreter import check_kernels, run_model
 from aa_tflite.search.calibrate import tensor_values
-from aa_tflite.tflite import quantedit
-from aa_tflite.types import AAError, Bits, MemoryMode, SiteConfig
+from aa_tflite.tflite.analyse import SiteGraph
+from aa_tflite.tflite.kernel_math import affine_fit
+from aa_tflite.tflite.safety import scale_problems
+from aa_tflite.types import AAError, MemoryMode, SiteConfig, check_sites
 
 __all__ = ["KL_WEIGHT", "Bench", "Metrics", "UnsafeVariant", "candidates", "fit_clip",
            "kl_divergence", "min_clip", "site_edit", "sparse_bytes", "worst_nonzeros"]
 
 KL_WEIGHT = 10.0  # loss points per nat of added output KL; only matters between equal top-1 losses
-_CLIP_QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,64 +75,13 @@ def kl_divergence(reference: np.ndarray, outputs: np.ndarray) -> float:
     return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=1)))
 
 
-def fit_clip(values: np.ndarray, threshold: float = 0.0, *, bits: int = 4) -> float:
-    """The clip that gives the ``bits``-bit quantization of ``max(v - T, 0)`` the least squared
-    error.
-
-    The candidates are quantiles of the positive values (50% ... 100%), so the clip comes from the
-    data, never from a constant.
-
-    Example:
-        >>> round(fit_clip(np.linspace(0, 1, 1001)), 3)
-        0.98
-        >>> fit_clip(np.linspace(0, 1, 1001), bits=2) < fit_clip(np.linspace(0, 1, 1001), bits=6)
-        True
-    """
-    top = precision(bits).top
-    v = np.maximum(np.asarray(values, np.float64).reshape(-1) - threshold, 0.0)
-    pos = v[v > 0]
-    if pos.size == 0:
-        return 0.0  # a dead site: callers raise it to the int8 step (``min_clip``)
-    if pos.size > 200_000:  # a fixed subsample keeps this fast and deterministic
-        v = v[np.linspace(0, v.size - 1, 200_000).astype(np.int64)]
-    best = None
-    for c in np.quantile(pos, _CLIP_QUANTILES):
-        c = float(c)
-        if c <= 0:
-            continue
-        step = c / top
-        err = float(np.mean((v - np.clip(np.round(v / step), 0, top) * step) ** 2))
-        if best is None or err < best[0] - 1e-15:
-            best = (err, c)
-    return best[1] if best else float(pos.max())
-
-
-def min_clip(clip: float, graph: quantedit.SiteGraph, bits: int = 4) -> float:
-    """``clip``, raised so the ``bits``-bit step is never finer than the site's int8 step (a finer
-    step only spreads the same int8 values thinner, and a tiny scale overflows the kernel's
-    clamp)."""
-    return max(float(clip), precision(bits).top * graph.scale)
-
-
-def site_edit(config: SiteConfig, graph: quantedit.SiteGraph) -> quantedit.SiteEdit:
-    """The flatbuffer edit (without correction) that writes ``config`` at a site."""
-    if config.bits != Bits.INT8 and config.clip is None:
-        raise AAError(f"Site {graph.name!r}: a {int(config.bits)}-bit config needs a clip (the "
-                      "value of the top level). aa_tflite.convert picks one from the data.")
-    if config.clip is None:
-        return quantedit.SiteEdit(threshold=config.threshold)
-    p = precision(config.bits)
-    return quantedit.SiteEdit(threshold=config.threshold, scale=p.step(config.clip),
-                              zero_point=p.zero_point)
-
-
 def sparse_bytes(elements: int, nonzeros: int, bits: int) -> int:
     """Zero-compressed bytes of one tensor: a bitmap plus the non-zeros, or dense if smaller."""
     dense = math.ceil(elements * bits / 8)
     return min(dense, math.ceil(elements / 8) + math.ceil(nonzeros * bits / 8))
 
 
-def candidates(graph: quantedit.SiteGraph, values: np.ndarray, *, memory: MemoryMode,
+def candidates(graph: SiteGraph, values: np.ndarray, *, memory: MemoryMode,
                sparsity_points: Sequence[float] = (10.0, 20.0, 30.0), per_channel: bool = False,
                bits: Sequence[int] | None = None) -> list[tuple[str, SiteConfig]]:
     """A site's candidate configs, labelled, from its calibration values.
@@ -175,14 +129,14 @@ class Bench:
 
     Args:
         base: The int8 baseline ``.tflite``.
-        graphs: ``quantedit.analyse`` of it.
+        graphs: Its planning units (``aa_tflite.lowering.reach_all``).
         x_fit: Representative inputs: consumer corrections are fitted on them.
         x_eval: Inputs the loss is measured on.
         y_eval: Their labels, or None.
         reference: The float model's outputs on ``x_eval``, or None.
         batch_size: Samples per invocation.
-        equalize: Give 4-bit sites per-channel ranges where the graph allows
-            (``SiteGraph.can_equalize``).
+        equalize: Give low-bit ReLU sites without a clip per-channel ranges where the graph
+            allows (``SiteGraph.can_equalize``).
         kernels: The kernels losses are measured on: ``"builtin"`` (LiteRT's), ``"xnnpack"``
             or ``"tflm"``. Corrections are fitted on LiteRT's builtin kernels, which can show
             intermediate tensors.
@@ -193,7 +147,7 @@ class Bench:
         >>> bench.loss(bench.measure(bench.build({"conv1_relu": cfg})))  # doctest: +SKIP
     """
 
-    def __init__(self, base: bytes, graphs: Mapping[str, quantedit.SiteGraph], *,
+    def __init__(self, base: bytes, graphs: Mapping[str, SiteGraph], *,
                  x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray | None,
                  reference: np.ndarray | None, batch_size: int = 64,
                  equalize: bool = True, kernels: str = "builtin") -> None:
@@ -219,8 +173,8 @@ class Bench:
         # single-site measurements) reuse the fit instead of running the model again.
         self._corrections: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
-    def per_channel(self, graph: quantedit.SiteGraph) -> bool:
-        """Whether a 4-bit site without a clip gets per-channel clips (else one tensor clip)."""
+    def per_channel(self, graph: SiteGraph) -> bool:
+        """Whether a low-bit site without a clip gets per-channel clips (else one tensor clip)."""
         return self.equalize and graph.can_equalize
 
     def site_values(self, site: str) -> np.ndarray:
@@ -234,108 +188,63 @@ class Bench:
             return self.site_values(sites[0])
         return np.concatenate([self.site_values(s).reshape(-1) for s in sites])
 
-    def _equalized(self, site: str, config: SiteConfig,
-                   graph: quantedit.SiteGraph) -> quantedit.SiteEdit:
-        """A low-bit edit with per-channel ranges equalized: each channel gets its own clip (from
-        the data), scaled up to the largest one so one tensor scale serves all."""
-        p = precision(config.bits)
-        v = self.site_values(site)
-        v = v.reshape(-1, v.shape[-1])
-        clips = np.array([fit_clip(v[:, c], config.threshold, bits=p.bits)
-                          if np.any(v[:, c] > config.threshold) else 0.0
-                          for c in range(v.shape[1])])
-        top = min_clip(float(clips.max()), graph, p.bits)
-        scale = np.where(clips > 0, top / np.maximum(clips, 1e-30), 1.0)
-        scale = np.clip(scale, 1.0, 1e4)
-        return quantedit.SiteEdit(threshold=config.threshold, scale=p.step(top),
-                                  zero_point=p.zero_point, channel_scale=scale)
-
-    def _signed_choice(self, site: str, config: SiteConfig) -> signed.SignedChoice:
-        """A signed tensor's lowering: its per-channel centre and half-range from the data, or
-        one half-range ``clip`` about zero when the config gives one."""
-        if config.threshold:
-            raise AAError(f"{site!r} is a signed tensor: it takes bits (and a clip), not a "
-                          f"threshold. Received: threshold={config.threshold}")
-        b = int(config.bits)
-        if b == 8:
-            raise AAError(f"{site!r} is a signed tensor: give it bits below 8, or leave it out "
-                          "of the plan to keep it at int8.")
-        if config.clip is not None:
-            return signed.SignedChoice(b, 0.0, float(config.clip))
-        values = self.site_values(site)
-        centre, half = signed.fit(values, b, min_step=self.graphs[site].scale)
-        return signed.SignedChoice(b, centre, half)
-
-    def _offset_choice(self, site: str, config: SiteConfig) -> signed.OffsetChoice:
-        """A signed tensor's offset lowering: per-channel low and one width from the data."""
-        if config.threshold or config.clip is not None or int(config.bits) == 8:
-            raise AAError(f"{site!r} is a signed tensor lowered by offset: give it bits below 8 "
-                          f"only (its range comes from the data). Received: {config}")
-        b = int(config.bits)
-        low, width = signed.fit_offset(self.site_values(site), b, min_step=self.graphs[site].scale)
-        return signed.OffsetChoice(b, low, width)
-
     def order(self, sites) -> list[str]:
         """Sites in execution order (by their producer op)."""
         return sorted(sites, key=lambda s: (self.graphs[s].producer, s))
 
     def build(self, configs: Mapping[str, SiteConfig], *, correct: bool = True) -> bytes:
-        """The baseline with ``configs`` written in, each site's consumer corrected in turn.
+        """The baseline with ``configs`` written in, each site by its lowering, in the order of
+        ``LOWERINGS``; each corrected lowering's (ReLU) site has its consumer corrected in turn.
 
         Sites are taken in execution order. Each one's correction is a per-channel least-squares
         fit, on ``x_fit``, of the baseline's consumer input against the consumer input of the model
         with this site (and the corrected sites before it) changed, so it also absorbs drift from
         upstream sites.
+
+        Raises:
+            AAError: A site is unknown, or its lowering cannot write its config.
+            UnsafeVariant: The result has a scale a runtime cannot set up.
         """
-        unknown = sorted(set(configs) - set(self.graphs))
-        if unknown:
-            raise AAError(f"Unknown sites in the plan: {unknown}. Known: {sorted(self.graphs)}.")
-        edits: dict[str, quantedit.SiteEdit] = {}
-        lowered: dict[int, signed.SignedChoice] = {}
-        offsets: dict[int, signed.OffsetChoice] = {}
+        check_sites(configs, self.graphs, "The plan")
+        choices: dict[str, dict[str, Any]] = {form.kind: {} for form in LOWERINGS}
         prefix: tuple = ()
         for site in self.order(configs):
             config, graph = configs[site], self.graphs[site]
             if config == SiteConfig():
                 continue
-            if graph.offset:
-                offsets[graph.tensor] = self._offset_choice(site, config)
-                continue
-            if graph.signed:  # written after the ReLU sites' edits, which it composes with
-                lowered[graph.tensor] = self._signed_choice(site, config)
-                continue
-            if config.bits != Bits.INT8 and config.clip is None:  # clips chosen from the data
-                if correct and self.per_channel(graph):
-                    edits[site] = self._equalized(site, config, graph)
-                else:
-                    b = int(config.bits)
-                    clip = min_clip(fit_clip(self.unit_values(graph.tie or (site,)),
-                                             config.threshold, bits=b), graph, b)
-                    edits[site] = site_edit(dataclasses.replace(config, clip=clip), graph)
-            else:
-                edits[site] = site_edit(config, graph)
-            prefix += ((site, config),)
-            # A tie's shared scale is written only once all its sites are in: fit then.
-            waiting = [m for m in graph.tie if m not in edits and configs.get(m, SiteConfig())
-                       != SiteConfig()]
-            if correct and graph.correction_consumer is not None and not waiting:
-                if prefix not in self._corrections:
-                    t_in = graph.correction_consumer[1]
-                    trial = quantedit.apply_edits(self.base, self.graphs, edits)
-                    got = tensor_values(trial, [t_in], self.x_fit,
-                                        batch_size=self.batch_size)[t_in]
-                    self._corrections[prefix] = _affine_fit(got, self.base_values[t_in])
-                edits[site] = dataclasses.replace(edits[site], correction=self._corrections[prefix])
-        out = quantedit.apply_edits(self.base, self.graphs, edits)
-        if lowered:
-            out = signed.apply(out, lowered)
-        if offsets:
-            out = signed.apply_offset(out, offsets)
-        problems = quantedit.scale_problems(out)
+            form = lowering_of(graph)
+            chosen = choices[form.kind]
+            chosen[site] = form.fit(functools.partial(self.unit_values, graph.tie or (site,)),
+                                    config, graph, per_channel=correct and self.per_channel(graph))
+            if form.corrected:
+                prefix += ((site, config),)
+                if correct:
+                    self._correct(site, configs, form, chosen, prefix)
+        out = self.base
+        for form in LOWERINGS:
+            out = form.apply(out, self.graphs, choices[form.kind])
+        problems = scale_problems(out)
         if problems:
-            raise UnsafeVariant(f"The plan {sorted(edits)} gives tensor {problems[0][0]} a scale "
-                                f"the runtimes cannot run: {problems[0][2]}.")
+            raise UnsafeVariant(f"The plan {sorted(s for c in choices.values() for s in c)} "
+                                f"gives tensor {problems[0][0]} a scale the runtimes cannot run: "
+                                f"{problems[0][2]}.")
         return out
+
+    def _correct(self, site: str, configs: Mapping[str, SiteConfig], form: LoweringForm,
+                 chosen: dict[str, Any], prefix: tuple) -> None:
+        """Folds into ``site``'s choice the correction of its consumer, fitted with the choices
+        so far written; a tie waits until all its sites are in (their scale is shared)."""
+        graph = self.graphs[site]
+        waiting = [m for m in graph.tie if m not in chosen and configs.get(m, SiteConfig())
+                   != SiteConfig()]
+        if graph.correction_consumer is None or waiting:
+            return
+        if prefix not in self._corrections:
+            t_in = graph.correction_consumer[1]
+            trial = form.apply(self.base, self.graphs, chosen)
+            got = tensor_values(trial, [t_in], self.x_fit, batch_size=self.batch_size)[t_in]
+            self._corrections[prefix] = affine_fit(got, self.base_values[t_in])
+        chosen[site] = dataclasses.replace(chosen[site], correction=self._corrections[prefix])
 
     def measure(self, tflite: bytes) -> Metrics:
         """Runs ``tflite`` on the evaluation data and compares it to the labels and the float model."""
@@ -378,17 +287,3 @@ def worst_nonzeros(values: Mapping[int, np.ndarray]) -> dict[int, int]:
     """Per tensor, the largest count of non-zero values in one sample (axis 0 is the sample)."""
     return {t: int(np.count_nonzero(v.reshape(len(v), -1), axis=1).max()) for t, v in
             values.items()}
-
-
-def _affine_fit(got: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares ``target ~ a * got + b`` per index of the last axis; ``a`` kept positive
-    (max pooling between a site and its consumer commutes only with a positive scale)."""
-    c = got.shape[-1]
-    g = got.reshape(-1, c).astype(np.float64)
-    t = target.reshape(-1, c).astype(np.float64)
-    mg, mt = g.mean(axis=0), t.mean(axis=0)
-    var = ((g - mg) ** 2).mean(axis=0)
-    cov = ((g - mg) * (t - mt)).mean(axis=0)
-    a = np.where(var > 1e-12, cov / np.maximum(var, 1e-12), 1.0)
-    a = np.where(a > 1e-3, a, 1.0)
-    return a, mt - a * mg

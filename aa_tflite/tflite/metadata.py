@@ -28,7 +28,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from aa_tflite.precision import bits_for_levels
 from aa_tflite.tflite import flatbuffer
-from aa_tflite.tflite.quantedit import _SAME_PARAMS
+from aa_tflite.tflite.ops import ACTIVATION_RANGE, SAME_PARAMS
 from aa_tflite.types import AAError
 
 __all__ = ["METADATA_NAME", "METADATA_SCHEMA_VERSION", "attach", "read_metadata", "stored_bits",
@@ -130,13 +130,6 @@ def read_metadata(tflite: bytes) -> dict[str, Any]:
     return {}
 
 
-# Int8 output range of a fused activation, in real units (None: no bound on that side).
-_FUSED_RANGE = {"RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0),
-                "RELU_0_TO_1": (0.0, 1.0)}
-_STANDALONE = {"RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0),
-               "RELU_0_TO_1": (0.0, 1.0)}
-
-
 def _clamp_levels(scale: float, zero_point: int, lo: float | None, hi: float | None) -> int:
     """Int8 levels a tensor with these parameters can hold under a real-valued clamp [lo, hi],
     as the kernels compute it (``zero_point + round(bound / scale)``, within -128..127)."""
@@ -177,13 +170,13 @@ def stored_bits(tflite: bytes) -> dict[int, int]:
             if info.is_constant or info.dtype != "INT8" or not info.scale:
                 continue
             scale, zp = float(info.scale[0]), int(info.zero_point[0])
-            if op.name in _SAME_PARAMS and op.inputs and op.inputs[0] in levels:
+            if op.name in SAME_PARAMS and op.inputs and op.inputs[0] in levels:
                 n = levels[op.inputs[0]]
-            elif op.name in _STANDALONE:
-                n = _clamp_levels(scale, zp, *_STANDALONE[op.name])
+            elif op.name in ACTIVATION_RANGE:  # a standalone RELU, RELU6, ...
+                n = _clamp_levels(scale, zp, *ACTIVATION_RANGE[op.name])
             else:
-                n = _clamp_levels(scale, zp, *_FUSED_RANGE.get(op.fused_activation or "NONE",
-                                                               (None, None)))
+                n = _clamp_levels(scale, zp, *ACTIVATION_RANGE.get(op.fused_activation or "NONE",
+                                                                   (None, None)))
             levels[t] = n
     return {t: bits_for_levels(n) for t, n in sorted(levels.items()) if n < 256
             and math.isfinite(n)}
