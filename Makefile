@@ -6,7 +6,7 @@ PI_VENV := .venv-pi
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench fuzz install install-test pi-env mct-env java-env android-assets web-env web-assets clean
+.PHONY: demo test test-fast lint bench fuzz install install-test pi-env mct-env java-env android-assets web-env web-assets clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ web-assets: install
 
 test: install-test pi-env java-env web-env lint
 	$(BIN)/python -m pytest -q
+
+# The unit tier alone (no TensorFlow, no conversions): seconds, for the edit-test loop.
+test-fast: install-test
+	$(BIN)/python -m pytest -q tests/unit
 
 bench: install-test mct-env
 	$(BIN)/python -m benchmarks.lowering

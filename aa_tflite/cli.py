@@ -51,7 +51,7 @@ def _add_convert(sub) -> None:
 def _add_convert_options(p: argparse.ArgumentParser) -> None:
     """The ``convert`` subcommand's options."""
     from aa_tflite.targets import TARGETS
-    from aa_tflite.types import Kernels
+    from aa_tflite.types import Kernels, MemoryMode
 
     p.add_argument("model", help="path to a .keras (or legacy .h5/.hdf5) Keras model")
     p.add_argument("--budget-kb", type=_budgets,
@@ -63,7 +63,7 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
                                   "(without it: disagreement with the float model)")
     p.add_argument("--out", required=True,
                    help="output prefix: writes PREFIX.tflite, .plan.json, .report.json/.md, plots")
-    p.add_argument("--memory", choices=["packed", "packed+sparse", "tflm"], default="packed",
+    p.add_argument("--memory", choices=[m.value for m in MemoryMode], default="packed",
                    help="what the budget counts (default packed)")
     p.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="fail unless the verified loss is at most this many points")
@@ -253,12 +253,23 @@ def _print_result(result, files) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from aa_tflite.config import ConvertConfig
     from aa_tflite.conversion import convert
     from aa_tflite.files import check_output_path
     from aa_tflite.types import AAError, Plan
 
     if args.budget_kb is None and args.plan is None:
         raise AAError("Give --budget-kb N (KiB of activation memory), or --plan FILE.")
+    plan = None
+    if args.plan:
+        if not os.path.isfile(args.plan):
+            raise AAError(f"Plan file {args.plan!r} does not exist.")
+        with open(args.plan, "rb") as f:
+            plan = Plan.from_json(f.read().decode("utf-8", errors="replace"))
+    config = ConvertConfig(  # checked before any work
+        memory=args.memory, max_accuracy_drop=args.max_accuracy_drop, plan=plan,
+        io_dtype=args.io, measure_tflm=not args.no_tflm, progress=not args.no_progress,
+        kernels=args.kernels, bits=args.bits, input_sizes=args.input_sizes, target=args.target)
     check_output_path(args.out + ".tflite")  # before the work, not after it
     model = _load_keras(args.model)
     x_cal, _ = _load_npz(args.data, "--data")
@@ -266,18 +277,8 @@ def _convert(args: argparse.Namespace) -> int:
     if args.eval:
         x_val, y_val = _load_npz(args.eval, "--eval")
         eval_data = x_val if y_val is None else (x_val, y_val)
-    plan = None
-    if args.plan:
-        if not os.path.isfile(args.plan):
-            raise AAError(f"Plan file {args.plan!r} does not exist.")
-        with open(args.plan, "rb") as f:
-            plan = Plan.from_json(f.read().decode("utf-8", errors="replace"))
-    result = convert(model, budget_kb=args.budget_kb,
-                     representative_data=x_cal, eval_data=eval_data, memory=args.memory,
-                     max_accuracy_drop=args.max_accuracy_drop, plan=plan, io_dtype=args.io,
-                     measure_tflm=not args.no_tflm, progress=not args.no_progress,
-                     kernels=args.kernels, bits=args.bits, input_sizes=args.input_sizes,
-                     target=args.target)
+    result = convert(model, budget_kb=args.budget_kb, representative_data=x_cal,
+                     eval_data=eval_data, config=config)
     _print_result(result, result.save(args.out))
     return 0
 

@@ -18,8 +18,10 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from aa_tflite.types import Kernels  # noqa: E402  (after the log level is set)
+
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "kernels.json")
-KERNELS = ("builtin", "xnnpack", "tflm")
+KERNELS = tuple(k.value for k in Kernels)
 FRACTION = 0.5
 
 

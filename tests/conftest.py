@@ -23,6 +23,16 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def digits_points(digits):
+    """The demo's three-point conversion of the digits model (``DEMO_BUDGETS``), made once per
+    session and shared by the points, targets, web and Android tests."""
+    import aa_tflite
+    from tests.helpers import DEMO_BUDGETS, points_kwargs
+
+    return aa_tflite.convert(digits.model, budget_kb=list(DEMO_BUDGETS), **points_kwargs(digits))
+
+
+@pytest.fixture(scope="session")
 def digits_tflite() -> bytes:
     return fixture_bytes("digits_int8.tflite")
 

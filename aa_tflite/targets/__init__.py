@@ -2,10 +2,10 @@
 
 A target names the kernels it runs (``convert(target=...)`` measures every loss on them) and
 knows how to write what its build needs (``aa-tflite export --target NAME``). Every export
-returns one kind of record, ``Exported``.
+returns one kind of record, ``TargetExport``.
 
 Adding a target is one module in this package, defining
-``export(tflite, out, *, name="model", source="", samples=None) -> Exported``, and one line in
+``export(tflite, out, *, name="model", source="", samples=None) -> TargetExport``, and one line in
 ``TARGETS``. The module is imported when its export runs, so ``import aa_tflite.targets`` costs
 nothing beyond ``aa_tflite.types``.
 
@@ -27,11 +27,11 @@ from typing import Any
 
 from aa_tflite.types import AAError, Kernels
 
-__all__ = ["TARGETS", "Exported", "Target", "kernels_for"]
+__all__ = ["TARGETS", "TargetExport", "Target", "kernels_for"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Exported:
+class TargetExport:
     """What a target's export wrote: the same record for every target.
 
     Attributes:
@@ -75,7 +75,7 @@ class Target:
     description: str
     module: str
 
-    def export(self, tflite: bytes, out: str | os.PathLike, **options: Any) -> Exported:
+    def export(self, tflite: bytes, out: str | os.PathLike, **options: Any) -> TargetExport:
         """Writes what this target's build needs from ``tflite`` into the folder ``out``.
 
         Args:
@@ -86,7 +86,7 @@ class Target:
                 labels, or None for the defaults); each target uses those it needs.
 
         Returns:
-            An ``Exported``.
+            An ``TargetExport``.
         """
         return importlib.import_module(self.module).export(tflite, out, **options)
 

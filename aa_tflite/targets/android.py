@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from aa_tflite.targets import Exported
+from aa_tflite.targets import TargetExport
 from aa_tflite.targets.common import write_files
 from aa_tflite.tflite import flatbuffer, multipoint
 from aa_tflite.tflite.metadata import read_metadata
@@ -29,7 +29,7 @@ def _io_shapes(tflite: bytes) -> tuple[tuple[int, ...], int]:
 
 
 def write_assets(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samples_y=None,
-                 labels: list[str] | None = None, target: str = "android") -> Exported:
+                 labels: list[str] | None = None, target: str = "android") -> TargetExport:
     """Writes a demo app's assets (``export_android`` lists them) for ``target``; the web
     export calls it with its own model."""
     in_shape, classes = _io_shapes(tflite)
@@ -50,11 +50,11 @@ def write_assets(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, sample
         "samples.json": json.dumps({"shape": list(x.shape), "dtype": "float32",
                                     "byte_order": "little", "labels": y}, indent=2)})
     line = f"{target} assets: {len(keys)} points ({', '.join(keys)}), {len(x)} samples."
-    return Exported(target, written, {k: {} for k in keys}, {"samples": len(x)}, (line,))
+    return TargetExport(target, written, {k: {} for k in keys}, {"samples": len(x)}, (line,))
 
 
 def export_android(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samples_y=None,
-                   labels: list[str] | None = None) -> Exported:
+                   labels: list[str] | None = None) -> TargetExport:
     """Writes the assets the Android demo (``android_demo/``) loads.
 
     Files: ``model.tflite`` (the multi-point file, unchanged: the app switches its signatures),
@@ -74,7 +74,7 @@ def export_android(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samp
         labels: Class names; defaults to ``"0"``, ``"1"``, ... for the model's outputs.
 
     Returns:
-        An ``Exported``: one entry per point (signature key), with no figures; ``info`` has
+        An ``TargetExport``: one entry per point (signature key), with no figures; ``info`` has
         ``samples`` (how many).
 
     Raises:
@@ -95,7 +95,7 @@ def default_samples(count: int = 16) -> tuple[np.ndarray, np.ndarray]:
 
 
 def export(tflite: bytes, out: str | os.PathLike, *, name: str = "model", source: str = "",
-           samples=None) -> Exported:
+           samples=None) -> TargetExport:
     """The ``Target`` form of ``export_android``: ``samples`` is ``(x, y)``, or None for
     ``default_samples()``; ``name`` and ``source`` are not used."""
     x, y = samples if samples is not None else default_samples()

@@ -11,7 +11,7 @@ import subprocess
 
 import numpy as np
 
-from aa_tflite.targets import Exported
+from aa_tflite.targets import TargetExport
 from aa_tflite.targets.common import ident, point_files, static_shapes, write_files
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.types import AAError
@@ -119,7 +119,7 @@ def check_edgetpu(tflite: bytes) -> EdgeTpuCheck:
 
 
 def export_edgetpu(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model"
-                   ) -> Exported:
+                   ) -> TargetExport:
     """One static-shape, single-subgraph file per point, each checked (``check_edgetpu``); if
     ``edgetpu_compiler`` is on the PATH it compiles each.
 
@@ -128,7 +128,7 @@ def export_edgetpu(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "mo
         >>> print(done.points["kib1p2"]["check"].summary())  # doctest: +SKIP
 
     Returns:
-        An ``Exported``: per point ``file`` (its ``.tflite``), ``check`` (an ``EdgeTpuCheck``)
+        An ``TargetExport``: per point ``file`` (its ``.tflite``), ``check`` (an ``EdgeTpuCheck``)
         and ``compiler_log`` (the compiler's output, ``""`` when it is not installed); ``info``
         has ``compiler`` (its path, or None).
     """
@@ -156,12 +156,12 @@ def export_edgetpu(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "mo
                   *("    " + line for line in said)]
     lines.append("Unverified without a device: whether the Edge TPU reproduces the fused clamp "
                  "and int8 saturation the low-bit points rely on, and the accuracy per point.")
-    return Exported("edgetpu", written, {
+    return TargetExport("edgetpu", written, {
         k: {"file": path, "check": checks[k], "compiler_log": logs[k]}
         for k, path in zip(points, written, strict=True)}, {"compiler": compiler}, tuple(lines))
 
 
 def export(tflite: bytes, out: str | os.PathLike, *, name: str = "model", source: str = "",
-           samples=None) -> Exported:
+           samples=None) -> TargetExport:
     """The ``Target`` form of ``export_edgetpu`` (``source`` and ``samples`` are not used)."""
     return export_edgetpu(tflite, out, name=name)

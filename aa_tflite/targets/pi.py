@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 
-from aa_tflite.targets import Exported
+from aa_tflite.targets import TargetExport
 from aa_tflite.targets.common import ident, point_files, write_files
 
 __all__ = ["export", "export_pi"]
 
 
-def export_pi(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model") -> Exported:
+def export_pi(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model") -> TargetExport:
     """Writes ``NAME_KEY.tflite`` per point (one subgraph: any ``tflite-runtime`` app runs it),
     and, for several points, ``NAME.tflite``: the multi-point file unchanged, for
     ``OperatingPoints``. A single-point file is written once, as ``NAME.tflite``.
@@ -26,14 +26,14 @@ def export_pi(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model")
         >>> export_pi(open("out/digits.tflite", "rb").read(), "pi", name="digits")  # doctest: +SKIP
 
     Returns:
-        An ``Exported``: per point ``file`` (its single-subgraph ``.tflite``); ``info`` has
+        An ``TargetExport``: per point ``file`` (its single-subgraph ``.tflite``); ``info`` has
         ``combined`` (the multi-point file's path, or None for a single point).
     """
     stem, points = ident(name), point_files(tflite)
     if len(points) == 1:
         written = write_files(out_dir, {f"{stem}.tflite": next(iter(points.values()))})
         key = next(iter(points))
-        return Exported("pi", written, {key: {"file": written[0]}}, {"combined": None}, (
+        return TargetExport("pi", written, {key: {"file": written[0]}}, {"combined": None}, (
             f"point {key}: {os.path.basename(written[0])}, for tflite-runtime's Interpreter.",))
     files = {f"{stem}_{ident(k)}.tflite": b for k, b in points.items()}
     written = write_files(out_dir, {**files, f"{stem}.tflite": bytes(tflite)})
@@ -41,11 +41,11 @@ def export_pi(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model")
              for k, name in zip(points, files, strict=True)]
     lines.append(f"All {len(points)} points: {stem}.tflite, switched at run time by "
                  "aa_tflite.runtime.OperatingPoints (numpy and tflite-runtime, no TensorFlow).")
-    return Exported("pi", written, {k: {"file": path} for k, path in zip(points, written)},
+    return TargetExport("pi", written, {k: {"file": path} for k, path in zip(points, written)},
                     {"combined": written[-1]}, tuple(lines))
 
 
 def export(tflite: bytes, out: str | os.PathLike, *, name: str = "model", source: str = "",
-           samples=None) -> Exported:
+           samples=None) -> TargetExport:
     """The ``Target`` form of ``export_pi`` (``source`` and ``samples`` are not used)."""
     return export_pi(tflite, out, name=name)

@@ -11,7 +11,7 @@ import math
 import os
 import re
 
-from aa_tflite.targets import Exported
+from aa_tflite.targets import TargetExport
 from aa_tflite.targets.common import ident, point_files, write_files
 from aa_tflite.tflite import flatbuffer, memory
 from aa_tflite.types import AAError
@@ -91,7 +91,7 @@ def _header(note: str, stem: str, camel: str, measured: dict[str, int], arrays: 
 
 
 def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model",
-                source: str = "") -> Exported:
+                source: str = "") -> TargetExport:
     """Writes a TFLite Micro build's inputs for every operating point of ``tflite``.
 
     For each point (each signature of a multi-point file, or the file itself): ``NAME_KEY.tflite``
@@ -112,7 +112,7 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
         source: Where the model came from, for the generated files' header comment.
 
     Returns:
-        An ``Exported``: per point ``file`` (its ``.tflite``), ``tflm_arena`` (bytes, measured)
+        An ``TargetExport``: per point ``file`` (its ``.tflite``), ``tflm_arena`` (bytes, measured)
         and ``c_array`` (the C array's name); ``info`` has ``arena_size`` (the
         ``...ArenaSize`` constant) and ``ops`` (the op resolver methods, sorted).
 
@@ -138,12 +138,12 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
              for k in points]
     lines.append(f"Arena constant: {arena:,} B (largest measured + margin). Op resolver "
                  f"entries ({len(ops)}): {', '.join(ops)}.")
-    return Exported("tflm", written, {
+    return TargetExport("tflm", written, {
         k: {"file": written[i], "tflm_arena": measured[k], "c_array": arrays[k]}
         for i, k in enumerate(points)}, {"arena_size": arena, "ops": tuple(ops)}, tuple(lines))
 
 
 def export(tflite: bytes, out: str | os.PathLike, *, name: str = "model", source: str = "",
-           samples=None) -> Exported:
+           samples=None) -> TargetExport:
     """The ``Target`` form of ``export_tflm`` (``samples`` is not used)."""
     return export_tflm(tflite, out, name=name, source=source)

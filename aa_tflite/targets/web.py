@@ -8,7 +8,7 @@ import os
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from aa_tflite.targets import Exported
+from aa_tflite.targets import TargetExport
 from aa_tflite.targets.android import default_samples, write_assets
 from aa_tflite.targets.common import static_shapes
 from aa_tflite.tflite import flatbuffer, multipoint
@@ -83,11 +83,11 @@ def web_model(tflite: bytes) -> bytes:
             if model.subgraphs[sig.subgraphIndex] is graph:
                 for m in [*(sig.inputs or []), *(sig.outputs or [])]:
                     m.tensorIndex = remap.get(int(m.tensorIndex), int(m.tensorIndex))
-    return multipoint._write_shared(model)
+    return multipoint.write_shared(model)
 
 
 def export_web(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samples_y=None,
-               labels: list[str] | None = None) -> Exported:
+               labels: list[str] | None = None) -> TargetExport:
     """Writes the browser demo's assets: ``model.tflite`` made LiteRT.js-ready (``web_model``)
     and the same metadata, labels and samples as ``export_android``.
 
@@ -96,7 +96,7 @@ def export_web(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samples_
         ...            samples_x=x_val[:16], samples_y=y_val[:16])  # doctest: +SKIP
 
     Returns:
-        An ``Exported``, as ``export_android`` returns it, for target ``web``.
+        An ``TargetExport``, as ``export_android`` returns it, for target ``web``.
     """
     web = web_model(tflite)
     if read_metadata(web) != read_metadata(tflite):
@@ -106,7 +106,7 @@ def export_web(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samples_
 
 
 def export(tflite: bytes, out: str | os.PathLike, *, name: str = "model", source: str = "",
-           samples=None) -> Exported:
+           samples=None) -> TargetExport:
     """The ``Target`` form of ``export_web``: ``samples`` is ``(x, y)``, or None for
     ``android.default_samples()``; ``name`` and ``source`` are not used."""
     x, y = samples if samples is not None else default_samples()

@@ -24,7 +24,7 @@ from ai_edge_litert import schema_py_generated as schema
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.types import AAError
 
-__all__ = ["KEY_PATTERN", "combine", "point_key", "signature_keys", "split"]
+__all__ = ["KEY_PATTERN", "combine", "point_key", "signature_keys", "split", "write_shared"]
 
 KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -149,7 +149,7 @@ def combine(points: Sequence[tuple[str, bytes]], *,
     base.signatureDefs = defs
     if metadata is not None:
         attach(base, metadata)
-    return _write_shared(base)
+    return write_shared(base)
 
 
 def _check_keys(keys: list) -> list[str]:
@@ -217,7 +217,7 @@ class _SharingBuilder(flatbuffers.Builder):
         return self._vectors[key]
 
 
-def _write_shared(model: schema.ModelT) -> bytes:
+def write_shared(model: schema.ModelT) -> bytes:
     """Packs ``model`` writing equal tensor, quantization and operator tables once.
 
     The points' subgraphs repeat most of these tables byte for byte (only the edited tensors'

@@ -11,25 +11,9 @@ from aa_tflite.tflite import flatbuffer, memory
 from aa_tflite.tflite.analyse import analyse
 from aa_tflite.tflite.safety import scale_problems
 from aa_tflite.types import AAError
-from tests.test_quantedit import _adversarial
+from tests.helpers import adversarial, calibrated_mini
 
 MODELS = ("mini_xception", "mini_mobilenetv2")
-
-
-def _calibrated(name: str, x: np.ndarray):
-    """The untrained miniature with its BatchNorm statistics set from ``x`` (one forward pass
-    with momentum 0), so every layer sees realistic, non-degenerate activations."""
-    import keras
-
-    from converters import mini
-
-    keras.utils.set_random_seed(0)
-    model = mini.BUILDERS[name](keras)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    model(x, training=True)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +27,7 @@ def data():
 def plain(data):
     from aa_tflite.frontend.export import export
 
-    return {name: export(_calibrated(name, data["x_cal"]), None, representative_data=data["x_cal"],
+    return {name: export(calibrated_mini(name, data["x_cal"]), None, representative_data=data["x_cal"],
                          io_dtype="int8").tflite for name in MODELS}
 
 
@@ -96,7 +80,7 @@ def test_signed_tensors_hold_2_to_the_bits_levels_on_real_and_adversarial_inputs
     real.append(quantize(x[:100] * 5.0, inp))  # 5x the calibration range
     shape = tuple(int(d) for d in inp["shape"][1:])
     tensors = sorted(values[name])
-    for kind, batches in (("real", real), ("adversarial", _adversarial(shape,
+    for kind, batches in (("real", real), ("adversarial", adversarial(shape,
                                                                         np.random.RandomState(0)))):
         seen = stored_levels(lowered, tensors, batches)
         for t, levels in seen.items():
@@ -188,7 +172,7 @@ def test_composes_with_relu_site_edits(plain, values, data):
     both = _lower(first, values["mini_xception"], 4)
     inp = load_interpreter(both).get_input_details()[0]
     batches = [quantize(data["x_val"][:200], inp)]
-    batches += _adversarial(tuple(int(d) for d in inp["shape"][1:]), np.random.RandomState(2))
+    batches += adversarial(tuple(int(d) for d in inp["shape"][1:]), np.random.RandomState(2))
     seen = stored_levels(both, sorted({*values["mini_xception"], *(
         graphs[s].tensor for s in edits)}), batches)
     assert all(len(v) <= 16 and min(v) >= 112 for v in seen.values())
@@ -249,7 +233,7 @@ def offset_model(data):
     other input is the strided 1x1 shortcut conv + BN."""
     from aa_tflite.frontend.export import export
 
-    return export(_calibrated("mini_xception", data["x_cal"]), None,
+    return export(calibrated_mini("mini_xception", data["x_cal"]), None,
                   representative_data=data["x_cal"], io_dtype="int8").tflite
 
 
@@ -287,7 +271,7 @@ def test_offset_form_holds_its_levels_keeps_the_graph_and_the_add_output(offset_
     inp = load_interpreter(lowered).get_input_details()[0]
     group = sorted({u for g in graphs.values() for u in g.group})
     batches = [quantize(data["x_val"][:64], inp), quantize(data["x_val"][:64] * 5, inp),
-               *_adversarial((8, 8, 1), np.random.RandomState(0))]
+               *adversarial((8, 8, 1), np.random.RandomState(0))]
     for t, levels in stored_levels(lowered, group, batches).items():
         assert len(levels) <= p.levels and min(levels) >= p.zero_point, (t, sorted(levels))
     # The ADD's output is what it was, up to the lowered tensor's rounding: (y - low) + (o + low).

@@ -12,7 +12,6 @@ import threading
 import numpy as np
 import pytest
 
-import aa_tflite
 from aa_tflite.runtime.onthefly import OperatingPoints
 from aa_tflite.targets.web import export_web, web_model
 from tests.helpers import ROOT, need
@@ -46,10 +45,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def multi(digits):
-    return aa_tflite.convert(digits.model, budget_kb=[2.4, 1.8, 1.2],
-                             representative_data=digits.x_cal, progress=False, curve_points=0,
-                             eval_data=(digits.x_val[:250], digits.y_val[:250]))
+def multi(digits_points):
+    return digits_points
 
 
 def test_the_web_model_runs_every_point_exactly_as_the_int8_file(multi, digits):

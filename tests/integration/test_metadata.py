@@ -8,7 +8,7 @@ import pytest
 from aa_tflite.runtime.interpreter import run_model
 from aa_tflite.tflite import flatbuffer, memory, metadata, ops
 from aa_tflite.types import AAError
-from tests.test_quantedit import DIGITS_SITES, _all_four_bit
+from tests.helpers import DIGITS_SITES, all_low_bit
 
 
 def test_round_trip_replace_and_strip(digits_tflite):
@@ -49,7 +49,7 @@ def test_plain_int8_file_has_no_low_bit_tensors(digits_tflite, mnist1d_tflite):
 
 @pytest.mark.parametrize("bits", [6, 4, 2])
 def test_bits_derived_from_the_file_match_the_edit(bits, digits, digits_tflite):
-    graphs, edited = _all_four_bit(digits_tflite, DIGITS_SITES, digits.x_cal, bits)
+    graphs, edited = all_low_bit(digits_tflite, DIGITS_SITES, digits.x_cal, bits)
     expected = {t: bits for g in graphs.values() for t in g.group}
     assert metadata.stored_bits(edited) == expected
     # and a wrong claim in the metadata is what the metadata says (it is the plan's record)

@@ -78,7 +78,7 @@ def test_the_file_carries_its_plan_and_figures(result):
 
 
 def test_planned_model_keeps_the_int8_tflm_arena_and_runs_there(result, digits):
-    from tests.test_quantedit import assert_runs_in_tflite_micro_like_litert
+    from tests.helpers import assert_runs_in_tflite_micro_like_litert
 
     assert_runs_in_tflite_micro_like_litert(result.tflite, digits.x_val)
     rep = result.report

@@ -10,7 +10,6 @@ import subprocess
 import numpy as np
 import pytest
 
-import aa_tflite
 from aa_tflite.runtime import interpreter as runtime
 from aa_tflite.runtime.onthefly import OperatingPoints, PointsError
 from aa_tflite.targets.android import export_android
@@ -28,10 +27,8 @@ def _need_java():
 
 
 @pytest.fixture(scope="module")
-def assets(digits, tmp_path_factory):
-    multi = aa_tflite.convert(digits.model, budget_kb=[2.4, 1.8, 1.2],
-                              representative_data=digits.x_cal, progress=False, curve_points=0,
-                              eval_data=(digits.x_val[:250], digits.y_val[:250]))
+def assets(digits, digits_points, tmp_path_factory):
+    multi = digits_points
     out = tmp_path_factory.mktemp("assets")
     x, y = digits.x_val[250:266], digits.y_val[250:266]
     export_android(multi.tflite, out, samples_x=x, samples_y=y)

@@ -14,20 +14,16 @@ from aa_tflite.runtime.onthefly import OperatingPoints, PointsError, file_points
 from aa_tflite.tflite import multipoint
 from aa_tflite.tflite.metadata import read_metadata, strip_metadata
 from aa_tflite.types import AAError
-from tests.helpers import ROOT, need_pi_env
+from tests.helpers import DEMO_BUDGETS, ROOT, need_pi_env, points_kwargs
 
 INT8_PEAK = 3072  # the embedded digits model
-BUDGETS = (2.5, 1.8, 1.2)  # KiB: 83%, 60% and 39% of the int8 peak
-
-
-def _kw(digits):
-    return dict(representative_data=digits.x_cal, progress=False, curve_points=2,
-                eval_data=(digits.x_val[:250], digits.y_val[:250]))
+BUDGETS = DEMO_BUDGETS  # KiB: 78%, 60% and 39% of the int8 peak
+_kw = points_kwargs
 
 
 @pytest.fixture(scope="module")
-def multi(digits):
-    return aa_tflite.convert(digits.model, budget_kb=list(BUDGETS), **_kw(digits))
+def multi(digits_points):
+    return digits_points
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +46,7 @@ def _fresh(tflite: bytes, x: np.ndarray, kernels: str) -> np.ndarray:
 
 def test_one_signature_per_budget_in_the_order_given(multi):
     keys = [multipoint.point_key(b) for b in BUDGETS]
-    assert keys == ["kib2p5", "kib1p8", "kib1p2"]
+    assert keys == ["kib2p4", "kib1p8", "kib1p2"]
     assert multipoint.signature_keys(multi.tflite) == keys
     assert [p.key for p in multi.points] == keys
     assert [p.budget_kb for p in multi.points] == list(BUDGETS)
@@ -77,7 +73,7 @@ def test_switching_in_any_order_equals_fresh_interpreters(multi, digits):
     x = digits.x_val[:8]
     expected = {p.key: _fresh(p.tflite, x, "xnnpack") for p in multi.points}
     points = OperatingPoints(multi.tflite)
-    order = ["kib1p2", "kib2p5", "kib1p2", "kib1p8", "kib2p5", "kib1p8", "kib1p2"]
+    order = ["kib1p2", "kib2p4", "kib1p2", "kib1p8", "kib2p4", "kib1p8", "kib1p2"]
     for key in order:
         points.switch(key)
         assert points.current == key
@@ -216,7 +212,7 @@ from aa_tflite.runtime.onthefly import OperatingPoints
 points = OperatingPoints(sys.argv[1], kernels="builtin")
 x = np.load(sys.argv[2])["x"]
 out = {}
-for key in ["kib1p2", "kib2p5", "kib1p8", "kib1p2"]:
+for key in ["kib1p2", "kib2p4", "kib1p8", "kib1p2"]:
     out.setdefault(key, points.run(x, point=key).tolist())
 import tflite_runtime
 print(json.dumps({"version": tflite_runtime.__version__, "numpy": np.__version__,

@@ -36,10 +36,10 @@ def test_tflite_runtime_gives_the_same_outputs_as_litert(variant, tmp_path):
     model = os.path.join(FIXTURES, "mnist1d_int8.tflite")
     data = os.path.join(FIXTURES, "mnist1d_cal.npz")
     if variant == "four_bit":  # every site at 4 bits through quantization-parameter edits
-        from tests.test_quantedit import MNIST1D_SITES, _all_four_bit
+        from tests.helpers import MNIST1D_SITES, all_low_bit
 
         with open(model, "rb") as f:
-            _, edited = _all_four_bit(f.read(), MNIST1D_SITES, np.load(data)["x"])
+            _, edited = all_low_bit(f.read(), MNIST1D_SITES, np.load(data)["x"])
         model = str(tmp_path / "four_bit.tflite")
         with open(model, "wb") as f:
             f.write(edited)
@@ -136,21 +136,20 @@ def _reach_models():
     from aa_tflite.search.calibrate import tensor_values
     from aa_tflite.tflite.analyse import analyse
     from converters.data import load_digits_split
-    from tests.test_quantedit import MNIST1D_SITES, _all_four_bit, _concat_model
-    from tests.test_signed import _calibrated
+    from tests.helpers import MNIST1D_SITES, all_low_bit, calibrated_mini, concat_model
 
     x1 = np.load(os.path.join(FIXTURES, "mnist1d_cal.npz"))["x"]
     with open(os.path.join(FIXTURES, "mnist1d_int8.tflite"), "rb") as f:
         mnist1d = f.read()
-    _, relu2 = _all_four_bit(mnist1d, MNIST1D_SITES, x1, 2)
-    exported, xc = _concat_model()
+    _, relu2 = all_low_bit(mnist1d, MNIST1D_SITES, x1, 2)
+    exported, xc = concat_model()
     graphs = analyse(exported.tflite, exported.site_tensors)
     v = tensor_values(exported.tflite, [graphs["a_relu"].tensor, graphs["b_relu"].tensor], xc)
     clip = fit_clip(np.concatenate([a.reshape(-1) for a in v.values()]), bits=2)
     edit = relu.SiteEdit(scale=precision(2).step(clip), zero_point=precision(2).zero_point)
     tie2 = relu.apply_edits(exported.tflite, graphs, {"a_relu": edit, "b_relu": edit})
     d = load_digits_split()
-    xcep = export(_calibrated("mini_xception", d["x_cal"]), None,
+    xcep = export(calibrated_mini("mini_xception", d["x_cal"]), None,
                   representative_data=d["x_cal"], io_dtype="int8").tflite
     ok = [t for t, g in signed.reachable(xcep).items() if g.ok]
     sv = tensor_values(xcep, ok, d["x_cal"])

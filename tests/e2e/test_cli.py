@@ -14,6 +14,7 @@ from aa_tflite import cli
 from aa_tflite.tflite import metadata
 from aa_tflite.types import Plan
 from tests.conftest import FIXTURES
+from tests.helpers import ROOT
 
 
 def _run(argv):
@@ -132,7 +133,7 @@ def test_demo_makes_three_points_and_switches_between_them_quietly(tmp_path):
 def test_the_package_builds_without_setuptools_warnings(tmp_path):
     """``pip install`` of a fresh copy: no deprecation warning about the license field, nor
     about the data folder being an importable package (pip -v shows the backend's output)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = ROOT
     src = tmp_path / "src"
     shutil.copytree(os.path.join(root, "aa_tflite"), src / "aa_tflite",
                     ignore=shutil.ignore_patterns("__pycache__"))

@@ -4,38 +4,26 @@ import numpy as np
 import pytest
 
 from aa_tflite.lowering import relu
-from aa_tflite.lowering.relu import fit_clip, site_edit
+from aa_tflite.lowering.relu import fit_clip
 from aa_tflite.precision import DEFAULT_MENU, precision
 from aa_tflite.runtime.interpreter import evaluate, load_interpreter, quantize
 from aa_tflite.search.calibrate import stored_levels, tensor_values
 from aa_tflite.tflite import flatbuffer, memory
 from aa_tflite.tflite.analyse import analyse
 from aa_tflite.types import AAError, SiteConfig
+from tests.helpers import (
+    DIGITS_SITES,
+    MNIST1D_SITES,
+    adversarial,
+    all_low_bit,
+    assert_runs_in_tflite_micro_like_litert,
+    concat_model,
+)
 
-DIGITS_SITES = {"conv1_relu": 14, "conv2_relu": 15, "conv3_relu": 17, "fc1_relu": 22}
-MNIST1D_SITES = {"conv1_relu": 20, "conv2_relu": 23, "conv3_relu": 30, "fc1_relu": 31}
 # The tensors besides the site tensors that carry the sites' levels: digits' max-pool (16) and
 # flatten RESHAPE (21) outputs; in MNIST-1D the convs' outputs behind each site's RESHAPE (19, 22,
 # 25), the EXPAND_DIMS outputs the next conv reads (21, 24) and conv3's flatten RESHAPE (26).
 PASS_THROUGH = {"digits": {16, 21}, "mnist1d": {19, 21, 22, 24, 25, 26}}
-
-
-def _all_four_bit(tflite, sites, x, bits: int = 4):
-    graphs = analyse(tflite, sites)
-    values = tensor_values(tflite, list(sites.values()), x)
-    edits = {s: site_edit(SiteConfig(clip=fit_clip(values[t], bits=bits), bits=bits), graphs[s])
-             for s, t in sites.items()}
-    return graphs, relu.apply_edits(tflite, graphs, edits)
-
-
-def _adversarial(shape, rng):
-    """Inputs far outside the calibration range, in int8 terms: extremes, noise, checkerboards."""
-    n = (8, *shape)
-    out = [np.full(n, 127, np.int8), np.full(n, -128, np.int8),
-           rng.randint(-128, 128, size=n).astype(np.int8)]
-    board = np.indices(shape).sum(axis=0) % 2
-    out.append(np.broadcast_to(np.where(board, 127, -128), n).astype(np.int8))
-    return out
 
 
 @pytest.mark.parametrize("bits", DEFAULT_MENU)
@@ -52,7 +40,7 @@ def test_low_bit_sites_hold_at_most_2_to_the_bits_levels_on_real_and_adversarial
         tflite = mnist1d_tflite
         x = np.load(f"{FIXTURES}/mnist1d_cal.npz")["x"]
         sites = MNIST1D_SITES
-    graphs, edited = _all_four_bit(tflite, sites, x[:100], bits)
+    graphs, edited = all_low_bit(tflite, sites, x[:100], bits)
     p = precision(bits)
     inp = load_interpreter(edited).get_input_details()[0]
     real = [quantize(x[i:i + 50], inp) for i in range(0, len(x), 50)]
@@ -60,7 +48,7 @@ def test_low_bit_sites_hold_at_most_2_to_the_bits_levels_on_real_and_adversarial
     shape = tuple(int(d) for d in inp["shape"][1:])
     group = sorted({t for g in graphs.values() for t in g.group})
     assert set(group) - set(sites.values()) == PASS_THROUGH[which]  # checked too, below
-    for name, batches in (("real", real), ("adversarial", _adversarial(shape, rng))):
+    for name, batches in (("real", real), ("adversarial", adversarial(shape, rng))):
         seen = stored_levels(edited, group, batches)
         for t, levels in seen.items():
             assert len(levels) <= p.levels, (name, t, sorted(levels))
@@ -71,7 +59,7 @@ def test_low_bit_sites_hold_at_most_2_to_the_bits_levels_on_real_and_adversarial
 
 @pytest.mark.parametrize("bits", [6, 4, 2])
 def test_low_bit_edit_adds_no_op_or_tensor_and_keeps_the_tflm_arena(bits, digits, digits_tflite):
-    _, edited = _all_four_bit(digits_tflite, DIGITS_SITES, digits.x_cal, bits)
+    _, edited = all_low_bit(digits_tflite, DIGITS_SITES, digits.x_cal, bits)
     ops0, t0 = flatbuffer.describe(flatbuffer.read(digits_tflite))
     ops1, t1 = flatbuffer.describe(flatbuffer.read(edited))
     assert [(o.name, o.inputs, o.outputs) for o in ops0] == [(o.name, o.inputs, o.outputs)
@@ -84,28 +72,9 @@ def test_low_bit_edit_adds_no_op_or_tensor_and_keeps_the_tflm_arena(bits, digits
             digits_tflite, digits.x_val, digits.y_val) - 0.02
 
 
-def assert_runs_in_tflite_micro_like_litert(tflite, x, n=20):
-    """Invokes ``tflite`` in TFLM and LiteRT on ``n`` samples: outputs within one step, same top-1."""
-    from tflite_micro import runtime as tflm
-
-    litert = load_interpreter(tflite)
-    litert.allocate_tensors()
-    inp, out = litert.get_input_details()[0], litert.get_output_details()[0]
-    micro = tflm.Interpreter.from_bytes(tflite, arena_size=256 * 1024)
-    for i in range(n):
-        q = quantize(x[i:i + 1], inp)
-        litert.set_tensor(inp["index"], q)
-        litert.invoke()
-        micro.set_input(q, 0)
-        micro.invoke()
-        a, b = micro.get_output(0).astype(int), litert.get_tensor(out["index"]).astype(int)
-        assert np.abs(a - b).max() <= 1  # TFLM's reference kernels round like LiteRT's, +-1
-        assert a.argmax() == b.argmax()
-
-
 @pytest.mark.parametrize("bits", [4, 2])
 def test_edited_model_runs_in_tflite_micro_like_in_litert(bits, digits, digits_tflite):
-    _, edited = _all_four_bit(digits_tflite, DIGITS_SITES, digits.x_cal, bits)
+    _, edited = all_low_bit(digits_tflite, DIGITS_SITES, digits.x_cal, bits)
     assert_runs_in_tflite_micro_like_litert(edited, digits.x_val)
 
 
@@ -114,7 +83,7 @@ def test_residual_and_nested_sites_go_four_bit_at_zero_cost(tiny_model, tiny_dat
 
     exported = export(tiny_model, None, representative_data=tiny_data)
     sites = {s: t for s, t in exported.site_tensors.items() if t is not None}
-    graphs, edited = _all_four_bit(exported.tflite, sites, tiny_data)
+    graphs, edited = all_low_bit(exported.tflite, sites, tiny_data)
     assert {"act", "inner/iconv_relu", "inner/irelu6", "c1_relu", "fc_relu"} <= set(sites)
     assert all(g.can_requantize for g in graphs.values())  # ADD rescales: no tie there
     ops0, _ = flatbuffer.describe(flatbuffer.read(exported.tflite))
@@ -128,7 +97,7 @@ def test_residual_and_nested_sites_go_four_bit_at_zero_cost(tiny_model, tiny_dat
     inp = load_interpreter(edited).get_input_details()[0]
     group = sorted({t for g in graphs.values() for t in g.group})
     batches = [quantize(tiny_data, inp), quantize(tiny_data * 10, inp)]
-    batches += _adversarial(tuple(int(d) for d in inp["shape"][1:]), np.random.RandomState(1))
+    batches += adversarial(tuple(int(d) for d in inp["shape"][1:]), np.random.RandomState(1))
     for t, levels in stored_levels(edited, group, batches).items():
         assert len(levels) <= 16, (t, sorted(levels))
     assert_runs_in_tflite_micro_like_litert(edited, tiny_data)
@@ -180,29 +149,9 @@ def test_residual_add_site_is_not_offered_a_threshold(tiny_model, tiny_data):
         relu.apply_edits(exported.tflite, graphs, {"act": relu.SiteEdit(threshold=0.1)})
 
 
-def _concat_model(third_input_is_a_site: bool = True):
-    import keras
-
-    from aa_tflite.frontend.export import export
-
-    keras.utils.set_random_seed(0)
-    i = keras.Input((8, 8, 3))
-    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="a")(i)
-    b = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="b")(i)
-    joined = [a, b]
-    if not third_input_is_a_site:  # a signed conv output joins too: no clamp, so no tie
-        joined.append(keras.layers.Conv2D(4, 3, padding="same", name="lin")(i))
-    x = keras.layers.Concatenate(name="cat")(joined)
-    x = keras.layers.MaxPooling2D(name="pool")(x)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(x)
-    model = keras.Model(i, keras.layers.Dense(3, name="out")(keras.layers.Flatten()(x)))
-    data = np.random.RandomState(0).rand(32, 8, 8, 3).astype(np.float32)
-    return export(model, None, representative_data=data), data
-
-
 @pytest.mark.parametrize("bits", [4, 2])
 def test_sites_feeding_a_concatenation_move_as_one_tie_group(bits):
-    exported, data = _concat_model()
+    exported, data = concat_model()
     tflite = exported.tflite
     graphs = analyse(tflite, exported.site_tensors)
     ops, _ = flatbuffer.describe(flatbuffer.read(tflite))
@@ -231,7 +180,7 @@ def test_sites_feeding_a_concatenation_move_as_one_tie_group(bits):
     inp = load_interpreter(edited).get_input_details()[0]
     group = sorted(set(graphs["a_relu"].group) | set(graphs["b_relu"].group))
     batches = [quantize(data, inp), quantize(data * 10, inp),
-               *_adversarial((8, 8, 3), np.random.RandomState(1))]
+               *adversarial((8, 8, 3), np.random.RandomState(1))]
     seen = stored_levels(edited, group, batches)
     assert set(seen) == set(group)
     for t, levels in seen.items():
@@ -240,7 +189,7 @@ def test_sites_feeding_a_concatenation_move_as_one_tie_group(bits):
 
 
 def test_a_tie_with_an_input_that_cannot_change_is_not_offered():
-    exported, _ = _concat_model(third_input_is_a_site=False)
+    exported, _ = concat_model(third_input_is_a_site=False)
     graphs = analyse(exported.tflite, exported.site_tensors)
     for site in ("a_relu", "b_relu"):
         assert not graphs[site].can_requantize

@@ -13,7 +13,7 @@ import pytest
 import aa_tflite
 from aa_tflite.runtime import guard
 from aa_tflite.runtime import interpreter as runtime
-from aa_tflite.targets import TARGETS, Exported, kernels_for
+from aa_tflite.targets import TARGETS, TargetExport, kernels_for
 from aa_tflite.targets.tflm import TFLM_MARGIN_MIN, export_tflm, resolver_entries
 from aa_tflite.tflite import multipoint
 from aa_tflite.types import AAError, Kernels
@@ -21,10 +21,8 @@ from tests.helpers import ROOT, need_pi_env
 
 
 @pytest.fixture(scope="module")
-def multi(digits):
-    return aa_tflite.convert(digits.model, budget_kb=[2.5, 1.2], representative_data=digits.x_cal,
-                             eval_data=(digits.x_val[:250], digits.y_val[:250]),
-                             progress=False, curve_points=0)
+def multi(digits_points):
+    return digits_points
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +41,11 @@ def _arrays(source: str) -> dict[str, bytes]:
 def test_one_file_per_point_and_the_bytes_in_the_source_equal_them(exported, multi):
     result, out = exported
     names = sorted(os.listdir(out))
-    assert names == ["digits_kib1p2.tflite", "digits_kib2p5.tflite", "digits_model_data.cc",
+    assert names == ["digits_kib1p2.tflite", "digits_kib1p8.tflite", "digits_kib2p4.tflite",
+                     "digits_model_data.cc",
                      "digits_model_data.h"]
     arrays = _arrays((out / "digits_model_data.cc").read_text())
-    assert sorted(arrays) == ["g_digits_kib1p2", "g_digits_kib2p5"]
+    assert sorted(arrays) == ["g_digits_kib1p2", "g_digits_kib1p8", "g_digits_kib2p4"]
     for p in multi.points:
         data = (out / f"digits_{p.key}.tflite").read_bytes()
         assert arrays[f"g_digits_{p.key}"] == data
@@ -86,8 +85,8 @@ def test_the_op_resolver_list_names_exactly_the_kernels_used(exported, multi):
                                "AddReshape", "AddShape", "AddStridedSlice"}
     header = (out / "digits_model_data.h").read_text()
     assert f"constexpr int kDigitsOpCount = {len(ops)};" in header
-    assert [p["c_array"] for p in result.points.values()] == ["g_digits_kib2p5",
-                                                               "g_digits_kib1p2"]
+    assert [p["c_array"] for p in result.points.values()] == [
+        "g_digits_kib2p4", "g_digits_kib1p8", "g_digits_kib1p2"]
     assert result.lines[-1].startswith(f"Arena constant: {result.info['arena_size']:,} B")
 
 
@@ -152,8 +151,8 @@ def test_edgetpu_check_finds_the_first_cpu_fallback(multi, tmp_path):
     from aa_tflite.targets.web import web_model
 
     done = export_edgetpu(multi.tflite, tmp_path, name="digits")
-    assert sorted(os.path.basename(p) for p in done.files) == ["digits_kib1p2.tflite",
-                                                             "digits_kib2p5.tflite"]
+    assert sorted(os.path.basename(p) for p in done.files) == [
+        "digits_kib1p2.tflite", "digits_kib1p8.tflite", "digits_kib2p4.tflite"]
     for key, point in done.points.items():
         check = point["check"]
         names = [name for _, name, _, _ in check.ops]
@@ -221,7 +220,7 @@ def test_the_registry_names_each_target_its_kernels_and_its_module():
 @pytest.mark.parametrize("name", ["tflm", "pi", "edgetpu"])
 def test_every_target_returns_one_exported_record(name, multi, tmp_path):
     done = TARGETS[name].export(multi.tflite, tmp_path / name, name="digits", source="test")
-    assert isinstance(done, Exported) and done.target == name
+    assert isinstance(done, TargetExport) and done.target == name
     assert list(done.points)[:2] == [p.key for p in multi.points]
     assert done.lines and all(isinstance(line, str) and "\n" not in line for line in done.lines)
     assert all(os.path.isfile(f) for f in done.files)
@@ -232,7 +231,7 @@ def test_every_target_returns_one_exported_record(name, multi, tmp_path):
 def test_pi_export_writes_one_file_per_point_and_the_multi_point_file(multi, tmp_path):
     done = TARGETS["pi"].export(multi.tflite, tmp_path, name="digits")
     assert sorted(os.listdir(tmp_path)) == ["digits.tflite", "digits_kib1p2.tflite",
-                                           "digits_kib2p5.tflite"]
+                                           "digits_kib1p8.tflite", "digits_kib2p4.tflite"]
     assert (tmp_path / "digits.tflite").read_bytes() == multi.tflite
     assert done.info["combined"] == str(tmp_path / "digits.tflite")
     for p in multi.points:
