@@ -23,6 +23,17 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def digits_data():
+    """The digits model's data alone (no TensorFlow): ``.x_cal``, ``.x_val``, ``.y_val``."""
+    import types
+
+    from aa_tflite.frontend.embedded import default_data
+
+    x_cal, x_val, y_val = default_data()
+    return types.SimpleNamespace(x_cal=x_cal, x_val=x_val, y_val=y_val)
+
+
+@pytest.fixture(scope="session")
 def digits_points(digits):
     """The demo's three-point conversion of the digits model (``DEMO_BUDGETS``), made once per
     session and shared by the points, targets, web and Android tests."""

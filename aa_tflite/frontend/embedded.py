@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["DefaultModel", "load_default"]
+__all__ = ["DefaultModel", "default_data", "load_default"]
 
 
 class DefaultModel(NamedTuple):
@@ -35,8 +35,19 @@ def load_default() -> DefaultModel:
     root = importlib.resources.files("aa_tflite") / "data"
     with importlib.resources.as_file(root / "digits_cnn.keras") as path:
         model = keras.saving.load_model(path)
+    return DefaultModel(model, *default_data())
+
+
+def default_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The embedded model's data, ``(x_cal, x_val, y_val)``, without loading the model (no
+    TensorFlow import).
+
+    Example:
+        >>> x_cal, x_val, y_val = default_data()
+        >>> x_cal.shape[1:], x_val.shape == (len(y_val), 8, 8, 1)
+        ((8, 8, 1), True)
+    """
+    root = importlib.resources.files("aa_tflite") / "data"
     with importlib.resources.as_file(root / "digits.npz") as path, np.load(path) as d:
-        x_cal = d["x_cal"].astype(np.float32) / 16.0
-        x_val = d["x_val"].astype(np.float32) / 16.0
-        y_val = d["y_val"].astype(np.int64)
-    return DefaultModel(model, x_cal, x_val, y_val)
+        return (d["x_cal"].astype(np.float32) / 16.0, d["x_val"].astype(np.float32) / 16.0,
+                d["y_val"].astype(np.int64))

@@ -23,9 +23,9 @@ def test_round_trip_replace_and_strip(digits_tflite):
     assert metadata.read_metadata(metadata.strip_metadata(b)) == {}
 
 
-def test_metadata_changes_neither_outputs_nor_the_tflm_arena(digits, digits_tflite):
+def test_metadata_changes_neither_outputs_nor_the_tflm_arena(digits_data, digits_tflite):
     tagged = metadata.write_metadata(digits_tflite, {"note": "y" * 500})
-    x = digits.x_val[:64]
+    x = digits_data.x_val[:64]
     assert np.array_equal(run_model(tagged, x), run_model(digits_tflite, x))
     assert memory.tflm_arena(tagged) == memory.tflm_arena(digits_tflite)
 
@@ -48,8 +48,8 @@ def test_plain_int8_file_has_no_low_bit_tensors(digits_tflite, mnist1d_tflite):
 
 
 @pytest.mark.parametrize("bits", [6, 4, 2])
-def test_bits_derived_from_the_file_match_the_edit(bits, digits, digits_tflite):
-    graphs, edited = all_low_bit(digits_tflite, DIGITS_SITES, digits.x_cal, bits)
+def test_bits_derived_from_the_file_match_the_edit(bits, digits_data, digits_tflite):
+    graphs, edited = all_low_bit(digits_tflite, DIGITS_SITES, digits_data.x_cal, bits)
     expected = {t: bits for g in graphs.values() for t in g.group}
     assert metadata.stored_bits(edited) == expected
     # and a wrong claim in the metadata is what the metadata says (it is the plan's record)
