@@ -50,6 +50,7 @@ def _add_convert(sub) -> None:
 
 def _add_convert_options(p: argparse.ArgumentParser) -> None:
     """The ``convert`` subcommand's options."""
+    from aa_tflite.precision import LOW_BITS
     from aa_tflite.targets import TARGETS
     from aa_tflite.types import Kernels, MemoryMode
 
@@ -78,7 +79,8 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=sorted(TARGETS),
                    default=None, help="where the file will run: measure on its kernels")
     p.add_argument("--bits", type=_bit_menu, default=None,
-                   help="precisions to offer below 8 bits, comma-separated, from 6,5,4,3,2 "
+                   help="precisions to offer below 8 bits, comma-separated, from "
+                        f"{','.join(map(str, LOW_BITS))} "
                         "(default all; 'none' plans 8 bits only)")
     p.add_argument("--input-sizes", type=_sizes, default=None,
                    help="square input sizes, comma-separated (96,128), for a model that is fully "

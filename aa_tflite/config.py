@@ -52,7 +52,7 @@ class ConvertConfig:
         sparsity_points: Threshold candidates for ``"packed+sparse"``: thresholds that add these
             many points of sparsity per site; ``()`` plans precision only. Defaults to
             ``(10, 20, 30)``.
-        bits: The activation precisions offered below 8 bits, from ``aa_tflite.precision``
+        bits: The activation precisions offered below 8 bits, from ``precision.LOW_BITS``
             (6, 5, 4, 3, 2). ``[4]`` offers 4 bits only; ``[]`` plans thresholds only. Defaults
             to all of them.
         max_fit_samples: Representative samples used to fit consumer corrections and measure

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 
 from aa_tflite.types import AAError, Bits
 
-__all__ = ["DEFAULT_MENU", "PRECISIONS", "Precision", "bits_for_levels", "check_menu",
+__all__ = ["DEFAULT_MENU", "LOW_BITS", "PRECISIONS", "Precision", "bits_for_levels", "check_menu",
            "packed_bytes", "precision"]
 
 
@@ -71,8 +71,11 @@ def packed_bytes(elements: int, bits: int) -> int:
 
 PRECISIONS: dict[int, Precision] = {
     int(b): Precision(int(b), 2 ** int(b), 128 - 2 ** int(b)) for b in Bits}
-# What ``convert`` offers by default: every narrower precision with a zero-cost lowering.
-DEFAULT_MENU: tuple[int, ...] = (6, 5, 4, 3, 2)
+# Every precision below int8, widest first. Adding a bit-width is one ``Bits`` member: the table,
+# this list, the default menu, the signed lowering's widths and the CLI's help follow from it.
+LOW_BITS: tuple[int, ...] = tuple(sorted((b for b in PRECISIONS if b < 8), reverse=True))
+# What ``convert`` offers by default: every narrower precision (each has a zero-cost lowering).
+DEFAULT_MENU: tuple[int, ...] = LOW_BITS
 
 
 def precision(bits: int) -> Precision:

@@ -8,7 +8,7 @@ clamp. This module gives it one, with the producer's fused ``RELU_N1_TO_1``, by 
 quantization parameters, constants and that fused activation: no op and no tensor is added, so the
 TFLite Micro arena is unchanged. No TensorFlow import.
 
-The lowering of tensor ``y`` (channels ``k``) to ``b`` bits, ``b`` in 6, 5, 4, 3, 2:
+The lowering of tensor ``y`` (channels ``k``) to ``b`` bits, ``b`` below 8 (``LOW_BITS``):
 
 * ``fit`` picks per channel a centre ``c_k`` and half-range ``m_k`` so the grid
   ``c_k + m_k * (-1, -1 + s, ..., 1 - s)``, ``s = 1 / 2^(b-1)`` (``2^b`` levels, step
@@ -67,7 +67,7 @@ from aa_tflite.lowering.tensor_edit import (
     edit_tensors,
     subsample,
 )
-from aa_tflite.precision import precision
+from aa_tflite.precision import LOW_BITS, precision
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.analyse import SiteGraph
 from aa_tflite.tflite.flatbuffer import OpInfo, TensorInfo
@@ -89,7 +89,7 @@ __all__ = ["SIGNED_BITS", "SignedChoice", "SignedClamp", "SignedGraph", "apply",
            "reachable"]
 
 # Bit widths with a signed lowering (8 bits is the plain int8 tensor, left as is).
-SIGNED_BITS: tuple[int, ...] = (6, 5, 4, 3, 2)
+SIGNED_BITS: tuple[int, ...] = LOW_BITS  # every precision below 8
 _RELU_N1_TO_1 = schema.ActivationFunctionType.RELU_N1_TO_1
 _NOT_SIGNED = ("Tensor {t} is not a signed activation (the output of a weighted op with no fused "
                "activation). Signed tensors: {known}")
@@ -128,7 +128,7 @@ class SignedChoice:
     """The lowering of one signed tensor.
 
     Attributes:
-        bits: 6, 5, 4, 3 or 2 (8 leaves the tensor as it is).
+        bits: One of ``LOW_BITS`` (8 leaves the tensor as it is).
         centre: Per-channel centre ``c`` (real units), shape ``(channels,)`` or a scalar.
         half_range: Per-channel half-range ``m`` > 0: the levels are ``c + m * (-1 .. 1 - s)``.
     """
@@ -237,7 +237,7 @@ def fit(values: np.ndarray, bits: int, *, min_step: float | None = None
     Args:
         values: Calibration values of the tensor, channels on the last axis (e.g. from
             ``calibrate.tensor_values``).
-        bits: 6, 5, 4, 3 or 2.
+        bits: One of ``LOW_BITS``.
         min_step: The smallest step allowed, e.g. the baseline's int8 scale. Defaults to the
             smallest gap between distinct values (the int8 step, for dequantized int8 values).
 

@@ -38,7 +38,7 @@ from aa_tflite.tflite.ops import (
 __all__ = ["RELU_KIND", "SiteGraph", "analyse"]
 
 RELU_KIND = "relu"  # the lowering of the sites ``analyse`` finds (``lowering.relu``)
-_NO_PRECISION = "4-bit and clip not offered"
+_NO_PRECISION = "no precision below 8 bits and no clip offered"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
