@@ -9,7 +9,7 @@ import keras
 from absl import logging
 
 from aa_tflite.frontend.layers import AAReLU
-from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind
+from aa_tflite.types import AAError, Lowering, Plan, Site, SiteConfig, SiteKind, check_sites
 
 __all__ = ["Rewritten", "check_model", "from_keras2", "is_keras2", "rewrite", "site_layers"]
 
@@ -255,10 +255,7 @@ def rewrite(model: keras.Model, configs: Mapping[str, SiteConfig] | Plan | None 
         raise AAError(f"Model {model.name!r} has no ReLU to rewrite (looked for ReLU layers, "
                       "Activation('relu'/'relu6') and activation='relu'/'relu6' in Conv/Dense "
                       "layers). aa_tflite works on ReLU networks only.")
-    unknown = sorted(set(configs) - {s.name for s in rw.sites})
-    if unknown:
-        raise AAError(f"configs name sites this model does not have: {unknown}. "
-                      f"Its sites are: {[s.name for s in rw.sites]}")
+    check_sites(configs, [s.name for s in rw.sites], "The configs")
     for old, new in rw.weight_pairs:
         new.set_weights(old.get_weights())
     return Rewritten(new_model, rw.sites)
