@@ -194,6 +194,11 @@ def test_budget_error_names_the_tensors_that_set_the_floor_and_why():
     assert "the model input" in text
     assert "output of CONV_2D (op 0), signed" in text and "read by TANH" in text
     assert err.value.smallest_bytes == 2304 + 1152  # input + the signed conv output, at int8
+    # The same reasons, as records: one per live tensor, which the message lists line by line.
+    floor = {f.nbytes: f for f in err.value.tensors}
+    assert sorted(floor) == [1152, 2304] and sum(floor) == err.value.smallest_bytes
+    assert floor[2304].why.startswith("the model input") and floor[2304].shape == (1, 12, 12, 16)
+    assert "signed" in floor[1152].why and f"tensor {floor[1152].tensor} " in text
     # The plan at the floor is the cheapest one: the ReLU site is not live at the floor, so
     # the plan leaves it at int8 (the smallest options everywhere would lose accuracy for
     # nothing).
