@@ -265,14 +265,18 @@ def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
         kernels: ``"builtin"``, ``"xnnpack"`` (one interpreter per batch size, each resized
             before it is allocated) or ``"tflm"`` (TensorFlow Lite Micro's reference kernels,
             one sample per invoke).
-        batch_size: Samples per invocation (LiteRT).
+        batch_size: Samples per invocation (LiteRT); 1 for a model fixed at batch 1 (whose
+            input's shape signature has no -1, e.g. ``tflite.static_batch``'s).
     """
     kernels = check_kernels(kernels)
-    if kernels == Kernels.BUILTIN:
-        return run(make_interpreter(tflite, kernels), x, batch_size=batch_size)
     x = np.asarray(x)
     detail = make_interpreter(tflite, Kernels.BUILTIN)
     inp, out = detail.get_input_details()[0], detail.get_output_details()[0]
+    signature = inp.get("shape_signature")
+    if signature is not None and len(signature) and int(signature[0]) != -1:
+        batch_size = 1  # a fixed batch cannot be resized
+    if kernels == Kernels.BUILTIN:
+        return run(detail, x, batch_size=batch_size)
     want = check_input_shape(x, inp)
     results = []
     if kernels == Kernels.TFLM:

@@ -1,5 +1,5 @@
-"""What several exports share: a file's points as single-subgraph files, static shapes, C
-identifiers, and writing a set of files at once. No TensorFlow import."""
+"""What several exports share: a file's points as single-subgraph files, C identifiers, and
+writing a set of files at once. No TensorFlow import."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import os
 import re
 from collections.abc import Mapping
 
-import numpy as np
-
 from aa_tflite.files import atomic_write_all
 from aa_tflite.tflite import multipoint
 
-__all__ = ["ident", "point_files", "static_shapes", "write_files"]
+__all__ = ["ident", "point_files", "write_files"]
 
 
 def point_files(tflite: bytes) -> dict[str, bytes]:
@@ -27,14 +25,6 @@ def point_files(tflite: bytes) -> dict[str, bytes]:
     if len(keys) > 1:
         return {k: multipoint.split(tflite, k) for k in keys}
     return {keys[0] if keys else "model": bytes(tflite)}
-
-
-def static_shapes(graph) -> None:
-    """Sets every tensor's shape signature of ``graph`` (a ``SubGraphT``) to its static shape,
-    batch 1 where it was -1."""
-    for t in graph.tensors:
-        if t.shape is not None and len(t.shape):
-            t.shapeSignature = np.array([max(int(d), 1) for d in t.shape], np.int32)
 
 
 def ident(text: str) -> str:

@@ -12,8 +12,9 @@ import subprocess
 import numpy as np
 
 from aa_tflite.targets import TargetExport
-from aa_tflite.targets.common import ident, point_files, static_shapes, write_files
+from aa_tflite.targets.common import ident, point_files, write_files
 from aa_tflite.tflite import flatbuffer
+from aa_tflite.tflite.static_batch import static_batch
 from aa_tflite.types import AAError
 
 __all__ = ["EDGETPU_OPS", "EdgeTpuCheck", "check_edgetpu", "export", "export_edgetpu"]
@@ -120,7 +121,8 @@ def check_edgetpu(tflite: bytes) -> EdgeTpuCheck:
 
 def export_edgetpu(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model"
                    ) -> TargetExport:
-    """One static-shape, single-subgraph file per point, each checked (``check_edgetpu``); if
+    """One static-shape, single-subgraph file per point (``tflite.static_batch``: batch 1, the
+    shape ops of ``Flatten`` folded into constants), each checked (``check_edgetpu``); if
     ``edgetpu_compiler`` is on the PATH it compiles each.
 
     Example:
@@ -134,9 +136,7 @@ def export_edgetpu(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "mo
     """
     points, files, checks = point_files(tflite), {}, {}
     for k, b in points.items():
-        model = flatbuffer.read(b)
-        static_shapes(model.subgraphs[0])
-        fixed = flatbuffer.write(model)
+        fixed = static_batch(b)  # batch 1, shape ops folded: the TPU needs static shapes
         checks[k] = check_edgetpu(fixed)
         files[f"{ident(name)}_{ident(k)}.tflite"] = fixed
     written = write_files(out_dir, files)

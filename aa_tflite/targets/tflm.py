@@ -1,6 +1,7 @@
 """TensorFlow Lite Micro: what a firmware build needs. No TensorFlow import.
 
-``export_tflm`` writes one single-subgraph ``.tflite`` per operating point, a C++ source with each
+``export_tflm`` writes one single-subgraph ``.tflite`` per operating point (fixed at batch 1, its
+shape ops folded: ``tflite.static_batch``), a C++ source with each
 model as a byte array, and a header with the arena size to reserve and the op resolver entries
 the models need.
 """
@@ -14,6 +15,7 @@ import re
 from aa_tflite.targets import TargetExport
 from aa_tflite.targets.common import ident, point_files, write_files
 from aa_tflite.tflite import flatbuffer, memory
+from aa_tflite.tflite.static_batch import static_batch
 from aa_tflite.types import AAError
 
 __all__ = ["TFLM_MARGIN_FRACTION", "TFLM_MARGIN_MIN", "export", "export_tflm", "resolver_entries"]
@@ -120,7 +122,8 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
         AAError: TFLM cannot allocate a point, or an op has no TFLM kernel.
     """
     stem, camel = ident(name), _camel(name) or "Model"
-    points = point_files(tflite)
+    # Firmware runs one sample at a time: batch 1, the shape ops folded (smaller arena tail).
+    points = {k: static_batch(b) for k, b in point_files(tflite).items()}
     measured = {k: memory.tflm_arena(b).total for k, b in points.items()}
     arena = _arena(measured)[0]
     ops = sorted({op for b in points.values() for op in resolver_entries(b)})

@@ -10,10 +10,10 @@ from ai_edge_litert import schema_py_generated as schema
 
 from aa_tflite.targets import TargetExport
 from aa_tflite.targets.android import default_samples, write_assets
-from aa_tflite.targets.common import static_shapes
 from aa_tflite.tflite import flatbuffer, multipoint
 from aa_tflite.tflite.metadata import read_metadata
 from aa_tflite.tflite.ops import opcode_index
+from aa_tflite.tflite.static_batch import fix_shapes
 from aa_tflite.types import AAError
 
 __all__ = ["export", "export_web", "web_model"]
@@ -77,7 +77,7 @@ def web_model(tflite: bytes) -> bytes:
     """
     model = flatbuffer.read(tflite)
     for graph in model.subgraphs:
-        static_shapes(graph)
+        fix_shapes(graph)
         remap = _float_io(model, graph)
         for sig in model.signatureDefs or []:
             if model.subgraphs[sig.subgraphIndex] is graph:
