@@ -35,7 +35,7 @@ __all__ = ["IN_PLACE", "LIBRARIES", "OFFLINE_PLAN_NAME", "OFFLINE_PLAN_VERSION",
            "write_offline_plan"]
 
 OFFLINE_PLAN_NAME = "OfflineMemoryAllocation"
-OFFLINE_PLAN_VERSION = 1  # TFLM ignores words 0 and 1; its own tests write version 1
+OFFLINE_PLAN_VERSION = 0  # as Arm Vela 3.11 writes it; TFLM ignores words 0 and 1
 LIBRARIES = ("reference", "cmsis-nn", "esp-nn")
 _ALL = LIBRARIES
 
@@ -43,34 +43,35 @@ _ALL = LIBRARIES
 @dataclasses.dataclass(frozen=True)
 class InPlaceRule:
     """An op whose output may overwrite a dying input, for which libraries, and the proof.
-    ``kind``: ``"elementwise"``/``"depthwise"``: output at the input's offset; ``"conv"``: input
-    at least the shift (from the shapes) past the output's start where no output pixel
-    overwrites an input pixel a later one reads."""
+    ``kind``: ``"elementwise"``: output at the input's offset; ``"depthwise"`` (k whole pixels)
+    and ``"conv"``: input the least shift past the output's start at which no output pixel
+    overwrites an input pixel that a later one (conv: or itself) still reads."""
 
     kind: str
     libraries: tuple[str, ...]
     evidence: tuple[str, ...]
 
 
-# The one table of allowed overlaps. Sources: tflite-micro@90b983c2 (TFLM, under
-# tensorflow/lite/), CMSIS-NN@99f736a6 (under Source/), esp-nn@d45b843c (ESP-NN, under src/) and
-# esp-tflite-micro@99f49e14 (ESP). An op a library has no kernel for runs TFLM's reference kernel
-# in that library's build (TFLM micro/kernels/cmsis_nn/ and ESP micro/kernels/esp_nn/ list them).
+# The one table of allowed overlaps. Sources: tflite-micro@90b983c2 (TFLM, in tensorflow/lite/),
+# CMSIS-NN@99f736a6 (in Source/), esp-nn@d45b843c (ESP-NN, in src/), esp-tflite-micro@99f49e14 (ESP).
+# A library's build runs TFLM's reference kernel for an op it has no kernel for (listed in TFLM
+# micro/kernels/cmsis_nn/ and ESP micro/kernels/esp_nn/), so the reference proof covers it there.
 IN_PLACE: dict[str, InPlaceRule] = {
     "ADD": InPlaceRule("elementwise", _ALL, (
         "TFLM kernels/internal/reference/integer_ops/add.h:62-73,128-145: out[i] from in1[i], "
         "in2[i], i ascending (micro/kernels/add.cc:124 when the shapes match)",
         "CMSIS-NN BasicMathFunctions/arm_elementwise_add_s8.c:72-103 (MVE), 124-196 (DSP), "
         "204-224: 4 read, then written, ascending (TFLM micro/kernels/cmsis_nn/add.cc:145)",
-        "ESP-NN basic_math/esp_nn_add_s8_esp32s3.S:119-507 (8 loaded, then ee.vst), 516-622 "
-        "(scalar tail), esp_nn_add_s8_esp32p4.c:55-86, esp_nn_add_ansi.c:76-95 (ESP "
-        "micro/kernels/esp_nn/add.cc:135)")),
+        "ESP-NN basic_math/esp_nn_add_s8_esp32s3.S:119-507 (8 loaded, then ee.vst), 516-622 (tail),"
+        " _esp32p4.c:55-86, esp_nn_add_ansi.c:76-95 (ESP micro/kernels/esp_nn/add.cc:135)")),
     "RELU": InPlaceRule("elementwise", _ALL, (
         "TFLM micro/kernels/activations.h:40-55: out[i] from in[i] (activations.cc:56-57)",)),
     "RELU6": InPlaceRule("elementwise", _ALL, (
         "TFLM micro/kernels/activations.h:68-78: out[i] from in[i] (activations.cc:104-105)",)),
     "RESHAPE": InPlaceRule("elementwise", _ALL, (
         "TFLM micro/kernels/reshape.cc:45-47: copies only when the buffers differ",)),
+    "EXPAND_DIMS": InPlaceRule("elementwise", _ALL, (
+        "TFLM micro/kernels/expand_dims.cc:113-117,135-137: out[i] = in[i], i ascending",)),
     "DEPTHWISE_CONV_2D": InPlaceRule("depthwise", _ALL, (
         "TFLM kernels/internal/reference/integer_ops/depthwise_conv.h:63-116: output pixels in "
         "raster order; channel c, from input channel c only, written after its window is read",
@@ -161,8 +162,7 @@ def write_offline_plan(tflite: bytes, offsets: Mapping[int, int], *,
     if entry.buffer in used or not 0 < entry.buffer < len(model.buffers):  # else reuse it
         model.buffers.append(schema.BufferT())
         entry.buffer = len(model.buffers) - 1
-    model.buffers[entry.buffer].data = np.frombuffer(words.astype("<i4").tobytes(),
-                                                     np.uint8).copy()
+    model.buffers[entry.buffer].data = np.frombuffer(words.astype("<i4").tobytes(), np.uint8).copy()
     return flatbuffer.write(model)
 
 
@@ -222,7 +222,7 @@ def _admit(model, op, tensors, inp: int, out: int) -> tuple[int, bool] | str:
         return "only int8 activations are covered"
     if rule.kind == "elementwise":
         data = op.inputs[:2] if op.name == "ADD" else op.inputs[:1]
-        same = (a.elements == b.elements if op.name == "RESHAPE"
+        same = (a.elements == b.elements if op.name in ("RESHAPE", "EXPAND_DIMS")
                 else all(tensors[t].shape == b.shape for t in data))
         return (0, True) if inp in data and same else \
             "its inputs and output differ in shape (a broadcast reads out of step)"
@@ -235,14 +235,14 @@ def _admit(model, op, tensors, inp: int, out: int) -> tuple[int, bool] | str:
     if rule.kind == "depthwise":
         if ci != co or (opts.dilationHFactor, opts.dilationWFactor) != (1, 1):
             return "covered for depth multiplier 1 and dilation 1 only"
-        n = min(n_out, len(last))
-        return (0, True) if bool(np.all(last[:n] <= np.arange(n))) else \
-            "a later output pixel still reads an input pixel the output overwrites"
+        # output pixel p overwrites input pixel p - k (same channels): no later pixel reads it
+        n, step = min(n_out, len(last)), TFLM_ALIGNMENT // np.gcd(ci, TFLM_ALIGNMENT)
+        lag = int(np.max(last[:n] - np.arange(n), initial=0))
+        return int(-(-lag // step) * step * ci), True
     # conv: output pixel p must not overwrite input pixels q with last[q] >= p, i.e. stay
     # below first[p] = min{q : last[q] >= p}: shift >= (p + 1) * co - first[p] * ci for all p.
     first = np.full(n_out + 1, len(last), np.int64)
-    read = last >= 0
-    np.minimum.at(first, last[read], np.nonzero(read)[0])
+    np.minimum.at(first, last[last >= 0], np.nonzero(last >= 0)[0])
     first = np.minimum.accumulate(first[::-1])[::-1][:n_out]
     need = int(np.max((np.arange(n_out) + 1) * co - first * ci)) if n_out else 0
     return -(-need // TFLM_ALIGNMENT) * TFLM_ALIGNMENT, False
@@ -271,8 +271,7 @@ def _context(tflite: bytes, order=None):
     ops, tensors = flatbuffer.describe(model)
     sched, step = _schedule(ops, order)
     first, last = lifetimes(model, sched)
-    outputs = set(map(int, model.subgraphs[0].outputs if model.subgraphs[0].outputs is not None
-                      else []))
+    outputs = set(map(int, [] if model.subgraphs[0].outputs is None else model.subgraphs[0].outputs))
     return model, ops, tensors, step, first, last, outputs
 
 
@@ -283,8 +282,7 @@ def _overlaps(ctx, wanted: Iterable | str, library: str) -> tuple[list[Overlap],
     libs = _libraries(library)
     auto = isinstance(wanted, str)
     if auto and wanted != "auto":
-        raise AAError(f"in_place/overlaps must be 'auto' or (op, input, output) triples. "
-                      f"Received: {wanted!r}")
+        raise AAError(f"in_place/overlaps takes 'auto' or (op, input, output) triples: {wanted!r}")
     triples = [(op.index, t, o) for op in ops if op.name in IN_PLACE for t in op.inputs
                for o in op.outputs[:1] if t >= 0] if auto else \
         [(w.op, w.input, w.output) if isinstance(w, Overlap) else tuple(w) for w in wanted]
@@ -384,12 +382,14 @@ def _fits(c: int, i: int, live, offsets, sizes, pairs) -> bool:
     return True
 
 
-def _place(sizes, first, last, pairs) -> tuple[list[int], int]:
-    """TFLM's greedy order and rule (largest first, at the lowest offset that fits), plus the
-    offsets allowed overlaps give; ``pairs`` maps (input, output) positions to ``Overlap``s."""
-    n = len(sizes)
+def _place(sizes, first, last, pairs, later_first: bool) -> tuple[list[int], int]:
+    """TFLM's greedy order and rule (largest first, lowest offset that fits), plus the offsets
+    allowed overlaps give, even below 0 (the arena is shifted after): the smallest extent wins.
+    ``pairs`` maps (input, output) positions to ``Overlap``s; ``later_first`` breaks size ties
+    by placing the later-created buffer first (an output before the input it overwrites)."""
+    n, lo, hi = len(sizes), 0, 0
     offsets: list = [None] * n
-    for i in sorted(range(n), key=lambda i: -sizes[i]):
+    for i in sorted(range(n), key=lambda i: (-sizes[i], -first[i] if later_first else 0)):
         live = [j for j in range(n) if offsets[j] is not None
                 and not (first[j] > last[i] or first[i] > last[j])]
         cands = {0, *(offsets[j] + sizes[j] for j in live)}
@@ -398,8 +398,10 @@ def _place(sizes, first, last, pairs) -> tuple[list[int], int]:
                 cands.add(offsets[a] - o.shift)
             if a == i and offsets[b] is not None:
                 cands.add(offsets[b] + o.shift)
-        offsets[i] = min(c for c in cands if c >= 0 and _fits(c, i, live, offsets, sizes, pairs))
-    return offsets, max((offsets[i] + sizes[i] for i in range(n)), default=0)
+        _, offsets[i] = min((max(hi, c + sizes[i]) - min(lo, c), c) for c in cands
+                            if _fits(c, i, live, offsets, sizes, pairs))
+        lo, hi = min(lo, offsets[i]), max(hi, offsets[i] + sizes[i])
+    return [off - lo for off in offsets], hi - lo
 
 
 def plan_offsets(tflite: bytes, *, order: Sequence[int] | None = None,
@@ -440,8 +442,8 @@ def plan_offsets(tflite: bytes, *, order: Sequence[int] | None = None,
     index = {t: i for i, t in enumerate(planned)}
     pairs = {(index[o.input], index[o.output]): o for o in overlaps
              if o.input in index and o.output in index}
-    if pairs:
-        ours, our_head = _place(sizes, f, la, pairs)
+    for later_first in (False, True) if pairs else ():
+        ours, our_head = _place(sizes, f, la, pairs, later_first)
         if our_head < head:
             offsets, head = ours, our_head
     return {t: int(off) for t, off in zip(planned, offsets)}, int(head)
