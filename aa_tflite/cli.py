@@ -115,6 +115,10 @@ def _add_export(sub) -> None:
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--name", default=None, help="stem of the files and C names (default: the "
                                                 "model file's stem)")
+    p.add_argument("--library", default=None,
+                   help="tflm: the kernel library the firmware links, for the offline memory "
+                        "plan's in-place overlaps: all (default: only overlaps safe for every "
+                        "library), reference, cmsis-nn or esp-nn")
 
 
 def _add_run(sub) -> None:
@@ -224,28 +228,10 @@ def _load_keras(path: str):
 
 def _inspect(args: argparse.Namespace) -> int:
     from aa_tflite import report
-    from aa_tflite.tflite import flatbuffer, memory, metadata
 
     tflite = _read_tflite(args.model)
-    ops, _ = flatbuffer.describe(flatbuffer.read(tflite))
-    meta = metadata.read_metadata(tflite)
-    bits = metadata.stored_bits(tflite)
-    print(f"{args.model}: {len(ops)} ops")
-    for op in ops:
-        act = f" +{op.fused_activation}" if op.fused_activation not in (None, "NONE") else ""
-        print(f"  {op.index:3d} {op.name}{act}  {list(op.inputs)} -> {list(op.outputs)}")
-    _, layout = memory.plan_tensors(tflite, bits=bits)
-    print("\n".join(report.tensor_table(layout)))
-    if meta:
-        print(f"Bits per tensor: from the file's aa_tflite metadata ({meta.get('producer', '?')}, "
-              f"plan of {len(meta.get('plan', {}).get('sites', {}))} sites, "
-              f"{meta.get('memory_mode')} budget {_figure(meta.get('budget_bytes'))} B).")
-    else:
-        print("Bits per tensor: no aa_tflite metadata; derived from each tensor's producer "
-              "clamp and quantization parameters.")
-    print("\n".join(report.memory_lines(
-        memory.memory_report(tflite, bits=bits, measure_tflm=not args.no_tflm))))
-    print(report.MEMORY_NOTE)
+    print("\n".join(report.inspect_lines(tflite, name=args.model,
+                                         measure_tflm=not args.no_tflm)))
     return 0
 
 
@@ -360,12 +346,16 @@ def _figure(value, spec: str = ",") -> str:
 
 def _export(args: argparse.Namespace) -> int:
     from aa_tflite.targets import TARGETS
+    from aa_tflite.types import AAError
 
     tflite = _read_tflite(args.model)
     samples = _load_npz(args.samples, "--samples") if args.samples else None
+    options = {} if args.library is None else {"library": args.library}
+    if options and args.target != "tflm":
+        raise AAError("--library applies to --target tflm only (the offline memory plan).")
     done = TARGETS[args.target].export(
         tflite, args.out, name=args.name or os.path.splitext(os.path.basename(args.model))[0],
-        source=os.path.basename(args.model), samples=samples)
+        source=os.path.basename(args.model), samples=samples, **options)
     print("\n".join(done.lines))
     print("Wrote: " + ", ".join(done.files))
     return 0

@@ -26,8 +26,8 @@ from aa_tflite.tflite import memory as memory_mod
 from aa_tflite.tflite.analyse import SiteGraph
 from aa_tflite.types import MemoryReport, Plan, SiteConfig, TensorMemory
 
-__all__ = ["MEMORY_NOTE", "Report", "SiteRow", "build_report", "lowering_words", "memory_lines",
-           "tensor_table", "zero_points"]
+__all__ = ["MEMORY_NOTE", "Report", "SiteRow", "build_report", "inspect_lines", "lowering_words",
+           "memory_lines", "tensor_table", "zero_points"]
 
 MEMORY_NOTE = ("Packed = activation peak with each tensor at its bit-width, packed (ceil(n x bits "
                "/ 8) bytes): real only on a runtime that packs activations; stock TFLite and "
@@ -49,6 +49,44 @@ def memory_lines(m: MemoryReport) -> list[str]:
     lines += [f"weights                : {_kib(m.weights)}",
               f".tflite file           : {_kib(m.file_size)}"]
     return lines
+
+
+def inspect_lines(tflite: bytes, *, name: str, measure_tflm: bool = True) -> list[str]:
+    """What ``aa-tflite inspect`` prints about a ``.tflite``: its ops, its planned tensors, where
+    the bits per tensor come from, whether it carries an offline memory plan, and its memory
+    figures side by side (the same figures ``convert`` reports for the same file).
+
+    Example:
+        >>> print("\\n".join(inspect_lines(tflite, name="digits.tflite")))  # doctest: +SKIP
+    """
+    from aa_tflite.tflite import metadata, offline_plan
+
+    ops, _ = flatbuffer.describe(flatbuffer.read(tflite))
+    meta = metadata.read_metadata(tflite)
+    bits = metadata.stored_bits(tflite)
+    lines = [f"{name}: {len(ops)} ops"]
+    for op in ops:
+        act = f" +{op.fused_activation}" if op.fused_activation not in (None, "NONE") else ""
+        lines.append(f"  {op.index:3d} {op.name}{act}  {list(op.inputs)} -> {list(op.outputs)}")
+    _, layout = memory_mod.plan_tensors(tflite, bits=bits)
+    lines += tensor_table(layout)
+    if meta:
+        budget = meta.get("budget_bytes")
+        lines.append(f"Bits per tensor: from the file's aa_tflite metadata "
+                     f"({meta.get('producer', '?')}, plan of "
+                     f"{len(meta.get('plan', {}).get('sites', {}))} sites, "
+                     f"{meta.get('memory_mode')} budget {'-' if budget is None else f'{budget:,}'}"
+                     " B).")
+    else:
+        lines.append("Bits per tensor: no aa_tflite metadata; derived from each tensor's producer "
+                     "clamp and quantization parameters.")
+    placed = offline_plan.read_offline_plan(tflite)
+    lines.append("TFLM offline memory plan: " + (
+        "none (TFLM plans the arena itself)" if placed is None else
+        f"yes, {len(placed):,} tensors placed (TFLM uses it; "
+        "LiteRT and tflite-runtime ignore it)"))
+    lines += memory_lines(memory_mod.memory_report(tflite, bits=bits, measure_tflm=measure_tflm))
+    return [*lines, MEMORY_NOTE]
 
 
 def tensor_table(layout: Sequence[TensorMemory], levels: Mapping[int, int] | None = None,

@@ -79,28 +79,6 @@ def _tflm_outputs(tflite: bytes, x: np.ndarray, arena_size: int | None = None) -
     return np.concatenate(out)
 
 
-def _allocates(tflite: bytes, size: int) -> bool:
-    from aa_tflite.runtime.interpreter import micro_interpreter
-
-    try:
-        micro_interpreter(tflite, arena_size=size)
-    except RuntimeError:
-        return False
-    return True
-
-
-def smallest_arena(tflite: bytes, total: int) -> int:
-    """The smallest arena (16-byte steps) TFLM allocates ``tflite`` in, from its head plus tail
-    (``total``) up: a small head can leave too little room for TFLM's planner at allocation."""
-    lo, hi = total - 16, total
-    while not _allocates(tflite, hi):
-        lo, hi = hi, hi + 2 * (hi - lo)
-    while hi - lo > 16:
-        mid = (lo + hi) // 32 * 16
-        lo, hi = (lo, mid) if _allocates(tflite, mid) else (mid, hi)
-    return hi
-
-
 def _planned(tflite: bytes, library: str, x: np.ndarray, stock_out: np.ndarray) -> dict:
     from aa_tflite.runtime import guard
     from aa_tflite.tflite import memory
@@ -118,7 +96,7 @@ def _planned(tflite: bytes, library: str, x: np.ndarray, stock_out: np.ndarray) 
     problems = check_plan(tflite, offsets, overlaps="auto", library=library)
     planned = write_offline_plan(tflite, offsets, overlaps="auto", library=library)
     arena = memory.tflm_arena(planned)
-    smallest = smallest_arena(planned, arena.total)
+    smallest = memory.smallest_arena(planned, total=arena.total)
     out = _tflm_outputs(planned, x, smallest)
     short = guard.probe(planned, kernels=Kernels.TFLM, tflm_arena_size=smallest - 64)
     return {"library": library, "allowed_overlaps": len(in_place_candidates(
@@ -141,7 +119,7 @@ def run(skip_mobilenet: bool = False) -> list[dict]:
         stock_out = _tflm_outputs(tflite, x)
         row = {"model": name, "inputs": len(x), "stock_head": stock.head,
                "stock_tail": stock.tail, "stock_total": stock.total,
-               "stock_smallest_arena": smallest_arena(tflite, stock.total),
+               "stock_smallest_arena": memory.smallest_arena(tflite, total=stock.total),
                "greedy_head": memory.plan_tensors(tflite, alignment=16)[0],
                "planned": [_planned(tflite, lib, x, stock_out) for lib in LIBRARIES]}
         rows.append(row)

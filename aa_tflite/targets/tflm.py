@@ -14,11 +14,13 @@ import re
 
 from aa_tflite.targets import TargetExport
 from aa_tflite.targets.common import ident, point_files, write_files
-from aa_tflite.tflite import flatbuffer, memory
+from aa_tflite.tflite import flatbuffer, memory, offline_plan
+from aa_tflite.tflite.layout import TFLM_ALIGNMENT
 from aa_tflite.tflite.static_batch import static_batch
 from aa_tflite.types import AAError
 
-__all__ = ["TFLM_MARGIN_FRACTION", "TFLM_MARGIN_MIN", "export", "export_tflm", "resolver_entries"]
+__all__ = ["TFLM_MARGIN_FRACTION", "TFLM_MARGIN_MIN", "export", "export_tflm", "firmware_model",
+           "resolver_entries"]
 
 # The arena is measured by TFLM's host build (64-bit pointers), which needs more persistent
 # memory than a 32-bit microcontroller; the margin covers allocator differences between builds.
@@ -92,12 +94,30 @@ def _header(note: str, stem: str, camel: str, measured: dict[str, int], arrays: 
     return "\n".join(lines)
 
 
+def firmware_model(tflite: bytes, *, library: str = "all") -> tuple[bytes, int, int]:
+    """One point as firmware runs it: fixed at batch 1 (``tflite.static_batch``) and, where it
+    lowers TFLM's head, with an offline memory plan whose in-place overlaps are proven safe for
+    ``library`` (``tflite.offline_plan``; the plan is checked against the tensors' lifetimes
+    before it is written). Returns ``(model, smallest TFLM arena, head bytes saved)``.
+
+    Example:
+        >>> model, arena, saved = firmware_model(point_bytes)  # doctest: +SKIP
+    """
+    fixed = static_batch(tflite)
+    greedy, _ = memory.plan_tensors(fixed, alignment=TFLM_ALIGNMENT)
+    offsets, head = offline_plan.plan_offsets(fixed, in_place="auto", library=library)
+    if head < greedy:
+        fixed = offline_plan.write_offline_plan(fixed, offsets, overlaps="auto", library=library)
+    return fixed, memory.smallest_arena(fixed), max(greedy - head, 0)
+
+
 def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model",
-                source: str = "") -> TargetExport:
+                source: str = "", library: str = "all") -> TargetExport:
     """Writes a TFLite Micro build's inputs for every operating point of ``tflite``.
 
     For each point (each signature of a multi-point file, or the file itself): ``NAME_KEY.tflite``
-    (single subgraph: TFLM runs subgraph 0 only and allocates every subgraph). Then
+    (single subgraph: TFLM runs subgraph 0 only and allocates every subgraph; fixed at batch 1
+    and memory-planned offline, ``firmware_model``). Then
     ``NAME_model_data.cc`` with each model as an aligned byte array, and ``NAME_model_data.h``
     declaring them with ``kNameArenaSize`` (the largest arena TFLM measured for the points, plus
     ``max(5%, 1 KiB)``, rounded up to 16 bytes) and ``RegisterNameOps(resolver)``, which adds
@@ -112,6 +132,10 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
         out_dir: Folder to write into (created if needed). Files are written atomically.
         name: Stem for the files and the C identifiers.
         source: Where the model came from, for the generated files' header comment.
+        library: The TFLM kernel libraries the firmware may link, for the offline plan's
+            in-place overlaps: ``"all"`` (the default: only overlaps proven safe for TFLM's
+            reference kernels, CMSIS-NN and ESP-NN alike), or one of
+            ``offline_plan.LIBRARIES``, which may allow more.
 
     Returns:
         An ``TargetExport``: per point ``file`` (its ``.tflite``), ``tflm_arena`` (bytes, measured)
@@ -122,9 +146,9 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
         AAError: TFLM cannot allocate a point, or an op has no TFLM kernel.
     """
     stem, camel = ident(name), _camel(name) or "Model"
-    # Firmware runs one sample at a time: batch 1, the shape ops folded (smaller arena tail).
-    points = {k: static_batch(b) for k, b in point_files(tflite).items()}
-    measured = {k: memory.tflm_arena(b).total for k, b in points.items()}
+    built = {k: firmware_model(b, library=library) for k, b in point_files(tflite).items()}
+    points = {k: b for k, (b, _, _) in built.items()}
+    measured = {k: arena for k, (_, arena, _) in built.items()}
     arena = _arena(measured)[0]
     ops = sorted({op for b in points.values() for op in resolver_entries(b)})
     arrays = {k: f"g_{stem}_{ident(k)}" for k in points}
@@ -137,16 +161,19 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
                                       + "\n".join(_c_array(arrays[k], b)
                                                   for k, b in points.items()))
     written = write_files(out_dir, files)
-    lines = [f"point {k}: TFLM arena {measured[k]:,} B (measured), C array {arrays[k]}"
+    lines = [f"point {k}: TFLM arena {measured[k]:,} B (measured)"
+             + (f", offline plan saves {built[k][2]:,} B of head (in-place overlaps proven for "
+                f"{library} kernels)" if built[k][2] else "") + f", C array {arrays[k]}"
              for k in points]
     lines.append(f"Arena constant: {arena:,} B (largest measured + margin). Op resolver "
                  f"entries ({len(ops)}): {', '.join(ops)}.")
     return TargetExport("tflm", written, {
-        k: {"file": written[i], "tflm_arena": measured[k], "c_array": arrays[k]}
+        k: {"file": written[i], "tflm_arena": measured[k], "c_array": arrays[k],
+            "plan_saves": built[k][2]}
         for i, k in enumerate(points)}, {"arena_size": arena, "ops": tuple(ops)}, tuple(lines))
 
 
 def export(tflite: bytes, out: str | os.PathLike, *, name: str = "model", source: str = "",
-           samples=None) -> TargetExport:
+           samples=None, library: str = "all") -> TargetExport:
     """The ``Target`` form of ``export_tflm`` (``samples`` is not used)."""
-    return export_tflm(tflite, out, name=name, source=source)
+    return export_tflm(tflite, out, name=name, source=source, library=library)

@@ -27,6 +27,7 @@ __all__ = [
     "lifetimes",
     "memory_report",
     "plan_tensors",
+    "smallest_arena",
     "tflm_arena",
     "weights_size",
 ]
@@ -146,6 +147,37 @@ def tflm_arena(tflite: bytes, *, arena_size: int | None = None) -> TflmArena:
     if set(found) != {"total", "head", "tail"}:
         raise AAError(f"Could not read TFLM's arena figures from its output: {text[:300]!r}")
     return TflmArena(total=found["total"], head=found["head"], tail=found["tail"])
+
+
+def smallest_arena(tflite: bytes, *, total: int | None = None) -> int:
+    """The smallest arena, in 16-byte steps, TFLite Micro allocates ``tflite`` in.
+
+    Usually that is TFLM's own head plus tail (``tflm_arena``). It is more when an offline plan
+    makes the head so small that TFLM's planner, which works in the free space between head and
+    tail while it plans (one record per tensor and per buffer), does not fit there. Each try
+    runs in a child process (``runtime.guard``).
+
+    Example:
+        >>> smallest_arena(open("model.tflite", "rb").read())  # doctest: +SKIP
+        7040
+
+    Args:
+        tflite: The model's bytes.
+        total: TFLM's head plus tail, if already measured.
+    """
+    from aa_tflite.runtime import guard
+
+    def allocates(size: int) -> bool:
+        return guard.probe(tflite, kernels=Kernels.TFLM, tflm_arena_size=size).ok
+
+    hi = total or tflm_arena(tflite).total
+    lo = hi - 16
+    while not allocates(hi):
+        lo, hi = hi, hi + 2 * (hi - lo)
+    while hi - lo > 16:
+        mid = (lo + hi) // 32 * 16
+        lo, hi = (lo, mid) if allocates(mid) else (mid, hi)
+    return hi
 
 
 def memory_report(tflite: bytes, *, bits: Mapping[int, int] | None = None,

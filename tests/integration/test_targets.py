@@ -15,7 +15,7 @@ from aa_tflite.runtime import guard
 from aa_tflite.runtime import interpreter as runtime
 from aa_tflite.targets import TARGETS, TargetExport, kernels_for
 from aa_tflite.targets.tflm import TFLM_MARGIN_MIN, export_tflm, resolver_entries
-from aa_tflite.tflite import memory, multipoint
+from aa_tflite.tflite import memory, multipoint, offline_plan
 from aa_tflite.tflite.static_batch import static_batch
 from aa_tflite.types import AAError, Kernels
 from tests.helpers import ROOT, need_pi_env
@@ -76,6 +76,32 @@ def test_tflm_allocates_and_runs_each_model_with_exactly_the_arena_constant(expo
         short = guard.probe(data, kernels=Kernels.TFLM,
                             tflm_arena_size=measured[key] - 64)
         assert not short.ok
+
+
+def test_the_tflm_export_writes_an_offline_plan_where_the_kernel_library_allows(
+        exported, multi, digits, tmp_path):
+    """Digits has no overlap safe on every kernel library, so the default export carries no
+    plan; for TFLM's reference kernels the plan shrinks each point's real arena, the file runs
+    in exactly that arena (not 64 B less) and computes what the unplanned point does."""
+    default, _ = exported
+    assert all(p["plan_saves"] == 0 for p in default.points.values())
+    assert all(offline_plan.read_offline_plan(open(p["file"], "rb").read()) is None
+               for p in default.points.values())
+    done = export_tflm(multi.tflite, tmp_path, name="digits", library="reference")
+    x = digits.x_val[:30]
+    for point in multi.points:
+        got = done.points[point.key]
+        data = open(got["file"], "rb").read()
+        assert offline_plan.read_offline_plan(data) is not None and got["plan_saves"] > 0
+        assert got["tflm_arena"] < default.points[point.key]["tflm_arena"]
+        assert guard.probe(data, kernels=Kernels.TFLM, tflm_arena_size=got["tflm_arena"]).ok
+        assert not guard.probe(data, kernels=Kernels.TFLM,
+                               tflm_arena_size=got["tflm_arena"] - 64).ok
+        assert np.array_equal(runtime.run_model(data, x, kernels="tflm"),
+                              runtime.run_model(point.tflite, x, kernels="tflm"))
+    assert any("offline plan saves" in line for line in done.lines)
+    with pytest.raises(AAError, match="library must be"):
+        export_tflm(multi.tflite, tmp_path / "bad", library="arm")
 
 
 def test_the_op_resolver_list_names_exactly_the_kernels_used(exported, multi):
@@ -156,6 +182,12 @@ def test_cli_export_tflm(multi, tmp_path, capsys):
     assert cli.main(cli.parse_args(["export", str(tmp_path / "missing.tflite"), "--target",
                                     "tflm", "--out", str(tmp_path / "fw")])) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert cli.main(cli.parse_args(["export", str(model), "--target", "tflm", "--out",
+                                    str(tmp_path / "ref"), "--library", "reference"])) == 0
+    assert "offline plan saves" in capsys.readouterr().out
+    assert cli.main(cli.parse_args(["export", str(model), "--target", "pi", "--out",
+                                    str(tmp_path / "pi"), "--library", "reference"])) == 2
+    assert "--target tflm only" in capsys.readouterr().err
 
 
 def test_edgetpu_check_finds_the_first_cpu_fallback(multi, tmp_path):

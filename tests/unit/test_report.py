@@ -70,3 +70,18 @@ def test_a_report_without_a_tflm_figure_falls_back_to_packed():
     assert rep.budget_figure() == 1792
     with pytest.raises(ValueError):
         _report(memory_mode="bogus").budget_figure()
+
+
+def test_inspect_says_whether_a_file_carries_an_offline_plan(digits_tflite):
+    from aa_tflite.report import inspect_lines
+    from aa_tflite.tflite import offline_plan
+
+    plain = inspect_lines(digits_tflite, name="digits.tflite", measure_tflm=False)
+    assert plain[0].startswith("digits.tflite: 10 ops")
+    assert "TFLM offline memory plan: none (TFLM plans the arena itself)" in plain
+    offsets, _ = offline_plan.plan_offsets(digits_tflite)
+    planned = offline_plan.write_offline_plan(digits_tflite, offsets)
+    lines = inspect_lines(planned, name="planned.tflite", measure_tflm=False)
+    assert f"TFLM offline memory plan: yes, {len(offsets):,} tensors placed (TFLM uses it; " \
+           "LiteRT and tflite-runtime ignore it)" in lines
+    assert any(line.startswith("packed activation peak") for line in lines)

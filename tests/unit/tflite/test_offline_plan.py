@@ -45,29 +45,6 @@ def _tflm(tflite: bytes, x: np.ndarray, arena_size: int | None = None) -> np.nda
     return np.concatenate(out)
 
 
-def _allocates(tflite: bytes, size: int) -> bool:
-    try:
-        micro_interpreter(tflite, arena_size=size)
-    except RuntimeError:
-        return False
-    return True
-
-
-def _smallest_arena(tflite: bytes, total: int | None = None) -> int:
-    """The smallest arena (in 16-byte steps) TFLM allocates ``tflite`` in. Usually its own head
-    plus tail; more when the head is so small that TFLM's planner, which works in the free
-    space between head and tail while it plans (one record per tensor and per buffer,
-    micro_allocator.cc:1161-1172), does not fit there. ``total``: TFLM's head plus tail."""
-    hi = total or memory.tflm_arena(tflite).total
-    lo = hi - 16
-    while not _allocates(tflite, hi):
-        lo, hi = hi, hi + 2 * (hi - lo)
-    while hi - lo > 16:
-        mid = (lo + hi) // 32 * 16
-        lo, hi = (lo, mid) if _allocates(tflite, mid) else (mid, hi)
-    return hi
-
-
 def _conv_pair(tflite: bytes) -> tuple[int, int, int]:
     """The (op, input, output) of the model's first CONV_2D whose input dies there."""
     model = flatbuffer.read(tflite)
@@ -156,7 +133,8 @@ def test_tflm_runs_the_planned_file_in_exactly_its_arena_bit_exact(fixture, requ
     planned = write_offline_plan(tflite, offsets)
     stock, arena = memory.tflm_arena(tflite), memory.tflm_arena(planned)
     assert arena == stock and arena.head == head
-    assert _smallest_arena(planned, arena.total) == arena.total  # TFLM's own head plus tail
+    # TFLM's own head plus tail
+    assert memory.smallest_arena(planned, total=arena.total) == arena.total
     assert guard.probe(planned, kernels=Kernels.TFLM, tflm_arena_size=arena.total).ok
     assert not guard.probe(planned, kernels=Kernels.TFLM, tflm_arena_size=arena.total - 64).ok
     x = _inputs(tflite, request)
@@ -192,8 +170,8 @@ def test_allowed_in_place_overlaps_shrink_the_head_and_stay_bit_exact(fixture, r
     planned = write_offline_plan(tflite, offsets, overlaps="auto", library="reference")
     arena = memory.tflm_arena(planned)
     assert arena.head == head and arena.tail == stock.tail
-    smallest = _smallest_arena(planned, arena.total)
-    assert arena.total <= smallest < _smallest_arena(tflite, stock.total)
+    smallest = memory.smallest_arena(planned, total=arena.total)
+    assert arena.total <= smallest < memory.smallest_arena(tflite, total=stock.total)
     assert guard.probe(planned, kernels=Kernels.TFLM, tflm_arena_size=smallest).ok
     assert not guard.probe(planned, kernels=Kernels.TFLM, tflm_arena_size=smallest - 64).ok
     x = _inputs(tflite, request)
