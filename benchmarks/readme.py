@@ -192,9 +192,16 @@ def _edgetpu() -> list[str]:
             "here)."]
 
 
+def _offline_plan() -> list[str]:
+    from benchmarks.offline_plan import RESULTS, table
+
+    with open(RESULTS) as f:
+        return table(json.load(f))
+
+
 SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz,
             "kernels": _kernels, "planning_time": _planning_time, "points": _points,
-            "edgetpu": _edgetpu}
+            "edgetpu": _edgetpu, "offline_plan": _offline_plan}
 
 
 def main() -> None:
