@@ -132,7 +132,9 @@ class Result:
         return "\n".join(lines)
 
     def save(self, prefix: str | os.PathLike, *, plots: bool = True) -> list[str]:
-        """Writes ``prefix.tflite``, ``.plan.json``, ``.report.json``, ``.report.md`` and plots.
+        """Writes ``prefix.tflite``, ``.plan.json``, ``.report.json``, ``.report.md`` and plots
+        (``.sensitivity.png``, ``.memory.png``, ``.timeline.png``; ``.points.png`` and the
+        timeline for several points).
 
         The set is written atomically: every file goes to a temporary file first, and only when
         all are written are they renamed into place, so a failure leaves the old files as they
@@ -154,7 +156,28 @@ class Result:
             from aa_tflite import plots as plots_mod
 
             files.update(plots_mod.render_plots(self.report))
+            files[".timeline.png"] = self.timeline_png()
         return atomic_write_all({prefix + ext: data for ext, data in files.items()})
+
+    def timeline_png(self) -> bytes:
+        """The per-op memory timeline as a PNG: the activation bytes the plain int8 model holds
+        alive while each op runs (what stock TFLite Micro and LiteRT hold), and each point's
+        packed bytes (real only on a runtime that packs low-bit activations).
+
+        Example:
+            >>> open("out/digits.timeline.png", "wb").write(result.timeline_png())  # doctest: +SKIP
+        """
+        from aa_tflite import plots as plots_mod
+        from aa_tflite.tflite import flatbuffer
+        from aa_tflite.tflite import memory as memory_mod
+
+        series = {"int8 (stock TFLM and LiteRT)": memory_mod.live_bytes(self.baseline_tflite)}
+        for p in self.points:
+            series[f"{p.key}, packed"] = memory_mod.live_bytes(p.tflite,
+                                                               bits=p.report.tensor_bits)
+        ops, _ = flatbuffer.describe(flatbuffer.read(self.baseline_tflite))
+        return plots_mod.timeline_plot(series, [op.name for op in ops],
+                                       f"{self.report.model}: live activation bytes per op")
 
     def _save_points(self, prefix: str, plots: bool) -> list[str]:
         files: dict[str, bytes | str] = {
@@ -174,6 +197,7 @@ class Result:
             from aa_tflite import plots as plots_mod
 
             files[".points.png"] = plots_mod.points_plot(self.points, self.report.metric)
+            files[".timeline.png"] = self.timeline_png()
         return atomic_write_all({prefix + ext: data for ext, data in files.items()})
 
 

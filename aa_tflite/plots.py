@@ -1,12 +1,14 @@
-"""The two PNG plots of a report: sensitivity per site, and accuracy against memory."""
+"""The PNG plots: sensitivity per site, accuracy against memory, the operating points, and the
+per-op memory timeline."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 
 from aa_tflite.files import atomic_write_all
 
-__all__ = ["points_plot", "render_plots", "save_plots"]
+__all__ = ["points_plot", "render_plots", "save_plots", "timeline_plot"]
 
 
 def _png(fig) -> bytes:
@@ -105,6 +107,39 @@ def points_plot(points, metric: str) -> bytes:
         ax.set_xlabel(label)
     left.set_ylabel(metric)
     fig.suptitle(f"{points[0].report.model}: {len(points)} operating points in one file")
+    fig.tight_layout()
+    png = _png(fig)
+    plt.close(fig)
+    return png
+
+
+def timeline_plot(series: Mapping[str, Sequence[int]], op_names: Sequence[str], title: str
+                  ) -> bytes:
+    """One PNG: activation bytes alive while each op runs, one line per series (e.g. the stock
+    int8 model and each plan), with the op that holds each series' peak marked.
+
+    Example:
+        >>> png = timeline_plot({"int8": [3072, 2048]}, ["CONV_2D"], "digits")  # doctest: +SKIP
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(op_names) + 3), 4))
+    for label, live in series.items():
+        xs = list(range(len(live)))
+        ax.step(xs, live, where="mid", label=f"{label} (peak {max(live):,} B)")
+        top = max(range(len(live)), key=live.__getitem__)
+        if 0 < top <= len(op_names):
+            ax.annotate(f"op {top - 1} {op_names[top - 1]}", (top, live[top]),
+                        textcoords="offset points",
+                        xytext=(3, 3), fontsize=7)
+    ax.set_xlabel("allocation scope (0: before the first op; k + 1: while op k runs)")
+    ax.set_ylabel("live activation bytes (B)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     png = _png(fig)
     plt.close(fig)

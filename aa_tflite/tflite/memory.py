@@ -25,6 +25,7 @@ __all__ = [
     "TFLM_ALIGNMENT",
     "greedy_offsets",
     "lifetimes",
+    "live_bytes",
     "memory_report",
     "plan_tensors",
     "smallest_arena",
@@ -99,6 +100,25 @@ def lifetimes(model, ops: Sequence[flatbuffer.OpInfo]) -> tuple[dict[int, int], 
     for t in graph.outputs if graph.outputs is not None else []:
         touch(int(t), end)
     return first, last
+
+
+def live_bytes(tflite: bytes, *, bits: Mapping[int, int] | None = None) -> list[int]:
+    """Bytes of the activation tensors alive in each allocation scope (scope 0 is before the
+    first op, scope ``k + 1`` while op ``k`` runs), with ``bits`` as ``plan_tensors`` takes them:
+    the per-op memory timeline. Its maximum is the lower bound any layout of these tensors can
+    reach; ``plan_tensors``' peak adds the layout's fragmentation.
+
+    Example:
+        >>> max(live_bytes(open("model.tflite", "rb").read()))  # doctest: +SKIP
+        3072
+    """
+    _, layout = plan_tensors(tflite, bits=bits)
+    scopes = max((t.last for t in layout), default=0) + 1
+    live = [0] * scopes
+    for t in layout:
+        for scope in range(t.first, t.last + 1):
+            live[scope] += t.nbytes
+    return live
 
 
 def weights_size(tflite: bytes) -> int:

@@ -120,7 +120,8 @@ def test_demo_makes_three_points_and_switches_between_them_quietly(tmp_path):
                 if "ms per sample" in line]
     assert switched == ["kib2p4", "kib1p8", "kib1p2", "kib1p2", "kib1p8", "kib2p4"]
     assert sorted(os.listdir(tmp_path)) == sorted(
-        ["digits.tflite", "digits.report.md", "digits.report.json", "digits.points.png"]
+        ["digits.tflite", "digits.report.md", "digits.report.json", "digits.points.png",
+         "digits.timeline.png"]
         + [f"digits.{k}.{ext}" for k in ("kib2p4", "kib1p8", "kib1p2")
            for ext in ("tflite", "plan.json")])
     points = ["points", str(tmp_path / "digits.tflite")]
@@ -161,7 +162,8 @@ def test_demo_with_one_fraction_writes_one_point(tmp_path, capsys):
     assert "serving_default" in out
     assert sorted(os.listdir(tmp_path)) == ["digits.memory.png", "digits.plan.json",
                                            "digits.report.json", "digits.report.md",
-                                           "digits.sensitivity.png", "digits.tflite"]
+                                           "digits.sensitivity.png", "digits.timeline.png",
+                                           "digits.tflite"]
 
 
 def test_convert_with_budgets_then_points_and_run(tmp_path, digits, capsys):

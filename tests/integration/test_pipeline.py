@@ -119,9 +119,10 @@ def test_plan_round_trips_and_save_writes_every_file(result, tmp_path):
     files = result.save(tmp_path / "sub" / "digits")
     names = sorted(p.split("/")[-1] for p in files)
     assert names == ["digits.memory.png", "digits.plan.json", "digits.report.json",
-                     "digits.report.md", "digits.sensitivity.png", "digits.tflite"]
+                     "digits.report.md", "digits.sensitivity.png", "digits.tflite",
+                     "digits.timeline.png"]
     assert (tmp_path / "sub" / "digits.tflite").read_bytes() == result.tflite
-    for png in ("digits.memory.png", "digits.sensitivity.png"):
+    for png in ("digits.memory.png", "digits.sensitivity.png", "digits.timeline.png"):
         assert (tmp_path / "sub" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in (tmp_path / "sub").iterdir() if p.name.startswith(".")]
 

@@ -138,6 +138,7 @@ def test_save_writes_the_file_one_tflm_file_per_point_and_the_table(multi, tmp_p
     report = json.loads((tmp_path / "digits.report.json").read_text())
     assert [r["signature"] for r in report["points"]] == [p.key for p in multi.points]
     assert (tmp_path / "digits.points.png").stat().st_size > 1000
+    assert (tmp_path / "digits.timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| kib1p2 |" in (tmp_path / "digits.report.md").read_text()
 
 

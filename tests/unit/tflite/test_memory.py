@@ -88,3 +88,23 @@ def test_tflm_arena_too_small_is_a_clear_error(digits_tflite):
 def test_not_a_tflite_is_a_clear_error():
     with pytest.raises(AAError, match="TFL3"):
         memory.plan_tensors(b"definitely not a model")
+
+
+def test_live_bytes_is_the_per_op_timeline_whose_top_bounds_the_layout(digits_tflite):
+    from tests.helpers import DIGITS_SITES
+
+    live = memory.live_bytes(digits_tflite)
+    peak, layout = memory.plan_tensors(digits_tflite)
+    assert len(live) == 11  # scope 0, then one per op of the 10
+    assert max(live) <= peak == 3072
+    assert live[0] == sum(t.nbytes for t in layout if t.first == 0)  # the input alone
+    four = {t: 4 for t in DIGITS_SITES.values()}
+    packed = memory.live_bytes(digits_tflite, bits=four)
+    assert all(p <= b for p, b in zip(packed, live, strict=True)) and max(packed) < max(live)
+
+
+def test_the_timeline_plot_is_a_png():
+    from aa_tflite.plots import timeline_plot
+
+    png = timeline_plot({"int8": [10, 30, 20], "plan": [10, 15, 20]}, ["CONV_2D", "ADD"], "t")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
