@@ -119,6 +119,9 @@ def _add_export(sub) -> None:
                    help="tflm: the kernel library the firmware links, for the offline memory "
                         "plan's in-place overlaps: all (default: only overlaps safe for every "
                         "library), reference, cmsis-nn or esp-nn")
+    p.add_argument("--split-channels", action="store_true",
+                   help="tflm: split expand->depthwise pairs by channels where that lowers the "
+                        "arena (exact; more ops, so slower)")
 
 
 def _add_run(sub) -> None:
@@ -351,8 +354,10 @@ def _export(args: argparse.Namespace) -> int:
     tflite = _read_tflite(args.model)
     samples = _load_npz(args.samples, "--samples") if args.samples else None
     options = {} if args.library is None else {"library": args.library}
+    if args.split_channels:
+        options["split"] = True
     if options and args.target != "tflm":
-        raise AAError("--library applies to --target tflm only (the offline memory plan).")
+        raise AAError("--library and --split-channels apply to --target tflm only.")
     done = TARGETS[args.target].export(
         tflite, args.out, name=args.name or os.path.splitext(os.path.basename(args.model))[0],
         source=os.path.basename(args.model), samples=samples, **options)

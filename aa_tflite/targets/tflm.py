@@ -14,7 +14,7 @@ import re
 
 from aa_tflite.targets import TargetExport
 from aa_tflite.targets.common import ident, point_files, write_files
-from aa_tflite.tflite import flatbuffer, memory, offline_plan
+from aa_tflite.tflite import channel_split, flatbuffer, memory, offline_plan
 from aa_tflite.tflite.layout import TFLM_ALIGNMENT
 from aa_tflite.tflite.static_batch import static_batch
 from aa_tflite.types import AAError
@@ -94,16 +94,21 @@ def _header(note: str, stem: str, camel: str, measured: dict[str, int], arrays: 
     return "\n".join(lines)
 
 
-def firmware_model(tflite: bytes, *, library: str = "all") -> tuple[bytes, int, int]:
-    """One point as firmware runs it: fixed at batch 1 (``tflite.static_batch``) and, where it
-    lowers TFLM's head, with an offline memory plan whose in-place overlaps are proven safe for
+def firmware_model(tflite: bytes, *, library: str = "all", split: bool = False
+                   ) -> tuple[bytes, int, int]:
+    """One point as firmware runs it: fixed at batch 1 (``tflite.static_batch``), with
+    ``split`` its expand -> depthwise pairs at the peak split by channels where that lowers
+    TFLM's arena (``tflite.channel_split.best_split``; exact, but more ops: slower), and, where
+    it lowers TFLM's head, an offline memory plan whose in-place overlaps are proven safe for
     ``library`` (``tflite.offline_plan``; the plan is checked against the tensors' lifetimes
-    before it is written). Returns ``(model, smallest TFLM arena, head bytes saved)``.
+    before it is written). Returns ``(model, smallest TFLM arena, head bytes the plan saves)``.
 
     Example:
         >>> model, arena, saved = firmware_model(point_bytes)  # doctest: +SKIP
     """
     fixed = static_batch(tflite)
+    if split:
+        fixed, _ = channel_split.best_split(fixed)
     greedy, _ = memory.plan_tensors(fixed, alignment=TFLM_ALIGNMENT)
     offsets, head = offline_plan.plan_offsets(fixed, in_place="auto", library=library)
     if head < greedy:
@@ -112,16 +117,14 @@ def firmware_model(tflite: bytes, *, library: str = "all") -> tuple[bytes, int, 
 
 
 def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model",
-                source: str = "", library: str = "all") -> TargetExport:
+                source: str = "", library: str = "all", split: bool = False) -> TargetExport:
     """Writes a TFLite Micro build's inputs for every operating point of ``tflite``.
 
-    For each point (each signature of a multi-point file, or the file itself): ``NAME_KEY.tflite``
-    (single subgraph: TFLM runs subgraph 0 only and allocates every subgraph; fixed at batch 1
-    and memory-planned offline, ``firmware_model``). Then
-    ``NAME_model_data.cc`` with each model as an aligned byte array, and ``NAME_model_data.h``
-    declaring them with ``kNameArenaSize`` (the largest arena TFLM measured for the points, plus
-    ``max(5%, 1 KiB)``, rounded up to 16 bytes) and ``RegisterNameOps(resolver)``, which adds
-    exactly the kernels the models use, so the firmware links only those.
+    Per point, ``NAME_KEY.tflite`` (one subgraph, as ``firmware_model`` makes it); then
+    ``NAME_model_data.cc`` (each model as an aligned byte array) and ``NAME_model_data.h``:
+    ``kNameArenaSize`` (the largest smallest-arena TFLM accepts for the points, plus
+    ``max(5%, 1 KiB)``, rounded up to 16) and ``RegisterNameOps(resolver)`` (exactly the kernels
+    the models use, so the firmware links only those).
 
     Example:
         >>> export_tflm(open("out/digits.tflite", "rb").read(), "firmware/model",
@@ -132,10 +135,11 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
         out_dir: Folder to write into (created if needed). Files are written atomically.
         name: Stem for the files and the C identifiers.
         source: Where the model came from, for the generated files' header comment.
-        library: The TFLM kernel libraries the firmware may link, for the offline plan's
-            in-place overlaps: ``"all"`` (the default: only overlaps proven safe for TFLM's
-            reference kernels, CMSIS-NN and ESP-NN alike), or one of
-            ``offline_plan.LIBRARIES``, which may allow more.
+        library: The kernel library the firmware links, for the offline plan's overlaps:
+            ``"all"`` (default: safe for TFLM's reference kernels, CMSIS-NN and ESP-NN alike)
+            or one of ``offline_plan.LIBRARIES``, which may allow more.
+        split: Split expand -> depthwise pairs by channels where TFLM's arena drops (bit-exact;
+            each chunk adds ops, so the model runs slower). Defaults to False.
 
     Returns:
         An ``TargetExport``: per point ``file`` (its ``.tflite``), ``tflm_arena`` (bytes, measured)
@@ -146,7 +150,8 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
         AAError: TFLM cannot allocate a point, or an op has no TFLM kernel.
     """
     stem, camel = ident(name), _camel(name) or "Model"
-    built = {k: firmware_model(b, library=library) for k, b in point_files(tflite).items()}
+    built = {k: firmware_model(b, library=library, split=split)
+             for k, b in point_files(tflite).items()}
     points = {k: b for k, (b, _, _) in built.items()}
     measured = {k: arena for k, (_, arena, _) in built.items()}
     arena = _arena(measured)[0]
@@ -174,6 +179,6 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
 
 
 def export(tflite: bytes, out: str | os.PathLike, *, name: str = "model", source: str = "",
-           samples=None, library: str = "all") -> TargetExport:
+           samples=None, library: str = "all", split: bool = False) -> TargetExport:
     """The ``Target`` form of ``export_tflm`` (``samples`` is not used)."""
-    return export_tflm(tflite, out, name=name, source=source, library=library)
+    return export_tflm(tflite, out, name=name, source=source, library=library, split=split)

@@ -187,7 +187,7 @@ def test_cli_export_tflm(multi, tmp_path, capsys):
     assert "offline plan saves" in capsys.readouterr().out
     assert cli.main(cli.parse_args(["export", str(model), "--target", "pi", "--out",
                                     str(tmp_path / "pi"), "--library", "reference"])) == 2
-    assert "--target tflm only" in capsys.readouterr().err
+    assert "apply to --target tflm only" in capsys.readouterr().err
 
 
 def test_edgetpu_check_finds_the_first_cpu_fallback(multi, tmp_path):
@@ -326,3 +326,23 @@ def test_the_registry_and_helper_examples_run(name):
 
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_the_tflm_export_splits_channels_on_request_and_stays_exact(tmp_path):
+    """The committed MobileNetV2-style fixture: its stride-2 expand -> depthwise pair holds the
+    peak, so --split-channels lowers the arena the header states; every output is unchanged."""
+    from tests.conftest import FIXTURES, fixture_bytes
+
+    mobile = fixture_bytes("mobile_int8.tflite")
+    x = np.load(f"{FIXTURES}/mobile_cal.npz")["x"].astype(np.float32)[:8]
+    plain = export_tflm(mobile, tmp_path / "plain", name="m")
+    split = export_tflm(mobile, tmp_path / "split", name="m", split=True)
+    (a,), (b,) = plain.points.values(), split.points.values()
+    assert b["tflm_arena"] < a["tflm_arena"] and split.info["arena_size"] < plain.info["arena_size"]
+    data = open(b["file"], "rb").read()
+    assert "AddConcatenation" in split.info["ops"] and "AddConcatenation" not in plain.info["ops"]
+    for kernels in ("tflm", "builtin"):
+        assert np.array_equal(runtime.run_model(data, x, kernels=kernels),
+                              runtime.run_model(mobile, x, kernels=kernels))
+    assert guard.probe(data, kernels=Kernels.TFLM, tflm_arena_size=b["tflm_arena"]).ok
+    assert not guard.probe(data, kernels=Kernels.TFLM, tflm_arena_size=b["tflm_arena"] - 64).ok
