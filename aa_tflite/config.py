@@ -43,8 +43,10 @@ class ConvertConfig:
     Attributes:
         memory: What ``budget_kb`` counts. ``"packed"``: the activation peak with low-bit tensors
             packed (int4 two per byte); ``"packed+sparse"``: post-ReLU tensors zero-compressed,
-            worst sample; ``"tflm"``: the arena stock TFLite Micro allocates, which no
-            precision or threshold shrinks. Defaults to ``"packed"``.
+            worst sample; ``"tflm"``: the arena TFLite Micro really allocates, which no
+            precision or threshold shrinks; the plan is then the int8 model with exact
+            rewrites (batch 1, an offline memory plan, a channel split only if the budget
+            needs it). Defaults to ``"packed"``.
         max_accuracy_drop: If given, the verified loss (points) must not exceed it. Defaults to
             None.
         plan: Skip the search and write this plan. A low-bit site whose clip is None gets its
@@ -76,6 +78,10 @@ class ConvertConfig:
             convolutional up to a global pooling: each (size, budget) pair becomes an operating
             point. The model is rebuilt at each size with the same weights; the data are resized
             (bilinear, antialiased). Defaults to None: the model's own size.
+        kernel_library: With ``memory="tflm"``: the TFLM kernel library the firmware links,
+            which decides the in-place overlaps the offline plan may use: ``"all"`` (safe on
+            TFLM's reference kernels, CMSIS-NN and ESP-NN alike), ``"reference"``,
+            ``"cmsis-nn"`` or ``"esp-nn"``. Defaults to ``"all"``.
 
     Example:
         >>> ConvertConfig(target="tflm").measure_kernels
@@ -97,6 +103,7 @@ class ConvertConfig:
     kernels: Kernels | None = None
     target: str | None = None
     input_sizes: Sequence[int] | None = None
+    kernel_library: str = "all"
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -134,6 +141,9 @@ class ConvertConfig:
         self.target_kernels()  # checks the target
         if self.input_sizes is not None:
             put("input_sizes", _check_sizes(self.input_sizes, self.plan))
+        from aa_tflite.tflite.offline_plan import check_library  # the one list of libraries
+
+        check_library(self.kernel_library)
 
     def target_kernels(self) -> Kernels:
         """The kernels ``target`` runs (``aa_tflite.targets.kernels_for``)."""

@@ -31,8 +31,8 @@ __all__ = ["MEMORY_NOTE", "Report", "SiteRow", "build_report", "inspect_lines", 
 
 MEMORY_NOTE = ("Packed = activation peak with each tensor at its bit-width, packed (ceil(n x bits "
                "/ 8) bytes): real only on a runtime that packs activations; stock TFLite and "
-               "TFLite Micro store every activation in int8. TFLM arena = what stock "
-               "TFLite Micro allocates (int8 activations, plus its bookkeeping tail).")
+               "TFLite Micro store every activation in int8. TFLM arena = what TFLite Micro "
+               "allocates for the file (int8 activations, plus its bookkeeping tail).")
 
 
 def _kib(n: int) -> str:
@@ -165,8 +165,10 @@ class Report:
             budget = "Budget: none (a given plan was written)."
         else:
             met = "yes" if self.budget_figure() <= self.budget_bytes else "NO"
+            what = ("TFLite Micro arena (head plus tail)" if self.memory_mode == "tflm" else
+                    f"`{self.memory_mode}` activation memory")
             budget = (f"Budget: {self.budget_bytes / 1024:.2f} KiB ({self.budget_bytes:,} B) of "
-                      f"`{self.memory_mode}` activation memory. Met: {met}.")
+                      f"{what}. Met: {met}.")
         lines = [
             f"# aa_tflite report: {self.model}", "", budget, "",
             "| | float | int8 | planned |", "|---|---|---|---|",

@@ -20,8 +20,9 @@ import numpy as np
 from aa_tflite.types import AAError, Kernels
 
 __all__ = ["KERNELS", "batches", "check_input_shape", "check_kernels", "dequantize", "evaluate",
-           "interpreter_backend", "load_interpreter", "make_interpreter", "median_latency_ms",
-           "micro_interpreter", "quantize", "run", "run_model", "sample_latency_ms"]
+           "fixed_batch", "interpreter_backend", "load_interpreter", "make_interpreter",
+           "median_latency_ms", "micro_interpreter", "quantize", "run", "run_model",
+           "sample_latency_ms"]
 
 _BACKENDS = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -220,6 +221,14 @@ def check_input_shape(x: np.ndarray, detail: dict, *, what: str = "the model",
     return want
 
 
+def fixed_batch(detail: dict) -> bool:
+    """Whether an input (``get_input_details()[0]``) is fixed at its batch (its shape signature
+    has no -1, e.g. a ``tflite.static_batch`` file): such an input cannot be resized, so it runs
+    one sample per invoke."""
+    signature = detail.get("shape_signature")
+    return signature is not None and len(signature) > 0 and int(signature[0]) != -1
+
+
 def batches(interpreter: Any, x: np.ndarray, *, batch_size: int = 64) -> Iterator[int]:
     """Feeds ``x`` to ``interpreter`` batch by batch; yields the batch's start after each invoke.
 
@@ -229,6 +238,7 @@ def batches(interpreter: Any, x: np.ndarray, *, batch_size: int = 64) -> Iterato
     inp = interpreter.get_input_details()[0]
     x = np.asarray(x)
     want = check_input_shape(x, inp)
+    batch_size = 1 if fixed_batch(inp) else batch_size
     current = None
     for start in range(0, len(x), batch_size):
         chunk = x[start:start + batch_size]
@@ -272,9 +282,7 @@ def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
     x = np.asarray(x)
     detail = make_interpreter(tflite, Kernels.BUILTIN)
     inp, out = detail.get_input_details()[0], detail.get_output_details()[0]
-    signature = inp.get("shape_signature")
-    if signature is not None and len(signature) and int(signature[0]) != -1:
-        batch_size = 1  # a fixed batch cannot be resized
+    batch_size = 1 if fixed_batch(inp) else batch_size
     if kernels == Kernels.BUILTIN:
         return run(detail, x, batch_size=batch_size)
     want = check_input_shape(x, inp)

@@ -13,20 +13,22 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from aa_tflite.precision import precision
 from aa_tflite.search import planner
 from aa_tflite.search.bench import sparse_bytes
+from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite import memory as memory_mod
-from aa_tflite.types import BudgetError, MemoryMode, SiteConfig
+from aa_tflite.types import BudgetError, FloorTensor, MemoryMode, SiteConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-    from aa_tflite.config import Budget
+    from aa_tflite.config import Budget, ConvertConfig
     from aa_tflite.search.baseline import Baseline
 
-__all__ = ["MEMORY_MODELS", "MemoryModel", "Packed", "PackedSparse", "StockArena",
+__all__ = ["MEMORY_MODELS", "FixedPlan", "MemoryModel", "Packed", "PackedSparse", "RealArena",
            "memory_model", "sparse_layout"]
 
 
@@ -65,9 +67,10 @@ class MemoryModel:
         carry every tensor of each unit)."""
         return search.peak
 
-    def fixed_plan(self, base: Baseline, budget: Budget | None) -> str | None:
-        """None if plans can shrink the figure. Otherwise the note saying why the int8 plan is
-        the plan; raises ``BudgetError`` if the int8 figure is over the budget."""
+    def fixed_plan(self, base: Baseline, budget: Budget | None,
+                   cfg: ConvertConfig | None = None) -> FixedPlan | None:
+        """None if precision plans can shrink the figure. Otherwise the one plan this mode
+        has (``FixedPlan``); raises ``BudgetError`` if even that is over the budget."""
         return None
 
     def pick(self, packed: int, packed_sparse: int, tflm: int | None) -> int:
@@ -107,33 +110,77 @@ class PackedSparse(MemoryModel):
         return packed_sparse
 
 
-class StockArena(MemoryModel):
-    """``"tflm"``: the arena stock TFLite Micro allocates. It stores every activation in int8
-    and compresses no zeros, so no precision or threshold shrinks it."""
+@dataclasses.dataclass(frozen=True)
+class FixedPlan:
+    """The plan of a memory mode no precision shrinks: the model to write, and why."""
+
+    tflite: bytes = dataclasses.field(repr=False)
+    notes: tuple[str, ...]
+
+
+class RealArena(MemoryModel):
+    """``"tflm"``: the arena TFLite Micro really allocates (head plus tail, the smallest it
+    accepts). TFLM stores every activation in int8 and compresses no zeros, so no precision or
+    threshold shrinks it; exact rewrites do (``tflite.firmware``): batch 1 and an offline memory
+    plan always, a channel split only when the budget needs it (it adds ops, so it is slower).
+    Of the variants that fit, the one with the fewest ops runs."""
 
     mode = MemoryMode.TFLM
     can_shrink = False
+    unit_words = "KiB (TFLM arena)"
 
-    def fixed_plan(self, base: Baseline, budget: Budget | None) -> str | None:
-        arena = memory_mod.tflm_arena(base.tflite)
-        if budget is not None and arena.total > budget.nbytes:
-            raise BudgetError(
-                f"memory='tflm' means the arena stock TFLite Micro allocates, {arena.total:,} B "
-                f"({arena.total / 1024:.2f} KiB) for this model's int8 baseline. AA-ReLU cannot "
-                "shrink it: TFLM stores 4-bit activations in int8 tensors and does not compress "
-                "zeros. Raise budget_kb, or plan with memory='packed' for a runtime that packs.",
-                smallest_bytes=arena.total, plan={})
-        return ("memory='tflm': the int8 baseline already fits, and no AA option can shrink the "
-                "TFLM arena, so the plan is the plain int8 model.")
+    def fixed_plan(self, base: Baseline, budget: Budget | None,
+                   cfg: ConvertConfig | None = None) -> FixedPlan | None:
+        from aa_tflite.tflite.firmware import firmware_model
+
+        library = "all" if cfg is None else cfg.kernel_library
+        variants = [firmware_model(base.tflite, library=library)]
+        if budget is not None and variants[0].arena > budget.nbytes:
+            variants.append(firmware_model(base.tflite, library=library, split=True))
+        fits = [v for v in variants if budget is None or v.arena <= budget.nbytes]
+        stock = memory_mod.smallest_arena(base.tflite)
+        if not fits:
+            raise _arena_error(min(variants, key=lambda v: v.arena), stock, budget)
+        chosen = min(fits, key=lambda v: (v.ops, v.arena))
+        return FixedPlan(chosen.tflite, (
+            f"memory='tflm': the plan is the int8 model as TFLite Micro firmware runs it "
+            f"({chosen.describe()}): arena {chosen.arena:,} B, against {stock:,} B for the stock "
+            f"int8 model ({chosen.arena / stock:.2f}x). Bits and thresholds cannot shrink it: "
+            "TFLM stores every activation in int8.",))
 
     def pick(self, packed: int, packed_sparse: int, tflm: int | None) -> int:
         return packed if tflm is None else tflm
 
 
+def _arena_error(best, stock: int, budget: Budget) -> BudgetError:
+    """The ``BudgetError`` of a TFLM budget below every variant: the op and tensors at the
+    smallest variant's peak, and the smallest arena reachable."""
+    ops, infos = flatbuffer.describe(flatbuffer.read(best.tflite))
+    _, layout = memory_mod.plan_tensors(best.tflite, alignment=16)
+    live = memory_mod.live_bytes(best.tflite)
+    scope = max(range(len(live)), key=live.__getitem__)
+    where = f"op {scope - 1} ({ops[scope - 1].name})" if scope else "the model input"
+    tensors = tuple(FloorTensor(
+        tensor=t.index, name=infos[t.index].name.split(";")[0][-60:], shape=tuple(t.shape),
+        nbytes=t.nbytes, why=f"int8 activation alive while {where} runs; TFLM stores it at 8 "
+        "bits, and no rewrite here shrinks it further")
+        for t in layout if t.first <= scope <= t.last)
+    lines = [f"  tensor {f.tensor} `{f.name}` {list(f.shape)}: {f.nbytes:,} B" for f in tensors]
+    return BudgetError(
+        f"The budget of {budget.nbytes / 1024:.2f} KiB ({budget.nbytes:,} B) of TFLite Micro "
+        f"arena cannot be met: the smallest arena aa_tflite reaches is {best.arena:,} B "
+        f"({best.arena / 1024:.2f} KiB: {best.describe()}), against {stock:,} B for the stock "
+        f"int8 model. TFLM stores every activation in int8, so bits and thresholds cannot shrink "
+        f"it; its activations peak while {where} runs, holding:\n" + "\n".join(lines)
+        + f"\nRaise budget_kb to at least {math.ceil(best.arena / 10.24) / 100:.2f}, or plan "
+        "with memory='packed' for a runtime that packs low-bit activations.",
+        smallest_bytes=best.arena, plan={}, tensors=tensors)
+
+
 MEMORY_MODELS: dict[MemoryMode, MemoryModel] = {
     MemoryMode.PACKED: Packed(),
     MemoryMode.PACKED_SPARSE: PackedSparse(),
-    MemoryMode.TFLM: StockArena(),
+    MemoryMode.TFLM: RealArena(),
 }
 
 

@@ -70,9 +70,9 @@ def verify(base: Baseline, measured: Measured, cfg: ConvertConfig,
             none does within ``cfg.max_accuracy_drop``.
     """
     bench = base.bench
-    fixed = memory_model(cfg.memory).fixed_plan(base, budget)
+    fixed = memory_model(cfg.memory).fixed_plan(base, budget, cfg)
     if fixed is not None:
-        return Verified({}, base.tflite, bench.baseline, 0.0, notes=(fixed,))
+        return Verified({}, fixed.tflite, bench.measure(fixed.tflite), 0.0, notes=fixed.notes)
     if cfg.plan is not None:
         check_sites(cfg.plan.sites, base.graphs, "The plan")
         configs = dict(cfg.plan.sites)

@@ -14,13 +14,11 @@ import re
 
 from aa_tflite.targets import TargetExport
 from aa_tflite.targets.common import ident, point_files, write_files
-from aa_tflite.tflite import channel_split, flatbuffer, memory, offline_plan
-from aa_tflite.tflite.layout import TFLM_ALIGNMENT
-from aa_tflite.tflite.static_batch import static_batch
+from aa_tflite.tflite import flatbuffer
+from aa_tflite.tflite.firmware import firmware_model
 from aa_tflite.types import AAError
 
-__all__ = ["TFLM_MARGIN_FRACTION", "TFLM_MARGIN_MIN", "export", "export_tflm", "firmware_model",
-           "resolver_entries"]
+__all__ = ["TFLM_MARGIN_FRACTION", "TFLM_MARGIN_MIN", "export", "export_tflm", "resolver_entries"]
 
 # The arena is measured by TFLM's host build (64-bit pointers), which needs more persistent
 # memory than a 32-bit microcontroller; the margin covers allocator differences between builds.
@@ -94,28 +92,6 @@ def _header(note: str, stem: str, camel: str, measured: dict[str, int], arrays: 
     return "\n".join(lines)
 
 
-def firmware_model(tflite: bytes, *, library: str = "all", split: bool = False
-                   ) -> tuple[bytes, int, int]:
-    """One point as firmware runs it: fixed at batch 1 (``tflite.static_batch``), with
-    ``split`` its expand -> depthwise pairs at the peak split by channels where that lowers
-    TFLM's arena (``tflite.channel_split.best_split``; exact, but more ops: slower), and, where
-    it lowers TFLM's head, an offline memory plan whose in-place overlaps are proven safe for
-    ``library`` (``tflite.offline_plan``; the plan is checked against the tensors' lifetimes
-    before it is written). Returns ``(model, smallest TFLM arena, head bytes the plan saves)``.
-
-    Example:
-        >>> model, arena, saved = firmware_model(point_bytes)  # doctest: +SKIP
-    """
-    fixed = static_batch(tflite)
-    if split:
-        fixed, _ = channel_split.best_split(fixed)
-    greedy, _ = memory.plan_tensors(fixed, alignment=TFLM_ALIGNMENT)
-    offsets, head = offline_plan.plan_offsets(fixed, in_place="auto", library=library)
-    if head < greedy:
-        fixed = offline_plan.write_offline_plan(fixed, offsets, overlaps="auto", library=library)
-    return fixed, memory.smallest_arena(fixed), max(greedy - head, 0)
-
-
 def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model",
                 source: str = "", library: str = "all", split: bool = False) -> TargetExport:
     """Writes a TFLite Micro build's inputs for every operating point of ``tflite``.
@@ -152,8 +128,8 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
     stem, camel = ident(name), _camel(name) or "Model"
     built = {k: firmware_model(b, library=library, split=split)
              for k, b in point_files(tflite).items()}
-    points = {k: b for k, (b, _, _) in built.items()}
-    measured = {k: arena for k, (_, arena, _) in built.items()}
+    points = {k: fw.tflite for k, fw in built.items()}
+    measured = {k: fw.arena for k, fw in built.items()}
     arena = _arena(measured)[0]
     ops = sorted({op for b in points.values() for op in resolver_entries(b)})
     arrays = {k: f"g_{stem}_{ident(k)}" for k in points}
@@ -166,15 +142,14 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
                                       + "\n".join(_c_array(arrays[k], b)
                                                   for k, b in points.items()))
     written = write_files(out_dir, files)
-    lines = [f"point {k}: TFLM arena {measured[k]:,} B (measured)"
-             + (f", offline plan saves {built[k][2]:,} B of head (in-place overlaps proven for "
-                f"{library} kernels)" if built[k][2] else "") + f", C array {arrays[k]}"
-             for k in points]
+    lines = [f"point {k}: TFLM arena {measured[k]:,} B (measured; {built[k].describe()})"
+             + (f", offline plan saves {built[k].plan_saves:,} B" if built[k].plan_saves else "")
+             + f", C array {arrays[k]}" for k in points]
     lines.append(f"Arena constant: {arena:,} B (largest measured + margin). Op resolver "
                  f"entries ({len(ops)}): {', '.join(ops)}.")
     return TargetExport("tflm", written, {
         k: {"file": written[i], "tflm_arena": measured[k], "c_array": arrays[k],
-            "plan_saves": built[k][2]}
+            "plan_saves": built[k].plan_saves}
         for i, k in enumerate(points)}, {"arena_size": arena, "ops": tuple(ops)}, tuple(lines))
 
 

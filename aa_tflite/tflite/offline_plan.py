@@ -1,5 +1,4 @@
 """TFLite Micro's offline memory plan: write, read, check and make one. No TensorFlow import.
-
 TFLM reads model metadata named ``OfflineMemoryAllocation`` (tflite-micro@90b983c2
 ``micro_allocation_info.cc:338-373``, ``docs/memory_management.md:64-105``): int32 words ``version,
 subgraphs, n``, then per tensor of every subgraph a byte offset into the arena's head, or -1 for
@@ -31,8 +30,8 @@ from aa_tflite.tflite.memory import lifetimes
 from aa_tflite.types import AAError
 
 __all__ = ["IN_PLACE", "LIBRARIES", "OFFLINE_PLAN_NAME", "OFFLINE_PLAN_VERSION", "InPlaceRule",
-           "Overlap", "check_plan", "in_place_candidates", "plan_offsets", "read_offline_plan",
-           "write_offline_plan"]
+           "Overlap", "check_library", "check_plan", "in_place_candidates", "plan_offsets",
+           "read_offline_plan", "write_offline_plan"]
 
 OFFLINE_PLAN_NAME = "OfflineMemoryAllocation"
 OFFLINE_PLAN_VERSION = 0  # as Arm Vela 3.11 writes it; TFLM ignores words 0 and 1
@@ -107,7 +106,8 @@ class Overlap:
     exact: bool
 
 
-def _libraries(library: str) -> tuple[str, ...]:
+def check_library(library: str) -> tuple[str, ...]:
+    """The libraries ``library`` names (``"all"``: ``LIBRARIES``), or an ``AAError``."""
     if library == "all" or library in LIBRARIES:
         return _ALL if library == "all" else (library,)
     raise AAError(f"library must be 'all' (overlaps proven for every kernel library) or one of "
@@ -279,7 +279,7 @@ def _overlaps(ctx, wanted: Iterable | str, library: str) -> tuple[list[Overlap],
     """The overlaps ``wanted`` names ((op, input, output) triples, ``Overlap``s or ``"auto"``
     for every one the table allows for ``library``), and why any of them is refused."""
     model, ops, tensors, step, _, last, outputs = ctx
-    libs = _libraries(library)
+    libs = check_library(library)
     auto = isinstance(wanted, str)
     if auto and wanted != "auto":
         raise AAError(f"in_place/overlaps takes 'auto' or (op, input, output) triples: {wanted!r}")
