@@ -85,6 +85,8 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-sizes", type=_sizes, default=None,
                    help="square input sizes, comma-separated (96,128), for a model that is fully "
                         "convolutional up to a global pooling: one point per size and budget")
+    p.add_argument("--kernel-library", default="all", help="with --memory tflm: the TFLM kernel "
+                   "library the firmware links (all, reference, cmsis-nn, esp-nn)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -260,7 +262,8 @@ def _convert(args: argparse.Namespace) -> int:
     config = ConvertConfig(  # checked before any work
         memory=args.memory, max_accuracy_drop=args.max_accuracy_drop, plan=plan,
         io_dtype=args.io, measure_tflm=not args.no_tflm, progress=not args.no_progress,
-        kernels=args.kernels, bits=args.bits, input_sizes=args.input_sizes, target=args.target)
+        kernels=args.kernels, bits=args.bits, input_sizes=args.input_sizes, target=args.target,
+        kernel_library=args.kernel_library)
     check_output_path(args.out + ".tflite")  # before the work, not after it
     model = _load_keras(args.model)
     x_cal, _ = _load_npz(args.data, "--data")
