@@ -20,14 +20,13 @@ invokes, rounds alternating between the files). Writes ``benchmarks/results/chan
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 
 import numpy as np
 
-from benchmarks.offline_plan import _int8_inputs, _tflm_outputs
+from aa_tflite.runtime.interpreter import micro_run
+from benchmarks.offline_plan import int8_inputs, mobilenet_96, run_and_save
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -44,7 +43,7 @@ def _models(skip_mobilenet: bool):
     import aa_tflite
     from aa_tflite.frontend.embedded import default_data
     from converters import mini
-    from converters.imagenet import calibrate_batchnorm, mobilenet_v2
+    from converters.imagenet import calibrate_batchnorm
 
     x_cal, x_val, _ = default_data()
     for name in MINIS:
@@ -53,11 +52,7 @@ def _models(skip_mobilenet: bool):
         yield name, aa_tflite.to_tflite(model, x_cal), x_val[:32]
     if skip_mobilenet:
         return
-    rng = np.random.RandomState(0)
-    x = rng.uniform(-1, 1, size=(136, 96, 96, 3)).astype(np.float32)
-    x = (x + np.roll(x, 1, 1) + np.roll(x, 1, 2) + np.roll(x, (1, 1), (1, 2))) / 4
-    model = calibrate_batchnorm(mobilenet_v2(alpha=0.35, input_shape=(96, 96, 3)), x[:64])
-    yield "MobileNetV2-0.35 96x96", aa_tflite.to_tflite(model, x[:128]), x[128:]
+    yield mobilenet_96()
 
 
 def _plan(tflite: bytes) -> bytes:
@@ -104,7 +99,7 @@ def _variant(tflite: bytes, x: np.ndarray, stock_tflm, stock_xnn, splits) -> dic
 
     arena = memory.tflm_arena(tflite)
     smallest = memory.smallest_arena(tflite, total=arena.total)
-    tflm = _tflm_outputs(tflite, x, smallest)
+    tflm = micro_run(tflite, x, arena_size=smallest)
     return {"splits": {str(k): v for k, v in splits.items()}, "head": arena.head,
             "tail": arena.tail, "total": arena.total, "smallest_arena": smallest,
             "ops": len(flatbuffer.describe(flatbuffer.read(tflite))[0]),
@@ -119,8 +114,8 @@ def run(skip_mobilenet: bool = False) -> list[dict]:
 
     rows = []
     for name, tflite, x_float in _models(skip_mobilenet):
-        x = _int8_inputs(tflite, x_float)
-        stock_tflm, stock_xnn = _tflm_outputs(tflite, x), _xnnpack_outputs(tflite, x)
+        x = int8_inputs(tflite, x_float)
+        stock_tflm, stock_xnn = micro_run(tflite, x), _xnnpack_outputs(tflite, x)
         t = time.perf_counter()
         split, record = best_split(tflite, max_k=8)
         split_seconds = time.perf_counter() - t
@@ -173,14 +168,7 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--skip-mobilenet", action="store_true")
-    args = parser.parse_args()
-    rows = run(args.skip_mobilenet)
-    print("\n".join(table(rows)))
-    from aa_tflite.files import atomic_write
-
-    atomic_write(RESULTS, json.dumps(rows, indent=2))
+    run_and_save(__doc__, run, table, RESULTS)
 
 
 if __name__ == "__main__":

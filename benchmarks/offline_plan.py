@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from aa_tflite.runtime.interpreter import micro_run
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +36,7 @@ def _models(skip_mobilenet: bool):
     import aa_tflite
     from aa_tflite.frontend.embedded import default_data, load_default
     from converters import mini
-    from converters.imagenet import calibrate_batchnorm, mobilenet_v2
+    from converters.imagenet import calibrate_batchnorm
 
     d = load_default()
     yield "digits CNN", aa_tflite.to_tflite(d.model, d.x_cal), d.x_val[:32]
@@ -47,14 +49,23 @@ def _models(skip_mobilenet: bool):
         yield name, aa_tflite.to_tflite(model, x_cal), x_val[:32]
     if skip_mobilenet:
         return
+    yield mobilenet_96()
+
+
+def mobilenet_96() -> tuple[str, bytes, np.ndarray]:
+    """MobileNetV2-0.35 at 96x96, random weights with BatchNorm calibrated on smooth random
+    images, as int8 ``.tflite``; and 8 more such images to run it on."""
+    import aa_tflite
+    from converters.imagenet import calibrate_batchnorm, mobilenet_v2
+
     rng = np.random.RandomState(0)
     x = rng.uniform(-1, 1, size=(136, 96, 96, 3)).astype(np.float32)
     x = (x + np.roll(x, 1, 1) + np.roll(x, 1, 2) + np.roll(x, (1, 1), (1, 2))) / 4
     model = calibrate_batchnorm(mobilenet_v2(alpha=0.35, input_shape=(96, 96, 3)), x[:64])
-    yield "MobileNetV2-0.35 96x96", aa_tflite.to_tflite(model, x[:128]), x[128:]
+    return "MobileNetV2-0.35 96x96", aa_tflite.to_tflite(model, x[:128]), x[128:]
 
 
-def _int8_inputs(tflite: bytes, x: np.ndarray) -> np.ndarray:
+def int8_inputs(tflite: bytes, x: np.ndarray) -> np.ndarray:
     """``x`` quantized, then adversarial inputs: both extremes, noise and a checkerboard."""
     from aa_tflite.runtime.interpreter import make_interpreter, quantize
     from aa_tflite.types import Kernels
@@ -65,18 +76,6 @@ def _int8_inputs(tflite: bytes, x: np.ndarray) -> np.ndarray:
     bad = [np.full(shape, 127), np.full(shape, -128), board,
            np.random.RandomState(0).randint(-128, 128, size=shape)]
     return np.concatenate([quantize(x, detail), np.stack(bad).astype(np.int8)])
-
-
-def _tflm_outputs(tflite: bytes, x: np.ndarray, arena_size: int | None = None) -> np.ndarray:
-    from aa_tflite.runtime.interpreter import micro_interpreter
-
-    interp = micro_interpreter(tflite, arena_size=arena_size)
-    out = []
-    for i in range(len(x)):
-        interp.set_input(x[i:i + 1], 0)
-        interp.invoke()
-        out.append(interp.get_output(0).copy())
-    return np.concatenate(out)
 
 
 def _planned(tflite: bytes, library: str, x: np.ndarray, stock_out: np.ndarray) -> dict:
@@ -97,7 +96,7 @@ def _planned(tflite: bytes, library: str, x: np.ndarray, stock_out: np.ndarray) 
     planned = write_offline_plan(tflite, offsets, overlaps="auto", library=library)
     arena = memory.tflm_arena(planned)
     smallest = memory.smallest_arena(planned, total=arena.total)
-    out = _tflm_outputs(planned, x, smallest)
+    out = micro_run(planned, x, arena_size=smallest)
     short = guard.probe(planned, kernels=Kernels.TFLM, tflm_arena_size=smallest - 64)
     return {"library": library, "allowed_overlaps": len(in_place_candidates(
                 tflite, library=library)),
@@ -114,9 +113,9 @@ def run(skip_mobilenet: bool = False) -> list[dict]:
 
     rows = []
     for name, tflite, x_float in _models(skip_mobilenet):
-        x = _int8_inputs(tflite, x_float)
+        x = int8_inputs(tflite, x_float)
         stock = memory.tflm_arena(tflite)
-        stock_out = _tflm_outputs(tflite, x)
+        stock_out = micro_run(tflite, x)
         row = {"model": name, "inputs": len(x), "stock_head": stock.head,
                "stock_tail": stock.tail, "stock_total": stock.total,
                "stock_smallest_arena": memory.smallest_arena(tflite, total=stock.total),
@@ -148,15 +147,21 @@ def table(rows: list[dict]) -> list[str]:
             "|" + "---|" * 8, *[line for r in rows for line in _lines(r)]]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def run_and_save(description: str, run_rows, make_table, results: str) -> None:
+    """The command line of a results benchmark: run (``--skip-mobilenet`` leaves out the
+    ImageNet-scale model), print the table, write the results file atomically."""
+    parser = argparse.ArgumentParser(description=description.split("\n")[0])
     parser.add_argument("--skip-mobilenet", action="store_true")
     args = parser.parse_args()
-    rows = run(args.skip_mobilenet)
-    print("\n".join(table(rows)))
+    rows = run_rows(args.skip_mobilenet)
+    print("\n".join(make_table(rows)))
     from aa_tflite.files import atomic_write
 
-    atomic_write(RESULTS, json.dumps(rows, indent=2))
+    atomic_write(results, json.dumps(rows, indent=2))
+
+
+def main() -> None:
+    run_and_save(__doc__, run, table, RESULTS)
 
 
 if __name__ == "__main__":

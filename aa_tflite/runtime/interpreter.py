@@ -21,7 +21,7 @@ from aa_tflite.types import AAError, Kernels
 
 __all__ = ["KERNELS", "batches", "check_input_shape", "check_kernels", "dequantize", "evaluate",
            "fixed_batch", "interpreter_backend", "load_interpreter", "make_interpreter",
-           "median_latency_ms", "micro_interpreter", "quantize", "run", "run_model",
+           "median_latency_ms", "micro_interpreter", "micro_run", "quantize", "run", "run_model",
            "sample_latency_ms"]
 
 _BACKENDS = (
@@ -125,6 +125,22 @@ def micro_interpreter(tflite: bytes, *, arena_size: int | None = None) -> Any:
     if arena_size is None:
         return micro.Interpreter.from_bytes(data)
     return micro.Interpreter.from_bytes(data, arena_size=arena_size)
+
+
+def micro_run(tflite: bytes, x: np.ndarray, *, arena_size: int | None = None) -> np.ndarray:
+    """Raw outputs of ``tflite`` in TensorFlow Lite Micro for raw inputs ``x`` (already in the
+    model's input dtype), one sample per invoke, as TFLM runs on a device.
+
+    Example:
+        >>> raw = micro_run(tflite, np.zeros((2, 8, 8, 1), np.int8))  # doctest: +SKIP
+    """
+    interp = micro_interpreter(tflite, arena_size=arena_size)
+    out = []
+    for i in range(len(x)):
+        interp.set_input(x[i:i + 1], 0)
+        interp.invoke()
+        out.append(interp.get_output(0).copy())
+    return np.concatenate(out) if out else np.zeros((0,))
 
 
 def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
@@ -288,11 +304,7 @@ def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
     want = check_input_shape(x, inp)
     results = []
     if kernels == Kernels.TFLM:
-        interp = micro_interpreter(tflite)
-        for i in range(len(x)):
-            interp.set_input(quantize(x[i:i + 1], inp), 0)
-            interp.invoke()
-            results.append(dequantize(interp.get_output(0).copy(), out))
+        results.append(dequantize(micro_run(tflite, quantize(x, inp)), out))
     else:
         sizes: dict[int, Any] = {}
         for start in range(0, len(x), batch_size):

@@ -162,8 +162,8 @@ def test_demo_with_one_fraction_writes_one_point(tmp_path, capsys):
     assert "serving_default" in out
     assert sorted(os.listdir(tmp_path)) == ["digits.memory.png", "digits.plan.json",
                                            "digits.report.json", "digits.report.md",
-                                           "digits.sensitivity.png", "digits.timeline.png",
-                                           "digits.tflite"]
+                                           "digits.sensitivity.png", "digits.tflite",
+                                           "digits.timeline.png"]
 
 
 def test_convert_with_budgets_then_points_and_run(tmp_path, digits, capsys):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from aa_tflite.runtime import guard
-from aa_tflite.runtime.interpreter import make_interpreter, micro_interpreter, quantize, run_model
+from aa_tflite.runtime.interpreter import make_interpreter, micro_run, quantize, run_model
 from aa_tflite.tflite import flatbuffer, memory
 from aa_tflite.tflite.offline_plan import (
     IN_PLACE,
@@ -33,16 +33,6 @@ def _inputs(tflite: bytes, request) -> np.ndarray:
     else:
         real = rng.randint(-128, 128, size=(24, *shape)).astype(np.int8)
     return np.concatenate([real, *adversarial(shape, rng)])
-
-
-def _tflm(tflite: bytes, x: np.ndarray, arena_size: int | None = None) -> np.ndarray:
-    interp = micro_interpreter(tflite, arena_size=arena_size)
-    out = []
-    for i in range(len(x)):
-        interp.set_input(x[i:i + 1], 0)
-        interp.invoke()
-        out.append(interp.get_output(0).copy())
-    return np.concatenate(out)
 
 
 def _conv_pair(tflite: bytes) -> tuple[int, int, int]:
@@ -123,7 +113,7 @@ def test_checker_catches_an_overlapping_plan(fixture, request):
     # the checker's refusal is real: TFLM runs the bad plan without a word, and gets it wrong
     x = _inputs(tflite, request)
     corrupt = write_offline_plan(tflite, bad, check=False)
-    assert not np.array_equal(_tflm(corrupt, x), _tflm(tflite, x))
+    assert not np.array_equal(micro_run(corrupt, x), micro_run(tflite, x))
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)
@@ -138,7 +128,7 @@ def test_tflm_runs_the_planned_file_in_exactly_its_arena_bit_exact(fixture, requ
     assert guard.probe(planned, kernels=Kernels.TFLM, tflm_arena_size=arena.total).ok
     assert not guard.probe(planned, kernels=Kernels.TFLM, tflm_arena_size=arena.total - 64).ok
     x = _inputs(tflite, request)
-    assert np.array_equal(_tflm(planned, x, arena.total), _tflm(tflite, x))
+    assert np.array_equal(micro_run(planned, x, arena_size=arena.total), micro_run(tflite, x))
 
 
 def test_litert_ignores_the_plan(digits_tflite, digits_data):
@@ -175,7 +165,7 @@ def test_allowed_in_place_overlaps_shrink_the_head_and_stay_bit_exact(fixture, r
     assert guard.probe(planned, kernels=Kernels.TFLM, tflm_arena_size=smallest).ok
     assert not guard.probe(planned, kernels=Kernels.TFLM, tflm_arena_size=smallest - 64).ok
     x = _inputs(tflite, request)
-    assert np.array_equal(_tflm(planned, x, smallest), _tflm(tflite, x))
+    assert np.array_equal(micro_run(planned, x, arena_size=smallest), micro_run(tflite, x))
 
 
 def test_a_disallowed_overlap_is_refused(digits_tflite):
