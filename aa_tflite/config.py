@@ -22,7 +22,7 @@ import numpy as np
 from aa_tflite.precision import check_menu
 from aa_tflite.types import AAError, Kernels, MemoryMode, Plan
 
-__all__ = ["Budget", "ConvertConfig", "budget_list", "check_budget"]
+__all__ = ["Budget", "ConvertConfig", "budget_kb_for", "budget_list", "check_budget"]
 
 
 def _is_int(value: Any) -> bool:
@@ -197,6 +197,17 @@ class Budget:
     def of(cls, budget_kb: Any) -> Budget:
         """A checked budget, or an ``AAError`` saying what a budget must be."""
         return cls(check_budget(budget_kb))
+
+
+def budget_kb_for(nbytes: int) -> float:
+    """The smallest ``budget_kb``, in steps of 0.01 KiB, that holds ``nbytes`` (the figure a
+    ``BudgetError`` tells the user to raise the budget to).
+
+    Example:
+        >>> budget_kb_for(6720)
+        6.57
+    """
+    return math.ceil(nbytes / 10.24) / 100
 
 
 def check_budget(budget_kb: Any) -> float:

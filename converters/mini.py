@@ -159,6 +159,23 @@ def mini_squeezenet(keras, *, name: str = "mini_squeezenet"):
     return keras.Model(i, keras.layers.Dense(10, name="logits")(x), name=name)
 
 
+def inverted_residual(keras, x, *, expand: int, filters: int, strides: int, tag: str):
+    """One MobileNetV2 block on ``x``: 1x1 expand + ReLU6, 3x3 depthwise (``strides``) + ReLU6,
+    linear 1x1 projection, each with BatchNorm; ``Add`` where stride 1 and channels match."""
+    y = keras.layers.Conv2D(expand, 1, use_bias=False, name=f"{tag}_expand")(x)
+    y = keras.layers.BatchNormalization(name=f"{tag}_expand_bn")(y)
+    y = keras.layers.ReLU(max_value=6.0, name=f"{tag}_expand_relu")(y)
+    y = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False,
+                                     name=f"{tag}_dw")(y)
+    y = keras.layers.BatchNormalization(name=f"{tag}_dw_bn")(y)
+    y = keras.layers.ReLU(max_value=6.0, name=f"{tag}_dw_relu")(y)
+    y = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{tag}_project")(y)
+    y = keras.layers.BatchNormalization(name=f"{tag}_project_bn")(y)  # linear bottleneck
+    if strides == 1 and x.shape[-1] == filters:
+        y = keras.layers.Add(name=f"{tag}_add")([x, y])
+    return y
+
+
 def mini_mobilenetv2(keras, *, name: str = "mini_mobilenetv2"):
     """A 3x3 stem (16) and four inverted residual blocks (expansion 3; 16, 24 strided, 24, 32),
     each projecting linearly; ``Add`` where stride 1 and channels match; a 1x1 head (64)."""
@@ -167,19 +184,8 @@ def mini_mobilenetv2(keras, *, name: str = "mini_mobilenetv2"):
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(max_value=6.0, name="stem_relu")(x)
     for k, (filters, strides) in enumerate([(16, 1), (24, 2), (24, 1), (32, 1)]):
-        tag = f"ir{k + 1}"
-        y = keras.layers.Conv2D(3 * x.shape[-1], 1, use_bias=False, name=f"{tag}_expand")(x)
-        y = keras.layers.BatchNormalization(name=f"{tag}_expand_bn")(y)
-        y = keras.layers.ReLU(max_value=6.0, name=f"{tag}_expand_relu")(y)
-        y = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False,
-                                         name=f"{tag}_dw")(y)
-        y = keras.layers.BatchNormalization(name=f"{tag}_dw_bn")(y)
-        y = keras.layers.ReLU(max_value=6.0, name=f"{tag}_dw_relu")(y)
-        y = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{tag}_project")(y)
-        y = keras.layers.BatchNormalization(name=f"{tag}_project_bn")(y)  # linear bottleneck
-        if strides == 1 and x.shape[-1] == filters:
-            y = keras.layers.Add(name=f"{tag}_add")([x, y])
-        x = y
+        x = inverted_residual(keras, x, expand=3 * x.shape[-1], filters=filters,
+                              strides=strides, tag=f"ir{k + 1}")
     x = keras.layers.Conv2D(64, 1, use_bias=False, name="head_conv")(x)
     x = keras.layers.BatchNormalization(name="head_bn")(x)
     x = keras.layers.ReLU(max_value=6.0, name="head_relu")(x)

@@ -7,9 +7,7 @@ graph and the measurements, never from the wording of a note. No TensorFlow impo
 
 from __future__ import annotations
 
-import math
-
-from aa_tflite.config import Budget, ConvertConfig
+from aa_tflite.config import Budget, ConvertConfig, budget_kb_for
 from aa_tflite.lowering import signed
 from aa_tflite.search import planner
 from aa_tflite.search.baseline import Baseline
@@ -52,7 +50,7 @@ def check_floor(base: Baseline, measured: Measured, cfg: ConvertConfig,
         f"({floor.peak / 1024:.2f} KiB, {floor.peak / planner.peak(buffers):.0%} of int8), set "
         f"{where} by these live tensors:\n"
         + "\n".join(lines) + f"\nRaise budget_kb to at least "
-        f"{math.ceil(floor.peak / 10.24) / 100:.2f}, or offer narrower bits; the error's .plan is "
+        f"{budget_kb_for(floor.peak):.2f}, or offer narrower bits; the error's .plan is "
         f"the least-loss plan at that floor (predicted loss {cheapest.predicted_loss:.2f} "
         "points).",
         smallest_bytes=floor.peak, plan=base.expand(cheapest.configs()), tensors=tensors)

@@ -13,10 +13,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from aa_tflite.config import budget_kb_for
 from aa_tflite.precision import precision
 from aa_tflite.search import planner
 from aa_tflite.search.bench import sparse_bytes
@@ -172,7 +172,7 @@ def _arena_error(best, stock: int, budget: Budget) -> BudgetError:
         f"({best.arena / 1024:.2f} KiB: {best.describe()}), against {stock:,} B for the stock "
         f"int8 model. TFLM stores every activation in int8, so bits and thresholds cannot shrink "
         f"it; its activations peak while {where} runs, holding:\n" + "\n".join(lines)
-        + f"\nRaise budget_kb to at least {math.ceil(best.arena / 10.24) / 100:.2f}, or plan "
+        + f"\nRaise budget_kb to at least {budget_kb_for(best.arena):.2f}, or plan "
         "with memory='packed' for a runtime that packs low-bit activations.",
         smallest_bytes=best.arena, plan={}, tensors=tensors)
 

@@ -11,11 +11,11 @@ when one tensor shrinks), until the peak fits the budget.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from aa_tflite.config import budget_kb_for
 from aa_tflite.tflite.layout import greedy_offsets
 from aa_tflite.types import BudgetError, SiteConfig
 
@@ -238,7 +238,7 @@ def greedy(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], b
             f"The budget of {budget / 1024:.2f} KiB ({budget} B) cannot be met: the smallest "
             f"activation memory any plan reaches is {floor.peak / 1024:.2f} KiB ({floor.peak} B), "
             f"with {_describe(floor)}. Raise budget_kb to at least "
-            f"{math.ceil(floor.peak / 10.24) / 100:.2f}, or allow more options (4-bit, thresholds).",
+            f"{budget_kb_for(floor.peak):.2f}, or allow more options (4-bit, thresholds).",
             smallest_bytes=floor.peak, plan=floor.configs())
     alive = _alive(buffers)
     choice: dict[str, Option] = {}

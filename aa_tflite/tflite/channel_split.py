@@ -120,20 +120,6 @@ def chunk_sizes(channels: int, k: int) -> list[int]:
     return [base + (i < extra) for i in range(int(k))]
 
 
-def _live_bytes(model: schema.ModelT, ops, tensors) -> list[int]:
-    """Bytes of activations alive in each scope (0: the inputs; op k runs in scope k + 1)."""
-    first, last = memory.lifetimes(model, ops)
-    live = [0] * (len(ops) + 1)
-    for t, f in first.items():
-        info = tensors[t]
-        if info.is_constant or info.is_variable:
-            continue
-        nbytes = -(-(info.elements * info.storage_bits // 8) // TFLM_ALIGNMENT) * TFLM_ALIGNMENT
-        for scope in range(f, last[t] + 1):
-            live[scope] += nbytes
-    return live
-
-
 def _refusal(model, ops, tensors, conv: int) -> str | None:
     """Why op ``conv`` and the op reading its output cannot be split exactly, or None."""
     graph = model.subgraphs[0]
@@ -178,10 +164,11 @@ def _refusal(model, ops, tensors, conv: int) -> str | None:
     return None
 
 
-def _pairs(model: schema.ModelT) -> dict[int, Pair | str]:
+def _pairs(tflite: bytes) -> dict[int, Pair | str]:
     """Every CONV_2D of subgraph 0: its pair, or why it has none."""
+    model = flatbuffer.read(tflite)
     ops, tensors = flatbuffer.describe(model)
-    live = _live_bytes(model, ops, tensors)
+    live = memory.live_bytes(tflite, alignment=TFLM_ALIGNMENT)
     peak = max(live)
     readers = consumers(ops)
     out: dict[int, Pair | str] = {}
@@ -218,7 +205,7 @@ def split_candidates(tflite: bytes) -> list[Pair]:
         >>> [(p.conv, p.channels, p.at_peak) for p in split_candidates(tflite)]  # doctest: +SKIP
         [(1, 48, True), (4, 24, False)]
     """
-    return [p for p in _pairs(flatbuffer.read(tflite)).values() if isinstance(p, Pair)]
+    return [p for p in _pairs(tflite).values() if isinstance(p, Pair)]
 
 
 def _sliced_quantization(q, lo: int, hi: int, channels: int):
@@ -312,13 +299,13 @@ def _retire(model, graph, tensors: list[int]) -> None:
                 setattr(tensor, field, np.asarray([*list(dims)[:-1], 0], np.int32))
 
 
-def _check_request(model, splits: Mapping[int, int]) -> list[tuple[Pair, int]]:
+def _check_request(tflite: bytes, model, splits: Mapping[int, int]) -> list[tuple[Pair, int]]:
     if any(getattr(m, "name", None) in (OFFLINE_PLAN_NAME, OFFLINE_PLAN_NAME.encode())
            for m in model.metadata or []):
         raise AAError("This .tflite carries an offline memory plan, which a split would make "
                       "wrong (it names every tensor). Split the file without the plan, then plan "
                       "it: offline_plan.write_offline_plan(split, plan_offsets(split)[0]).")
-    pairs = _pairs(model)
+    pairs = _pairs(tflite)
     chosen = []
     for conv, k in sorted(splits.items()):
         found = pairs.get(int(conv), None)
@@ -368,7 +355,7 @@ def split_channels(tflite: bytes, splits: Mapping[int, int]) -> bytes:
     if not splits:
         raise AAError("splits is empty. Pass {conv op index: chunks}, e.g. {pair.conv: 4} for a "
                       "pair from split_candidates(tflite).")
-    chosen = _check_request(model, splits)
+    chosen = _check_request(tflite, model, splits)
     graph = model.subgraphs[0]
     by_conv = {pair.conv: (pair, k) for pair, k in chosen}
     skip = {pair.depthwise for pair, _ in chosen}

@@ -102,11 +102,12 @@ def lifetimes(model, ops: Sequence[flatbuffer.OpInfo]) -> tuple[dict[int, int], 
     return first, last
 
 
-def live_bytes(tflite: bytes, *, bits: Mapping[int, int] | None = None) -> list[int]:
+def live_bytes(tflite: bytes, *, bits: Mapping[int, int] | None = None,
+               alignment: int = 1) -> list[int]:
     """Bytes of the activation tensors alive in each allocation scope (scope 0 is before the
-    first op, scope ``k + 1`` while op ``k`` runs), with ``bits`` as ``plan_tensors`` takes them:
-    the per-op memory timeline. Its maximum is the lower bound any layout of these tensors can
-    reach; ``plan_tensors``' peak adds the layout's fragmentation.
+    first op, scope ``k + 1`` while op ``k`` runs), with ``bits`` and ``alignment`` as
+    ``plan_tensors`` takes them: the per-op memory timeline. Its maximum is the lower bound any
+    layout of these tensors can reach; ``plan_tensors``' peak adds the layout's fragmentation.
 
     Example:
         >>> max(live_bytes(open("model.tflite", "rb").read()))  # doctest: +SKIP
@@ -117,7 +118,7 @@ def live_bytes(tflite: bytes, *, bits: Mapping[int, int] | None = None) -> list[
     live = [0] * scopes
     for t in layout:
         for scope in range(t.first, t.last + 1):
-            live[scope] += t.nbytes
+            live[scope] += -(-t.nbytes // alignment) * alignment
     return live
 
 

@@ -300,23 +300,54 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.pi
-def test_tflm_exports_run_on_tflite_runtime_2_14(exported, digits, tmp_path):
+def _on_tflite_runtime(files: list[str], x: np.ndarray, tmp_path) -> dict[str, np.ndarray]:
+    """Each file's outputs on ``x`` in tflite-runtime 2.14 (``.venv-pi``), builtin kernels."""
     pi = need_pi_env()
-    result, out = exported
-    files = [str(out / f"digits_{k}.tflite") for k in result.points]
-    x = digits.x_val[:12]
     np.savez(tmp_path / "x.npz", x=x)
     done = subprocess.run([pi, "-c", _PI_SCRIPT, *files, str(tmp_path / "x.npz")],
                           capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
+    return {path: np.asarray(v, np.float32) for path, v in got.items()}
+
+
+@pytest.mark.pi
+def test_tflm_exports_run_on_tflite_runtime_2_14(exported, digits, tmp_path):
+    result, out = exported
+    files = [str(out / f"digits_{k}.tflite") for k in result.points]
+    x = digits.x_val[:12]
+    got = _on_tflite_runtime(files, x, tmp_path)
     from aa_tflite.runtime.onthefly import OperatingPoints
 
     for path in files:
         want = OperatingPoints(path, kernels="builtin").run(x)
-        assert np.array_equal(np.asarray(got[path], np.float32), want), path
+        assert np.array_equal(got[path], want), path
+
+
+@pytest.mark.pi
+def test_planned_and_split_exports_compute_the_unplanned_outputs_on_tflite_runtime(
+        multi, digits, tmp_path):
+    """tflite-runtime ignores the offline plan and runs the channel split: planned (reference
+    overlaps) digits points and a split MobileNetV2-style file give the original int8 files'
+    outputs."""
+    from aa_tflite.runtime.onthefly import OperatingPoints
+    from tests.conftest import FIXTURES, fixture_bytes
+
+    planned = export_tflm(multi.tflite, tmp_path / "d", name="digits", library="reference")
+    mobile = fixture_bytes("mobile_int8.tflite")
+    split = export_tflm(mobile, tmp_path / "m", name="m", split=True)
+    (split_point,) = split.points.values()
+    assert "AddConcatenation" in split.info["ops"]
+    cases = {planned.points[p.key]["file"]: (p.tflite, digits.x_val[:12]) for p in multi.points}
+    cases[split_point["file"]] = (mobile, np.load(f"{FIXTURES}/mobile_cal.npz")["x"]
+                                  .astype(np.float32)[:12])
+    assert all(offline_plan.read_offline_plan(open(planned.points[p.key]["file"], "rb").read())
+               is not None for p in multi.points)
+    for path, (original, x) in cases.items():
+        got = _on_tflite_runtime([path], x, tmp_path)
+        want = OperatingPoints(original, kernels="builtin").run(x)
+        assert np.array_equal(got[path], want), path
 
 
 @pytest.mark.parametrize("name", ["aa_tflite.targets", "aa_tflite.targets.common"])
