@@ -64,8 +64,8 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
                                   "(without it: disagreement with the float model)")
     p.add_argument("--out", required=True,
                    help="output prefix: writes PREFIX.tflite, .plan.json, .report.json/.md, plots")
-    p.add_argument("--memory", choices=[m.value for m in MemoryMode], default="packed",
-                   help="what the budget counts (default packed)")
+    p.add_argument("--memory", choices=[m.value for m in MemoryMode], default=None,
+                   help="what the budget counts (default: tflm with --target tflm, else packed)")
     p.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="fail unless the verified loss is at most this many points")
     p.add_argument("--plan", help="plan JSON to write instead of searching (from a .plan.json)")
@@ -124,6 +124,8 @@ def _add_export(sub) -> None:
     p.add_argument("--split-channels", action="store_true",
                    help="tflm: split expand->depthwise pairs by channels where that lowers the "
                         "arena (exact; more ops, so slower)")
+    p.add_argument("--patches", action="store_true", help="tflm: run the first stage in "
+                   "patches where that lowers the arena (exact; re-computes halos, so slower)")
 
 
 def _add_run(sub) -> None:
@@ -357,10 +359,10 @@ def _export(args: argparse.Namespace) -> int:
     tflite = _read_tflite(args.model)
     samples = _load_npz(args.samples, "--samples") if args.samples else None
     options = {} if args.library is None else {"library": args.library}
-    if args.split_channels:
-        options["split"] = True
+    options.update({k: True for k, flag in (("split", args.split_channels),
+                                            ("patch", args.patches)) if flag})
     if options and args.target != "tflm":
-        raise AAError("--library and --split-channels apply to --target tflm only.")
+        raise AAError("--library, --split-channels and --patches apply to --target tflm only.")
     done = TARGETS[args.target].export(
         tflite, args.out, name=args.name or os.path.splitext(os.path.basename(args.model))[0],
         source=os.path.basename(args.model), samples=samples, **options)

@@ -45,8 +45,9 @@ class ConvertConfig:
             packed (int4 two per byte); ``"packed+sparse"``: post-ReLU tensors zero-compressed,
             worst sample; ``"tflm"``: the arena TFLite Micro really allocates, which no
             precision or threshold shrinks; the plan is then the int8 model with exact
-            rewrites (batch 1, an offline memory plan, a channel split only if the budget
-            needs it). Defaults to ``"packed"``.
+            rewrites (batch 1, an offline memory plan; patch-based execution of the first stage
+            or a channel split only if the budget needs them). Defaults to ``"tflm"`` when
+            ``target`` is ``"tflm"``, else ``"packed"``.
         max_accuracy_drop: If given, the verified loss (points) must not exceed it. Defaults to
             None.
         plan: Skip the search and write this plan. A low-bit site whose clip is None gets its
@@ -88,7 +89,7 @@ class ConvertConfig:
         <Kernels.TFLM: 'tflm'>
     """
 
-    memory: MemoryMode = MemoryMode.PACKED
+    memory: MemoryMode | None = None
     max_accuracy_drop: float | None = None
     plan: Plan | None = None
     sparsity_points: Sequence[float] = (10.0, 20.0, 30.0)
@@ -109,6 +110,8 @@ class ConvertConfig:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
+        if self.memory is None:  # a microcontroller pays for TFLM's arena, not a packed figure
+            put("memory", MemoryMode.TFLM if self.target == "tflm" else MemoryMode.PACKED)
         try:
             put("memory", MemoryMode(self.memory))
         except ValueError as e:

@@ -24,7 +24,7 @@ from aa_tflite.search.verify import Verified
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite import memory as memory_mod
 from aa_tflite.tflite.analyse import SiteGraph
-from aa_tflite.types import MemoryReport, Plan, SiteConfig, TensorMemory
+from aa_tflite.types import MemoryMode, MemoryReport, Plan, SiteConfig, TensorMemory
 
 __all__ = ["MEMORY_NOTE", "Report", "SiteRow", "build_report", "inspect_lines", "lowering_words",
            "memory_lines", "tensor_table", "zero_points"]
@@ -251,7 +251,11 @@ def build_report(*, model_name: str, data: Data, base: Baseline, measured: Measu
     planned_mem = memory_mod.memory_report(tflite, bits=bits, measure_tflm=cfg.measure_tflm)
     int8_mem = memory_mod.memory_report(base.tflite, measure_tflm=cfg.measure_tflm)
     site_t = {s: g.tensor for s, g in base.graphs.items()}
-    values = bench.values(tflite, [*base.group_tensors, *site_t.values()])
+    # memory "tflm" writes the int8 model with exact rewrites (patches, splits) that retire some
+    # of its tensors: the activations, and so the sparsity, are the int8 model's
+    rewritten = cfg.memory is MemoryMode.TFLM
+    values = bench.values(base.tflite if rewritten else tflite,
+                          [*base.group_tensors, *site_t.values()])
     nz = worst_nonzeros({t: values[t] for t in base.group_tensors})
     planned_sparse = sparse_layout(base.buffers, base.elements, nz, bits)
     metric = "top-1 accuracy" if data.y_eval is not None else "top-1 agreement with float"

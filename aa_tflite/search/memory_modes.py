@@ -122,8 +122,9 @@ class RealArena(MemoryModel):
     """``"tflm"``: the arena TFLite Micro really allocates (head plus tail, the smallest it
     accepts). TFLM stores every activation in int8 and compresses no zeros, so no precision or
     threshold shrinks it; exact rewrites do (``tflite.firmware``): batch 1 and an offline memory
-    plan always, a channel split only when the budget needs it (it adds ops, so it is slower).
-    Of the variants that fit, the one with the fewest ops runs."""
+    plan always; a channel split, patch-based execution of the first stage, or both, only when
+    the budget needs them (they add ops and work). Of the variants that fit, the one with the
+    least work (``firmware.work``: MACs plus bytes written, deterministic) runs."""
 
     mode = MemoryMode.TFLM
     can_shrink = False
@@ -136,20 +137,35 @@ class RealArena(MemoryModel):
         library = "all" if cfg is None else cfg.kernel_library
         variants = [firmware_model(base.tflite, library=library)]
         if budget is not None and variants[0].arena > budget.nbytes:
-            variants.append(firmware_model(base.tflite, library=library, split=True))
+            variants += [firmware_model(base.tflite, library=library, split=split, patch=patch)
+                         for split, patch in ((True, False), (False, True), (True, True))]
         fits = [v for v in variants if budget is None or v.arena <= budget.nbytes]
         stock = memory_mod.smallest_arena(base.tflite)
         if not fits:
-            raise _arena_error(min(variants, key=lambda v: v.arena), stock, budget)
-        chosen = min(fits, key=lambda v: (v.ops, v.arena))
+            raise _arena_error(min(variants, key=lambda v: (v.arena, v.work)), stock, budget)
+        chosen = min(fits, key=lambda v: (v.work, v.arena))
         return FixedPlan(chosen.tflite, (
             f"memory='tflm': the plan is the int8 model as TFLite Micro firmware runs it "
             f"({chosen.describe()}): arena {chosen.arena:,} B, against {stock:,} B for the stock "
             f"int8 model ({chosen.arena / stock:.2f}x). Bits and thresholds cannot shrink it: "
-            "TFLM stores every activation in int8.",))
+            "TFLM stores every activation in int8.", _costs(variants, chosen, base.tflite, stock)))
 
     def pick(self, packed: int, packed_sparse: int, tflm: int | None) -> int:
         return packed if tflm is None else tflm
+
+
+def _costs(variants, chosen, stock_tflite: bytes, stock: int) -> str:
+    """What each rewrite tried costs: arena, ops, work and LiteRT latency against stock."""
+    from aa_tflite.runtime.interpreter import sample_latency_ms
+    from aa_tflite.tflite.firmware import work
+
+    base_work, base_ms = work(stock_tflite), sample_latency_ms(stock_tflite)
+    rows = [f"{v.describe()}: arena {v.arena:,} B ({v.arena / stock:.2f}x stock), {v.ops} ops, "
+            f"work {v.work / base_work:.2f}x, LiteRT latency "
+            f"{sample_latency_ms(v.tflite) / base_ms:.2f}x (XNNPACK, 1 thread, median)"
+            + (" <- chosen: the least work that fits" if v.tflite == chosen.tflite else "")
+            for v in {v.tflite: v for v in variants}.values()]
+    return "Rewrites tried for memory='tflm': " + "; ".join(rows) + "."
 
 
 def _arena_error(best, stock: int, budget: Budget) -> BudgetError:

@@ -93,7 +93,8 @@ def _header(note: str, stem: str, camel: str, measured: dict[str, int], arrays: 
 
 
 def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model",
-                source: str = "", library: str = "all", split: bool = False) -> TargetExport:
+                source: str = "", library: str = "all", split: bool = False,
+                patch: bool = False) -> TargetExport:
     """Writes a TFLite Micro build's inputs for every operating point of ``tflite``.
 
     Per point, ``NAME_KEY.tflite`` (one subgraph, as ``firmware_model`` makes it); then
@@ -116,6 +117,8 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
             or one of ``offline_plan.LIBRARIES``, which may allow more.
         split: Split expand -> depthwise pairs by channels where TFLM's arena drops (bit-exact;
             each chunk adds ops, so the model runs slower). Defaults to False.
+        patch: Run the first stage in patches where TFLM's arena drops (bit-exact; halos are
+            computed more than once, so the model runs slower). Defaults to False.
 
     Returns:
         An ``TargetExport``: per point ``file`` (its ``.tflite``), ``tflm_arena`` (bytes, measured)
@@ -126,7 +129,7 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
         AAError: TFLM cannot allocate a point, or an op has no TFLM kernel.
     """
     stem, camel = ident(name), _camel(name) or "Model"
-    built = {k: firmware_model(b, library=library, split=split)
+    built = {k: firmware_model(b, library=library, split=split, patch=patch)
              for k, b in point_files(tflite).items()}
     points = {k: fw.tflite for k, fw in built.items()}
     measured = {k: fw.arena for k, fw in built.items()}
@@ -154,6 +157,8 @@ def export_tflm(tflite: bytes, out_dir: str | os.PathLike, *, name: str = "model
 
 
 def export(tflite: bytes, out: str | os.PathLike, *, name: str = "model", source: str = "",
-           samples=None, library: str = "all", split: bool = False) -> TargetExport:
+           samples=None, library: str = "all", split: bool = False,
+           patch: bool = False) -> TargetExport:
     """The ``Target`` form of ``export_tflm`` (``samples`` is not used)."""
-    return export_tflm(tflite, out, name=name, source=source, library=library, split=split)
+    return export_tflm(tflite, out, name=name, source=source, library=library, split=split,
+                       patch=patch)

@@ -56,6 +56,12 @@ def test_replace_rechecks_and_keeps_the_target_live():
         dataclasses.replace(cfg, memory="nope")
 
 
+def test_the_tflm_target_counts_the_real_arena_unless_told_otherwise():
+    assert ConvertConfig(target="tflm").memory is MemoryMode.TFLM
+    assert ConvertConfig(target="tflm", memory="packed").memory is MemoryMode.PACKED
+    assert ConvertConfig().memory is ConvertConfig(target="android").memory is MemoryMode.PACKED
+
+
 def test_budgets():
     assert Budget.of(1.5).nbytes == 1536 and Budget.of(np.float64(2)).kb == 2.0
     assert [b.kb for b in budget_list([6, 4.5], plan=None)] == [6.0, 4.5]
