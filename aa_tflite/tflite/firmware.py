@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from aa_tflite.tflite import channel_split, flatbuffer, memory, offline_plan, patches
+from aa_tflite.tflite import channel_split, flatbuffer, memory, offline_plan, patches, reorder
 from aa_tflite.tflite.layout import TFLM_ALIGNMENT
 from aa_tflite.tflite.static_batch import static_batch
 
@@ -37,6 +37,8 @@ class Firmware:
         ops: How many ops it runs (a split or patching adds ops).
         work: Its ``work`` (MACs plus bytes written): the deterministic latency model.
         patch: The split op and (rows, columns) grid of patch-based execution, or None.
+        reordered: The ops run in a memory-aware order (``reorder.best_order``), not the
+            converter's.
     """
 
     tflite: bytes = dataclasses.field(repr=False)
@@ -47,6 +49,7 @@ class Firmware:
     ops: int
     work: int = 0
     patch: tuple[int, tuple[int, int]] | None = None
+    reordered: bool = False
 
     def describe(self) -> str:
         """The rewrites, in words."""
@@ -57,6 +60,8 @@ class Firmware:
         if self.splits:
             parts.append("channel split " + ", ".join(f"op {k} into {n}"
                                                       for k, n in sorted(self.splits.items())))
+        if self.reordered:
+            parts.append("ops reordered")
         if self.plan_saves:
             parts.append(f"offline memory plan ({self.plan_saves:,} B of head saved, overlaps "
                          f"proven for {self.library} kernels)")
@@ -100,7 +105,8 @@ def firmware_model(tflite: bytes, *, library: str = "all", split: bool = False,
     """``tflite`` fixed at batch 1; with ``patch``, its first stage run in patches where that
     lowers TFLM's arena (``patches.best_patches``); with ``split``, its expand -> depthwise
     pairs at the peak split by channels where that lowers it (``channel_split.best_split``);
-    and, where it lowers TFLM's head, an offline memory plan whose in-place overlaps are proven
+    its ops in a memory-aware order where that lowers the planned head (``reorder``); and,
+    where it lowers TFLM's head, an offline memory plan whose in-place overlaps are proven
     safe for ``library`` (checked against the tensors' lifetimes before it is written). Patches
     and splits are chosen by TFLM's total arena with the plan. All rewrites are exact; patches
     and splits add ops and cost latency.
@@ -131,7 +137,12 @@ def firmware_model(tflite: bytes, *, library: str = "all", split: bool = False,
     if split:
         fixed, split_record = channel_split.best_split(fixed, measure=measure)
         splits = dict(split_record.splits)
+    order, _ = reorder.best_order(fixed, library=library)
+    reordered = order != sorted(order)
+    if reordered:  # strictly smaller planned head than the file's order
+        fixed = reorder.reorder(fixed, order)
     fixed, saves = _planned(fixed, library)
     ops, _ = flatbuffer.describe(flatbuffer.read(fixed))
     return Firmware(tflite=fixed, arena=memory.smallest_arena(fixed), plan_saves=saves,
-                    splits=splits, library=library, ops=len(ops), work=work(fixed), patch=tiles)
+                    splits=splits, library=library, ops=len(ops), work=work(fixed), patch=tiles,
+                    reordered=reordered)

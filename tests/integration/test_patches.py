@@ -106,3 +106,4 @@ def test_the_real_arena_mode_patches_only_when_the_budget_needs_it(stem):
     with pytest.raises(aa_tflite.BudgetError, match="smallest arena aa_tflite reaches") as err:
         convert(tiled.arena - 512)
     assert err.value.smallest_bytes <= tiled.arena
+
