@@ -199,9 +199,21 @@ def _offline_plan() -> list[str]:
         return table(json.load(f))
 
 
+def _real_arena() -> list[str]:
+    from benchmarks.real_arena import RESULTS, best_line, table
+
+    with open(RESULTS) as f:
+        rows = json.load(f)
+    return [*table(rows), "", best_line(rows), "", "Arena: the smallest TFLM allocates the file in "
+            "(stock kernels); x stock against the batch-1 stock file's; latency against it on "
+            "LiteRT (XNNPACK, 1 thread); plan: seconds `firmware_model` took "
+            "(`python -m benchmarks.real_arena`)."]
+
+
 SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz,
             "kernels": _kernels, "planning_time": _planning_time, "points": _points,
-            "edgetpu": _edgetpu, "offline_plan": _offline_plan}
+            "edgetpu": _edgetpu, "offline_plan": _offline_plan,
+            "real_arena": _real_arena}
 
 
 def main() -> None:

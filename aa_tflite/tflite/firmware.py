@@ -100,6 +100,23 @@ def _planned(tflite: bytes, library: str) -> tuple[bytes, int]:
                                            library=library), greedy - head
 
 
+def _rewrite(tflite: bytes, patch: bool, split: bool, measure):
+    """The smallest of the requested rewrites by ``measure``: patches then a split where it still
+    pays, and, when both are asked for, a split alone too (patching first can leave a split
+    nothing to do, and the split alone can be smaller). Ties go to less work."""
+    tries = []
+    for use_patch in ([True, False] if patch and split else [patch]):
+        out, tiles, splits = tflite, None, {}
+        if use_patch:
+            out, record = patches.best_patches(out, measure=measure)
+            tiles = (record.point.op, record.grid) if record.point else None
+        if split:
+            out, split_record = channel_split.best_split(out, measure=measure)
+            splits = dict(split_record.splits)
+        tries.append((measure(out), work(out), len(tries), out, tiles, splits))
+    return min(tries, key=lambda t: t[:3])[3:]
+
+
 def firmware_model(tflite: bytes, *, library: str = "all", split: bool = False,
                    patch: bool = False) -> Firmware:
     """``tflite`` fixed at batch 1; with ``patch``, its first stage run in patches where that
@@ -108,8 +125,9 @@ def firmware_model(tflite: bytes, *, library: str = "all", split: bool = False,
     its ops in a memory-aware order where that lowers the planned head (``reorder``); and,
     where it lowers TFLM's head, an offline memory plan whose in-place overlaps are proven
     safe for ``library`` (checked against the tensors' lifetimes before it is written). Patches
-    and splits are chosen by TFLM's total arena with the plan. All rewrites are exact; patches
-    and splits add ops and cost latency.
+    and splits are chosen by TFLM's total arena with the plan; with both, the smaller of patches
+    (plus a split where one still pays) and a split alone. All rewrites are exact; patches and
+    splits add ops and cost latency.
 
     Args:
         tflite: A single-subgraph int8 ``.tflite`` without an offline plan.
@@ -126,17 +144,12 @@ def firmware_model(tflite: bytes, *, library: str = "all", split: bool = False,
         >>> fw.describe(), fw.arena  # doctest: +SKIP
     """
     offline_plan.check_library(library)
-    fixed, splits, tiles = static_batch(tflite), {}, None
+    fixed = static_batch(tflite)
 
     def measure(t: bytes) -> int:
         return memory.tflm_arena(_planned(t, library)[0]).total
 
-    if patch:
-        fixed, record = patches.best_patches(fixed, measure=measure)
-        tiles = (record.point.op, record.grid) if record.point else None
-    if split:
-        fixed, split_record = channel_split.best_split(fixed, measure=measure)
-        splits = dict(split_record.splits)
+    fixed, tiles, splits = _rewrite(fixed, patch, split, measure)
     order, _ = reorder.best_order(fixed, library=library)
     reordered = order != sorted(order)
     if reordered:  # strictly smaller planned head than the file's order
