@@ -68,6 +68,9 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
                    help="what the budget counts (default: tflm with --target tflm, else packed)")
     p.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="fail unless the verified loss is at most this many points")
+    p.add_argument("--metric", choices=["top1", "agreement", "relative_mse", "iou"],
+                   help="what the loss is measured in (default: top-1 for class vectors, "
+                        "relative_mse for other outputs)")
     p.add_argument("--plan", help="plan JSON to write instead of searching (from a .plan.json)")
     p.add_argument("--io", choices=["int8", "float32"], default="int8",
                    help="model input/output type (default int8)")
@@ -265,7 +268,7 @@ def _convert(args: argparse.Namespace) -> int:
         memory=args.memory, max_accuracy_drop=args.max_accuracy_drop, plan=plan,
         io_dtype=args.io, measure_tflm=not args.no_tflm, progress=not args.no_progress,
         kernels=args.kernels, bits=args.bits, input_sizes=args.input_sizes, target=args.target,
-        kernel_library=args.kernel_library)
+        kernel_library=args.kernel_library, metric=args.metric)
     check_output_path(args.out + ".tflite")  # before the work, not after it
     model = _load_keras(args.model)
     x_cal, _ = _load_npz(args.data, "--data")

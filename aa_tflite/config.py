@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from aa_tflite.metrics import check_metric_option
 from aa_tflite.precision import check_menu
 from aa_tflite.types import AAError, Kernels, MemoryMode, Plan
 
@@ -79,6 +80,14 @@ class ConvertConfig:
             convolutional up to a global pooling: each (size, budget) pair becomes an operating
             point. The model is rebuilt at each size with the same weights; the data are resized
             (bilinear, antialiased). Defaults to None: the model's own size.
+        metric: What the loss is measured in (``aa_tflite.metrics``): a built-in name
+            (``"top1"``, ``"agreement"``, ``"relative_mse"``, ``"iou"``), a callable
+            ``metric(y, outputs) -> float`` (higher is better, 0-1; ``y`` is the labels, else
+            the float model's outputs), or one of those per output. ``max_accuracy_drop`` is in
+            points of it. Defaults to None: top-1 for a class vector (accuracy with labels,
+            agreement with float without), ``"relative_mse"`` for any other output.
+        output_weights: With several outputs, the weight of each output's score. Defaults to
+            None: their mean.
         kernel_library: With ``memory="tflm"``: the TFLM kernel library the firmware links,
             which decides the in-place overlaps the offline plan may use: ``"all"`` (safe on
             TFLM's reference kernels, CMSIS-NN and ESP-NN alike), ``"reference"``,
@@ -105,6 +114,8 @@ class ConvertConfig:
     target: str | None = None
     input_sizes: Sequence[int] | None = None
     kernel_library: str = "all"
+    metric: Any = None
+    output_weights: Sequence[float] | None = None
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -147,6 +158,9 @@ class ConvertConfig:
         from aa_tflite.tflite.offline_plan import check_library  # the one list of libraries
 
         check_library(self.kernel_library)
+        put("metric", check_metric_option(self.metric))
+        if self.output_weights is not None:
+            put("output_weights", tuple(self.output_weights))
 
     def target_kernels(self) -> Kernels:
         """The kernels ``target`` runs (``aa_tflite.targets.kernels_for``)."""

@@ -258,10 +258,10 @@ def build_report(*, model_name: str, data: Data, base: Baseline, measured: Measu
                           [*base.group_tensors, *site_t.values()])
     nz = worst_nonzeros({t: values[t] for t in base.group_tensors})
     planned_sparse = sparse_layout(base.buffers, base.elements, nz, bits)
-    metric = "top-1 accuracy" if data.y_eval is not None else "top-1 agreement with float"
-    float_score = (float(np.mean(np.argmax(data.reference.reshape(len(data.reference), -1),
-                                           axis=1) == data.y_eval))
-                   if data.y_eval is not None else 1.0)
+    scorer = bench.scorer
+    words = {"top1": "top-1 accuracy", "agreement": "top-1 agreement with float"}
+    metric = words.get(scorer.describe(), scorer.describe())
+    float_score = scorer.score(bench.references or [], bench.references, bench.labels)
     return Report(
         model=model_name, memory_mode=cfg.memory.value,
         budget_bytes=None if budget is None else budget.nbytes, metric=metric,

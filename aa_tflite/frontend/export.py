@@ -110,7 +110,7 @@ def to_tflite(model: keras.Model, representative_data: np.ndarray, *,
         with contextlib.redirect_stdout(printed), quiet_native_output() as native, \
                 warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            return bytes(converter.convert())
+            return keras_output_order(bytes(converter.convert()))
     except Exception as e:  # the converter raises many types; say what happened and what to do
         raise AAError(f"The TFLite converter could not make a full-integer int8 model: {e}. "
                       "Every op must have an int8 TFLite kernel; replace unsupported layers.") from e
@@ -118,6 +118,27 @@ def to_tflite(model: keras.Model, representative_data: np.ndarray, *,
         said = (printed.getvalue() + "".join(native)).strip()
         if said:
             logging.info("The TFLite converter said:\n%s", said)
+
+
+def keras_output_order(tflite: bytes) -> bytes:
+    """``tflite`` with its subgraph's outputs in the Keras model's order. The converter lists a
+    multi-output model's outputs in its own order; its signature names them ``output_0``,
+    ``output_1``, ... in ``model.outputs`` order, which this restores, so output ``k`` of the
+    file is ``model.outputs[k]``. A one-output file is returned as it is."""
+    from aa_tflite.tflite import flatbuffer
+
+    model = flatbuffer.read(tflite)
+    graph = model.subgraphs[0]
+    sigs = model.signatureDefs or []
+    if graph.outputs is None or len(graph.outputs) < 2 or len(sigs) != 1:
+        return tflite
+    named = {(m.name or b"").decode(): int(m.tensorIndex) for m in sigs[0].outputs or []}
+    order = [named.get(f"output_{k}") for k in range(len(graph.outputs))]
+    if None in order or sorted(order) != sorted(int(t) for t in graph.outputs):
+        return tflite
+    graph.outputs = np.asarray(order, np.int32)
+    sigs[0].outputs = sorted(sigs[0].outputs, key=lambda m: int(m.name.decode().split("_")[-1]))
+    return flatbuffer.write(model)
 
 
 def _name_pattern(site: Site) -> re.Pattern[str]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from aa_tflite.config import ConvertConfig
+from aa_tflite.metrics import default_metric, make_scorer
 from aa_tflite.search.baseline import Data
 from aa_tflite.types import AAError
 
@@ -65,6 +66,36 @@ def _labels(y: Any, n: int, classes: int) -> np.ndarray:
     return y
 
 
+def output_shapes(model: Any) -> list[tuple[int, ...]]:
+    """Each Keras output's per-sample shape (unknown sizes as 1)."""
+    return [tuple(int(d) if d is not None else 1 for d in o.shape[1:]) for o in model.outputs]
+
+
+def _all_labels(model: Any, y: Any, n: int) -> Any:
+    """One output: its checked labels. Several: a list with, per output, None, checked class
+    labels (a class-vector output) or a float target array of the output's shape."""
+    shapes = output_shapes(model)
+    if len(shapes) == 1:
+        return _labels(y, n, int(np.prod(shapes[0]) or 1))
+    if not isinstance(y, (list, tuple)) or len(y) != len(shapes):
+        raise AAError(f"The model has {len(shapes)} outputs: pass eval_data=(x, [y_0, ..., "
+                      f"y_{len(shapes) - 1}]) with one label array (or None) per output, in "
+                      f"model.outputs order. Received: {type(y).__name__}")
+    out = []
+    for k, (labels, shape) in enumerate(zip(y, shapes)):
+        if labels is None:
+            out.append(None)
+        elif default_metric(shape, True) == "top1":
+            out.append(_labels(labels, n, int(np.prod(shape))))
+        else:
+            target = np.asarray(labels, np.float32)
+            if target.shape != (n, *shape):
+                raise AAError(f"eval_data labels for output {k} must have shape {(n, *shape)} "
+                              f"(one target per sample). Received: {target.shape}")
+            out.append(target)
+    return out
+
+
 def prepare(model: Any, representative_data: Any, eval_data: Any,
             cfg: ConvertConfig) -> Prepared:
     """Checks the model (Keras 2 models are brought to Keras 3) and the data.
@@ -80,12 +111,11 @@ def prepare(model: Any, representative_data: Any, eval_data: Any,
         model = from_keras2(model)
     check_model(model)
     x_cal = check_data(model, representative_data)
-    classes = int(np.prod([d for d in model.outputs[0].shape[1:] if d is not None]) or 1)
     if eval_data is None:
         x_eval, y_eval = x_cal, None
     elif isinstance(eval_data, (tuple, list)) and len(eval_data) == 2:
         x_eval = check_data(model, eval_data[0], "eval_data[0]")
-        y_eval = _labels(eval_data[1], len(x_eval), classes)
+        y_eval = _all_labels(model, eval_data[1], len(x_eval))
     else:
         x_eval, y_eval = check_data(model, eval_data, "eval_data"), None
     n = cfg.max_eval_samples
@@ -99,15 +129,27 @@ def int8_baseline(prep: Prepared, cfg: ConvertConfig) -> tuple[Any, Data, tuple[
     from aa_tflite.frontend.export import export
 
     base = export(prep.model, None, representative_data=prep.x_cal, io_dtype=cfg.io_dtype)
-    reference = np.asarray(prep.model.predict(prep.x_eval, batch_size=cfg.batch_size,
-                                              verbose=0))
+    predicted = prep.model.predict(prep.x_eval, batch_size=cfg.batch_size, verbose=0)
+    shapes = output_shapes(prep.model)
+    reference = ([np.asarray(p) for p in predicted] if len(shapes) > 1
+                 else np.asarray(predicted))
+    labels = (prep.y_eval if isinstance(prep.y_eval, list) else
+              [prep.y_eval] * len(shapes))  # None for every output, or one output's labels
+    scorer = make_scorer(cfg.metric, cfg.output_weights, shapes=shapes,
+                         labelled=[y is not None for y in labels])
     data = Data(x_cal=prep.x_cal, x_fit=prep.x_fit, x_eval=prep.x_eval, y_eval=prep.y_eval,
-                reference=reference)
+                reference=reference, scorer=scorer)
     notes = [f"Repaired the int8 conversion: {r}" for r in base.repairs]
     if prep.keras2:
         notes.append("The model was a Keras 2 (tf_keras) model; it was converted to Keras 3 "
                      "through a legacy .h5 file (the given object is untouched).")
-    if prep.y_eval is None:
+    notes += [f"Output {k} (shape {list(shapes[k])}) is not a class vector: it is scored by "
+              f"{name} against the float model, not top-1. Pass metric= to choose."
+              for k, (name, d) in enumerate(zip(scorer.names, scorer.defaulted))
+              if d and name == "relative_mse"]
+    if len(shapes) > 1:
+        notes.append(f"{len(shapes)} outputs, scored {scorer.describe()}.")
+    if prep.y_eval is None and scorer.names == ("agreement",):
         notes.append("No labels: the loss is the drop in top-1 agreement with the float model "
                      f"on {len(prep.x_eval)} samples.")
     else:

@@ -127,20 +127,28 @@ def micro_interpreter(tflite: bytes, *, arena_size: int | None = None) -> Any:
     return micro.Interpreter.from_bytes(data, arena_size=arena_size)
 
 
-def micro_run(tflite: bytes, x: np.ndarray, *, arena_size: int | None = None) -> np.ndarray:
+def micro_run(tflite: bytes, x: np.ndarray, *, arena_size: int | None = None,
+              output: int = 0) -> np.ndarray:
     """Raw outputs of ``tflite`` in TensorFlow Lite Micro for raw inputs ``x`` (already in the
     model's input dtype), one sample per invoke, as TFLM runs on a device.
+
+    Args:
+        output: Which output (0: the first; -1: all of them, as a list).
 
     Example:
         >>> raw = micro_run(tflite, np.zeros((2, 8, 8, 1), np.int8))  # doctest: +SKIP
     """
     interp = micro_interpreter(tflite, arena_size=arena_size)
-    out = []
+    which = (range(len(make_interpreter(tflite, Kernels.BUILTIN).get_output_details()))
+             if output == -1 else [output])
+    out: list[list[np.ndarray]] = [[] for _ in which]
     for i in range(len(x)):
         interp.set_input(x[i:i + 1], 0)
         interp.invoke()
-        out.append(interp.get_output(0).copy())
-    return np.concatenate(out) if out else np.zeros((0,))
+        for k, o in enumerate(which):
+            out[k].append(interp.get_output(o).copy())
+    joined = [np.concatenate(o) if o else np.zeros((0,)) for o in out]
+    return joined if output == -1 else joined[0]
 
 
 def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
@@ -268,18 +276,22 @@ def batches(interpreter: Any, x: np.ndarray, *, batch_size: int = 64) -> Iterato
 
 
 def run(interpreter: Any, x: np.ndarray, *, batch_size: int = 64,
-        return_raw: bool = False) -> np.ndarray:
-    """Runs ``x`` through an interpreter in batches and returns the (dequantized) outputs."""
-    out = interpreter.get_output_details()[0]
-    results = []
+        return_raw: bool = False, all_outputs: bool = False) -> np.ndarray | list[np.ndarray]:
+    """Runs ``x`` through an interpreter in batches and returns the (dequantized) outputs: the
+    first output's, or with ``all_outputs`` a list with every output's in the file's order."""
+    details = interpreter.get_output_details()
+    details = details if all_outputs else details[:1]
+    results: list[list[np.ndarray]] = [[] for _ in details]
     for _ in batches(interpreter, x, batch_size=batch_size):
-        raw = interpreter.get_tensor(out["index"])
-        results.append(raw.copy() if return_raw else dequantize(raw, out))
-    return np.concatenate(results) if results else np.zeros((0,))
+        for k, out in enumerate(details):
+            raw = interpreter.get_tensor(out["index"])
+            results[k].append(raw.copy() if return_raw else dequantize(raw, out))
+    joined = [np.concatenate(r) if r else np.zeros((0,)) for r in results]
+    return joined if all_outputs else joined[0]
 
 
 def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
-              batch_size: int = 64) -> np.ndarray:
+              batch_size: int = 64, all_outputs: bool = False) -> np.ndarray | list[np.ndarray]:
     """Runs float inputs ``x`` through ``tflite`` on a kernel set; returns dequantized outputs.
 
     Example:
@@ -293,18 +305,22 @@ def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
             one sample per invoke).
         batch_size: Samples per invocation (LiteRT); 1 for a model fixed at batch 1 (whose
             input's shape signature has no -1, e.g. ``tflite.static_batch``'s).
+        all_outputs: Return every output, as a list in the file's order (default: the first).
     """
     kernels = check_kernels(kernels)
     x = np.asarray(x)
     detail = make_interpreter(tflite, Kernels.BUILTIN)
-    inp, out = detail.get_input_details()[0], detail.get_output_details()[0]
+    inp, outs = detail.get_input_details()[0], detail.get_output_details()
+    outs = outs if all_outputs else outs[:1]
     batch_size = 1 if fixed_batch(inp) else batch_size
     if kernels == Kernels.BUILTIN:
-        return run(detail, x, batch_size=batch_size)
+        return run(detail, x, batch_size=batch_size, all_outputs=all_outputs)
     want = check_input_shape(x, inp)
-    results = []
+    results: list[list[np.ndarray]] = [[] for _ in outs]
     if kernels == Kernels.TFLM:
-        results.append(dequantize(micro_run(tflite, quantize(x, inp)), out))
+        raw = micro_run(tflite, quantize(x, inp), output=-1)
+        for k, out in enumerate(outs):
+            results[k].append(dequantize(raw[k], out))
     else:
         sizes: dict[int, Any] = {}
         for start in range(0, len(x), batch_size):
@@ -317,8 +333,10 @@ def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
             interp = sizes[len(chunk)]
             interp.set_tensor(inp["index"], quantize(chunk, inp))
             interp.invoke()
-            results.append(dequantize(interp.get_tensor(out["index"]).copy(), out))
-    return np.concatenate(results) if results else np.zeros((0,))
+            for k, out in enumerate(outs):
+                results[k].append(dequantize(interp.get_tensor(out["index"]).copy(), out))
+    joined = [np.concatenate(r) if r else np.zeros((0,)) for r in results]
+    return joined if all_outputs else joined[0]
 
 
 def evaluate(tflite: bytes, x: np.ndarray, y: np.ndarray | None = None, *,

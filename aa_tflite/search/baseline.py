@@ -15,6 +15,7 @@ import numpy as np
 
 from aa_tflite.config import ConvertConfig
 from aa_tflite.lowering import reach_all
+from aa_tflite.metrics import Scorer
 from aa_tflite.search import planner
 from aa_tflite.search.bench import Bench, sparse_bytes
 from aa_tflite.search.runtimes import probe_baseline
@@ -33,15 +34,18 @@ class Data:
         x_cal: Representative inputs (calibration).
         x_fit: The first ``max_fit_samples`` of them: corrections and sparsity are fitted on them.
         x_eval: Inputs the loss is measured on.
-        y_eval: Their integer labels, or None (the loss is then agreement with the float model).
-        reference: The float model's outputs on ``x_eval``.
+        y_eval: Their integer labels, or None (the loss is then agreement with the float model);
+            with several outputs, a list with one label array or None per output.
+        reference: The float model's outputs on ``x_eval`` (a list with several outputs).
+        scorer: What the loss is measured in (``aa_tflite.metrics``); None: the default per output.
     """
 
     x_cal: np.ndarray
     x_fit: np.ndarray
     x_eval: np.ndarray
-    y_eval: np.ndarray | None
-    reference: np.ndarray
+    y_eval: np.ndarray | list | None
+    reference: np.ndarray | list
+    scorer: Scorer | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +113,7 @@ def baseline(tflite: bytes, site_tensors: Mapping[str, int | None], data: Data,
     probe_baseline(tflite, cfg.measure_kernels)
     graphs, reach_notes = reach_all(tflite, site_tensors)
     made = bench(tflite, graphs, x_fit=data.x_fit, x_eval=data.x_eval, y_eval=data.y_eval,
-                 reference=data.reference, batch_size=cfg.batch_size,
+                 reference=data.reference, batch_size=cfg.batch_size, scorer=data.scorer,
                  kernels=cfg.measure_kernels.value)
     _, layout = memory_mod.plan_tensors(tflite)
     elements = {tm.index: math.prod(tm.shape) if tm.shape else 1 for tm in layout}

@@ -6,9 +6,11 @@ per-site configs into a ``.tflite`` (each site's lowering from ``aa_tflite.lower
 each ReLU site's consumer corrected towards the baseline), and ``measure`` runs a ``.tflite`` on
 the evaluation data in batches.
 
-Loss, in points (percent): with labels, the top-1 accuracy drop against the int8 baseline; without,
-the drop in top-1 agreement with the float model. The output KL against the float model is
-measured too and breaks ties between options of equal loss (``KL_WEIGHT`` points per nat).
+Loss, in points (percent): the drop of the score (``aa_tflite.metrics``: by default, for a classifier,
+top-1 accuracy with labels and top-1 agreement with the float model without; for other outputs a
+relative error against float; several outputs combined) against the int8 baseline. For a
+classifier, the output KL against the float model is measured too and breaks ties between options
+of equal loss (``KL_WEIGHT`` points per nat).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from aa_tflite.lowering import LOWERINGS, LoweringForm, lowering_of
 from aa_tflite.lowering.relu import fit_clip, min_clip, site_edit
+from aa_tflite.metrics import Scorer, make_scorer
 from aa_tflite.precision import check_menu
 from aa_tflite.runtime.interpreter import check_kernels, run_model
 from aa_tflite.search.calibrate import tensor_values
@@ -45,13 +48,15 @@ class Metrics:
         accuracy: Top-1 accuracy against the labels, or None without labels.
         agreement: Top-1 agreement with the float model, or None without a reference.
         kl: Mean KL divergence (nats) from the float model's softmax, or None.
-        outputs: The dequantized outputs.
+        outputs: The dequantized outputs (a list with several outputs).
+        score: The score the loss is measured in (``Bench.scorer``), on a 0-1 scale.
     """
 
     accuracy: float | None
     agreement: float | None
     kl: float | None
-    outputs: np.ndarray = dataclasses.field(repr=False)
+    outputs: np.ndarray | list = dataclasses.field(repr=False)
+    score: float = 0.0
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -132,14 +137,15 @@ class Bench:
         graphs: Its planning units (``aa_tflite.lowering.reach_all``).
         x_fit: Representative inputs: consumer corrections are fitted on them.
         x_eval: Inputs the loss is measured on.
-        y_eval: Their labels, or None.
-        reference: The float model's outputs on ``x_eval``, or None.
+        y_eval: Their labels, or None (with several outputs, a list of one or None per output).
+        reference: The float model's outputs on ``x_eval`` (a list with several), or None.
         batch_size: Samples per invocation.
         equalize: Give low-bit ReLU sites without a clip per-channel ranges where the graph
             allows (``SiteGraph.can_equalize``).
         kernels: The kernels losses are measured on: ``"builtin"`` (LiteRT's), ``"xnnpack"``
             or ``"tflm"``. Corrections are fitted on LiteRT's builtin kernels, which can show
             intermediate tensors.
+        scorer: The metric per output (``aa_tflite.metrics.make_scorer``); None: the default.
 
     Example:
         >>> bench = Bench(base, graphs, x_fit=x_cal, x_eval=x_val, y_eval=y_val,
@@ -149,14 +155,25 @@ class Bench:
 
     def __init__(self, base: bytes, graphs: Mapping[str, SiteGraph], *,
                  x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray | None,
-                 reference: np.ndarray | None, batch_size: int = 64,
-                 equalize: bool = True, kernels: str = "builtin") -> None:
+                 reference: np.ndarray | list | None, batch_size: int = 64,
+                 equalize: bool = True, kernels: str = "builtin",
+                 scorer: Scorer | None = None) -> None:
         if y_eval is None and reference is None:
             raise AAError("Sensitivity needs labels or the float model's outputs to compare to.")
         self.base, self.graphs = bytes(base), dict(graphs)
         self.x_fit, self.x_eval = np.asarray(x_fit, np.float32), np.asarray(x_eval, np.float32)
-        self.y_eval = None if y_eval is None else np.asarray(y_eval).reshape(-1)
-        self.reference = None if reference is None else np.asarray(reference)
+        several = isinstance(reference, list) or isinstance(y_eval, list)
+        self.references = (None if reference is None else
+                           [np.asarray(r) for r in reference] if several else
+                           [np.asarray(reference)])
+        n = len(self.references) if self.references is not None else len(y_eval) if several else 1
+        self.labels = (list(y_eval) if isinstance(y_eval, list) else
+                       [None if y_eval is None else np.asarray(y_eval).reshape(-1)] * n)
+        self.y_eval = None if several else self.labels[0]
+        self.reference = None if reference is None or several else self.references[0]
+        self.scorer = scorer or make_scorer(
+            None, None, shapes=[tuple(r.shape[1:]) for r in self.references or []] or [(2,)],
+            labelled=[y is not None for y in self.labels])
         self.batch_size = batch_size
         self.equalize = equalize
         self.kernels = check_kernels(kernels)
@@ -248,7 +265,12 @@ class Bench:
 
     def measure(self, tflite: bytes) -> Metrics:
         """Runs ``tflite`` on the evaluation data and compares it to the labels and the float model."""
-        outputs = run_model(tflite, self.x_eval, kernels=self.kernels, batch_size=self.batch_size)
+        every = run_model(tflite, self.x_eval, kernels=self.kernels, batch_size=self.batch_size,
+                          all_outputs=True)
+        score = self.scorer.score(every, self.references, self.labels)
+        if not self.scorer.classifier:
+            return Metrics(None, None, None, every if len(every) > 1 else every[0], score)
+        outputs = every[0]
         top = np.argmax(outputs.reshape(len(outputs), -1), axis=1)
         acc = None if self.y_eval is None else float(np.mean(top == self.y_eval))
         agree = kl = None
@@ -256,13 +278,11 @@ class Bench:
             ref = self.reference.reshape(len(self.reference), -1)
             agree = float(np.mean(top == np.argmax(ref, axis=1)))
             kl = kl_divergence(ref, outputs)
-        return Metrics(acc, agree, kl, outputs)
+        return Metrics(acc, agree, kl, outputs, score)
 
     def loss(self, m: Metrics) -> float:
-        """Points lost against the baseline (accuracy with labels, else agreement), >= 0 is worse."""
-        if m.accuracy is not None:
-            return 100.0 * (self.baseline.accuracy - m.accuracy)
-        return 100.0 * (self.baseline.agreement - m.agreement)
+        """Points of score lost against the baseline, >= 0 is worse."""
+        return 100.0 * (self.baseline.score - m.score)
 
     def planning_loss(self, m: Metrics) -> float:
         """The loss the planner ranks by: points lost (never below 0) plus the KL tie-breaker."""

@@ -32,8 +32,9 @@ class CurveSample:
 
 
 def score(metrics) -> float:
-    """A run's score: accuracy with labels, else agreement with the float model."""
-    return metrics.accuracy if metrics.accuracy is not None else metrics.agreement
+    """A run's score in the conversion's metric (``aa_tflite.metrics``; for a classifier, accuracy
+    with labels, else agreement with the float model)."""
+    return metrics.score
 
 
 def curve(base: Baseline, measured: Measured, cfg: ConvertConfig) -> tuple[CurveSample, ...]:
