@@ -30,7 +30,7 @@ def check_floor(base: Baseline, measured: Measured, cfg: ConvertConfig,
     plan at the floor (not merely the smallest options everywhere)."""
     model = memory_model(cfg.memory)
     buffers = model.planning_buffers(base)
-    floor = planner.smallest(buffers, measured.options)
+    floor = planner.floor(buffers, measured.options)
     if budget is None or floor.peak <= budget.nbytes:
         return
     try:  # the least predicted loss that still reaches the floor

@@ -129,14 +129,19 @@ def measure(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
     are measured first (``planner.hot_tensors``): shrinking a unit that is never alive near the
     budget cannot bring the peak down to it, so the search would not take it. If those options
     cannot reach the budget, the rest are measured too, so the floor a ``BudgetError`` reports
-    is the true one.
+    is the true one. When the int8 model already meets the budget, nothing is measured: the
+    int8 plan has no loss against itself, so no plan can beat it.
     """
+    buffers = memory_model(cfg.memory).planning_buffers(base)
+    if todo and budget is not None and planner.peak(buffers, {}) <= budget.nbytes:
+        logging.info("The int8 model already meets the budget (%d <= %d B): no option measured.",
+                     planner.peak(buffers, {}), budget.nbytes)
+        return Measured({}, {}, {}, 0, (), skipped=len(todo))
     hot = _hot_units(base, cfg, budget)
     first = [c for c in todo if hot is None or c.unit in hot]
     rest = [c for c in todo if not (hot is None or c.unit in hot)]
     out = _measure(base, first, cfg, cache)
-    buffers = memory_model(cfg.memory).planning_buffers(base)
-    if rest and planner.smallest(buffers, out.options).peak > budget.nbytes:
+    if rest and planner.floor(buffers, out.options).peak > budget.nbytes:
         logging.info("The budget is out of reach of the %d options over it; measuring the other "
                      "%d.", len(first), len(rest))
         units = list(dict.fromkeys(c.unit for c in todo))  # execution order, as before

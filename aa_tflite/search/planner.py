@@ -19,8 +19,8 @@ from aa_tflite.config import budget_kb_for
 from aa_tflite.tflite.layout import greedy_offsets
 from aa_tflite.types import BudgetError, SiteConfig
 
-__all__ = ["Buffer", "Option", "Search", "Step", "greedy", "hot_tensors", "live_excess", "peak",
-           "peak_tensors", "search", "smallest"]
+__all__ = ["Buffer", "Option", "Search", "Step", "floor", "greedy", "hot_tensors", "live_excess",
+           "peak", "peak_tensors", "search", "smallest"]
 
 _EPS_LOSS = 1e-3  # loss points: lets zero-loss moves rank by the memory they save
 _EXCESS_WEIGHT = 1e-3  # bytes over budget summed over time: breaks ties when the peak cannot move
@@ -174,6 +174,15 @@ def smallest(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]])
     return Search(choice, peak(buffers, choice), _loss(choice), ())
 
 
+def floor(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]]) -> Search:
+    """The least memory a plan reaches: every unit at its smallest option, or the int8 plan when
+    that is smaller (the smallest options can fragment the layout past int8's). A budget at or
+    above the int8 figure is therefore never out of reach."""
+    int8 = Search({}, peak(buffers, {}), 0.0, ())
+    narrowest = smallest(buffers, options)
+    return narrowest if narrowest.peak < int8.peak else int8
+
+
 def _describe(search: Search) -> str:
     if not search.choice:
         return "the int8 baseline"
@@ -232,14 +241,14 @@ def greedy(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], b
     """
     allowed = {s: [o for o in opts if (s, o.config) not in banned]
                for s, opts in sorted(options.items())}
-    floor = smallest(buffers, allowed)
-    if floor.peak > budget:
+    low = floor(buffers, allowed)
+    if low.peak > budget:
         raise BudgetError(
             f"The budget of {budget / 1024:.2f} KiB ({budget} B) cannot be met: the smallest "
-            f"activation memory any plan reaches is {floor.peak / 1024:.2f} KiB ({floor.peak} B), "
-            f"with {_describe(floor)}. Raise budget_kb to at least "
-            f"{budget_kb_for(floor.peak):.2f}, or allow more options (4-bit, thresholds).",
-            smallest_bytes=floor.peak, plan=floor.configs())
+            f"activation memory any plan reaches is {low.peak / 1024:.2f} KiB ({low.peak} B), "
+            f"with {_describe(low)}. Raise budget_kb to at least "
+            f"{budget_kb_for(low.peak):.2f}, or allow more options (4-bit, thresholds).",
+            smallest_bytes=low.peak, plan=low.configs())
     alive = _alive(buffers)
     choice: dict[str, Option] = {}
     current = peak(buffers, choice)
@@ -247,8 +256,8 @@ def greedy(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], b
     while current > budget:
         best = _best_move(buffers, allowed, choice, current, budget, alive)
         if best is None:  # nothing helps on its own: jump to the floor (it fits, checked above)
-            return dataclasses.replace(floor, steps=tuple(steps) + tuple(
-                Step(u, o.config, floor.peak, floor.predicted_loss) for u, o in floor.choice.items()))
+            return dataclasses.replace(low, steps=tuple(steps) + tuple(
+                Step(u, o.config, low.peak, low.predicted_loss) for u, o in low.choice.items()))
         unit, opt, current = best
         choice[unit] = opt
         steps.append(Step(unit, opt.config, current, _loss(choice)))

@@ -396,3 +396,13 @@ def test_cached_corrections_give_the_same_bytes_as_fresh_fits(digits):
     plan = {"conv1_relu": four, "conv2_relu": two, "conv3_relu": four}
     assert warm.bench.build(plan) == cold.bench.build(plan)
     assert len(warm.bench._corrections) == 3 and len(cold.bench._corrections) == 3
+
+
+def test_a_budget_at_the_int8_figure_returns_int8_without_measuring(digits):
+    """The int8 model meets a budget equal to its own packed peak: no option is measured, no
+    curve is built, and the plan is the int8 model; one byte less needs a plan."""
+    r = _convert(digits, budget_kb=3072 / 1024)
+    assert r.report.options_measured == 0 and r.plan.sites == {} and r.report.curve == ()
+    assert r.report.budget_figure() == 3072 and r.report.verified_loss == 0.0
+    r = _convert(digits, budget_kb=3071 / 1024, curve_points=0)
+    assert r.report.options_measured > 0 and r.report.budget_figure() <= 3071

@@ -185,3 +185,21 @@ def test_planning_units_and_their_expansion():
                     group_tensors=(), buffers=(), sparse_buffers=(), notes=(), units=units)
     assert base.expand({"a + b": FOUR, "c": FOUR}) == {"a": FOUR, "b": FOUR, "c": FOUR}
     assert base.unit_of("b") == "a + b" and base.unit_of("c") == "c"
+
+
+def test_the_floor_is_never_above_int8_and_an_int8_budget_never_fails():
+    """Options that would lay out larger than int8 (a fragmenting layout, here simply wider
+    bytes) leave the int8 plan as the floor: a budget at the int8 figure is met by it."""
+    from aa_tflite.search.planner import floor
+
+    bufs = [Buffer(0, 0, 1, 64), Buffer(1, 1, 2, 128)]
+    worse = {"a": [Option("a", SiteConfig(bits=4), 0.5, {1: 160})]}
+    assert smallest(bufs, worse).peak > peak(bufs, {}) == 192
+    low = floor(bufs, worse)
+    assert low.peak == 192 and low.choice == {} and low.predicted_loss == 0.0
+    assert greedy(bufs, worse, 192).choice == {} and search(bufs, worse, 192).peak == 192
+    with pytest.raises(BudgetError) as err:
+        greedy(bufs, worse, 191)
+    assert err.value.smallest_bytes == 192  # the honest floor, not the wider options' 224
+    better = {"a": [Option("a", SiteConfig(bits=4), 0.5, {1: 64})]}
+    assert floor(bufs, better).peak == smallest(bufs, better).peak < 192
