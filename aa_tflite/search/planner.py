@@ -271,7 +271,9 @@ def search(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], b
     """``greedy``, then a local search around it: ban each of the ``tries`` costliest chosen moves
     in turn, search again, and keep whatever meets the budget at a lower predicted loss. Repeats
     from the better plan until nothing improves. Greedy alone can take one very lossy move where
-    several cheap ones would do; this finds those.
+    several cheap ones would do; this finds those. Then the exact integer program
+    (``search.exact``), where it is small enough: the better of the two by ``exact.objective``
+    is kept (ties: the greedy plan).
 
     Raises:
         BudgetError: As ``greedy``.
@@ -300,6 +302,11 @@ def search(buffers: Sequence[Buffer], options: Mapping[str, Sequence[Option]], b
             if alt.predicted_loss < best.predicted_loss - 1e-9:
                 best, improved = alt, True
                 break
+    from aa_tflite.search.exact import exact, objective
+
+    solved = exact(buffers, options, budget, banned=banned)
+    if solved is not None and objective(solved.choice) < objective(best.choice) - 1e-9:
+        return solved
     return best
 
 
