@@ -88,6 +88,11 @@ class ConvertConfig:
             agreement with float without), ``"relative_mse"`` for any other output.
         output_weights: With several outputs, the weight of each output's score. Defaults to
             None: their mean.
+        fold_batchnorm: BatchNorm after a ReLU (or a pooling), which the converter leaves as
+            MUL/ADD ops whose outputs no lowering reaches: ``"exact"`` folds it forward into the
+            next weighted layer where that is exact (``frontend.fold``); ``"all"`` also into
+            'same'-padded convs, where the borders change (scored against the unfolded model,
+            so the difference counts as loss); ``"none"`` leaves it. Defaults to ``"exact"``.
         kernel_library: With ``memory="tflm"``: the TFLM kernel library the firmware links,
             which decides the in-place overlaps the offline plan may use: ``"all"`` (safe on
             TFLM's reference kernels, CMSIS-NN and ESP-NN alike), ``"reference"``,
@@ -116,6 +121,7 @@ class ConvertConfig:
     kernel_library: str = "all"
     metric: Any = None
     output_weights: Sequence[float] | None = None
+    fold_batchnorm: str = "exact"
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -159,6 +165,9 @@ class ConvertConfig:
 
         check_library(self.kernel_library)
         put("metric", check_metric_option(self.metric))
+        if self.fold_batchnorm not in ("exact", "all", "none"):
+            raise AAError("fold_batchnorm must be 'exact', 'all' or 'none'. Received: "
+                          f"fold_batchnorm={self.fold_batchnorm!r}")
         if self.output_weights is not None:
             put("output_weights", tuple(self.output_weights))
 

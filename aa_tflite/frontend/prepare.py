@@ -27,6 +27,9 @@ class Prepared:
         x_eval: Inputs the loss is measured on (at most ``max_eval_samples``).
         y_eval: Their labels, or None.
         x_fit: The inputs corrections are fitted on (at most ``max_fit_samples``).
+        reference_model: The model the float reference outputs come from: the user's (in Keras
+            3), before any BatchNorm fold, so an inexact fold shows up as loss.
+        notes: What preparing changed (BatchNorm folds), for the report.
     """
 
     model: Any
@@ -35,6 +38,8 @@ class Prepared:
     x_eval: np.ndarray
     y_eval: np.ndarray | None
     x_fit: np.ndarray
+    reference_model: Any = None
+    notes: tuple[str, ...] = ()
 
 
 def _labels(y: Any, n: int, classes: int) -> np.ndarray:
@@ -119,8 +124,13 @@ def prepare(model: Any, representative_data: Any, eval_data: Any,
     else:
         x_eval, y_eval = check_data(model, eval_data, "eval_data"), None
     n = cfg.max_eval_samples
-    return Prepared(model, keras2, x_cal, x_eval[:n], None if y_eval is None else y_eval[:n],
-                    x_cal[:cfg.max_fit_samples])
+    folded, notes = model, []
+    if cfg.fold_batchnorm != "none":
+        from aa_tflite.frontend.fold import fold_batchnorm
+
+        folded, notes = fold_batchnorm(model, exact=cfg.fold_batchnorm == "exact")
+    return Prepared(folded, keras2, x_cal, x_eval[:n], None if y_eval is None else y_eval[:n],
+                    x_cal[:cfg.max_fit_samples], model, tuple(notes))
 
 
 def int8_baseline(prep: Prepared, cfg: ConvertConfig) -> tuple[Any, Data, tuple[str, ...]]:
@@ -129,7 +139,8 @@ def int8_baseline(prep: Prepared, cfg: ConvertConfig) -> tuple[Any, Data, tuple[
     from aa_tflite.frontend.export import export
 
     base = export(prep.model, None, representative_data=prep.x_cal, io_dtype=cfg.io_dtype)
-    predicted = prep.model.predict(prep.x_eval, batch_size=cfg.batch_size, verbose=0)
+    source = prep.reference_model if prep.reference_model is not None else prep.model
+    predicted = source.predict(prep.x_eval, batch_size=cfg.batch_size, verbose=0)
     shapes = output_shapes(prep.model)
     reference = ([np.asarray(p) for p in predicted] if len(shapes) > 1
                  else np.asarray(predicted))
@@ -139,7 +150,7 @@ def int8_baseline(prep: Prepared, cfg: ConvertConfig) -> tuple[Any, Data, tuple[
                          labelled=[y is not None for y in labels])
     data = Data(x_cal=prep.x_cal, x_fit=prep.x_fit, x_eval=prep.x_eval, y_eval=prep.y_eval,
                 reference=reference, scorer=scorer)
-    notes = [f"Repaired the int8 conversion: {r}" for r in base.repairs]
+    notes = [*prep.notes, *(f"Repaired the int8 conversion: {r}" for r in base.repairs)]
     if prep.keras2:
         notes.append("The model was a Keras 2 (tf_keras) model; it was converted to Keras 3 "
                      "through a legacy .h5 file (the given object is untouched).")
