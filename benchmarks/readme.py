@@ -205,7 +205,7 @@ def _real_arena() -> list[str]:
     with open(RESULTS) as f:
         rows = json.load(f)
     return [*table(rows), "", best_line(rows), "", "Arena: the smallest TFLM allocates the file in "
-            "(stock kernels); x stock against the batch-1 stock file's; latency against it on "
+            "(stock kernels); x stock against the converter's own int8 file; latency against it on "
             "LiteRT (XNNPACK, 1 thread); plan: seconds `firmware_model` took "
             "(`python -m benchmarks.real_arena`)."]
 
