@@ -326,11 +326,11 @@ def test_tflm_exports_run_on_tflite_runtime_2_14(exported, digits, tmp_path):
 
 
 @pytest.mark.pi
-def test_planned_and_split_exports_compute_the_unplanned_outputs_on_tflite_runtime(
+def test_planned_split_and_patched_files_compute_the_unplanned_outputs_on_tflite_runtime(
         multi, digits, tmp_path):
-    """tflite-runtime ignores the offline plan and runs the channel split: planned (reference
-    overlaps) digits points and a split MobileNetV2-style file give the original int8 files'
-    outputs."""
+    """tflite-runtime ignores the offline plan and runs the rewrites: planned (reference
+    overlaps) digits points, a split MobileNetV2-style file and a patched, reordered, planned
+    one give the original int8 files' outputs."""
     from aa_tflite.runtime.onthefly import OperatingPoints
     from tests.conftest import FIXTURES, fixture_bytes
 
@@ -340,8 +340,17 @@ def test_planned_and_split_exports_compute_the_unplanned_outputs_on_tflite_runti
     (split_point,) = split.points.values()
     assert "AddConcatenation" in split.info["ops"]
     cases = {planned.points[p.key]["file"]: (p.tflite, digits.x_val[:12]) for p in multi.points}
-    cases[split_point["file"]] = (mobile, np.load(f"{FIXTURES}/mobile_cal.npz")["x"]
-                                  .astype(np.float32)[:12])
+    mobile_x = np.load(f"{FIXTURES}/mobile_cal.npz")["x"].astype(np.float32)[:12]
+    cases[split_point["file"]] = (mobile, mobile_x)
+    from aa_tflite.tflite.offline_plan import plan_offsets, write_offline_plan
+    from aa_tflite.tflite.patches import patch_stage
+    from aa_tflite.tflite.reorder import list_schedule, reorder
+
+    tiled = patch_stage(mobile, at=3, grid=(2, 2))  # patched, reordered, planned
+    tiled = reorder(tiled, list_schedule(tiled, peak_first=True))
+    (tmp_path / "tiled.tflite").write_bytes(write_offline_plan(
+        tiled, plan_offsets(tiled, in_place="auto")[0], overlaps="auto"))
+    cases[str(tmp_path / "tiled.tflite")] = (mobile, mobile_x)
     assert all(offline_plan.read_offline_plan(open(planned.points[p.key]["file"], "rb").read())
                is not None for p in multi.points)
     for path, (original, x) in cases.items():
