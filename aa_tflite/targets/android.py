@@ -3,6 +3,7 @@ default sample digits load TensorFlow, lazily, only when no samples are given)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -14,16 +15,16 @@ from aa_tflite.tflite import flatbuffer, multipoint
 from aa_tflite.tflite.metadata import read_metadata
 from aa_tflite.types import AAError
 
-__all__ = ["default_samples", "export", "export_android", "write_assets"]
+__all__ = ["default_samples", "export", "export_android", "with_samples", "write_assets"]
 
 
-def _io_shapes(tflite: bytes) -> tuple[tuple[int, ...], int]:
+def _io_shapes(tflite: bytes, *, outputs: bool = True) -> tuple[tuple[int, ...], int]:
     """``(input shape, number of outputs per sample)`` of a one-input, one-output model."""
     graph = flatbuffer.read(tflite).subgraphs[0]
     ins = graph.inputs if graph.inputs is not None else []
     outs = graph.outputs if graph.outputs is not None else []
-    if len(ins) != 1 or len(outs) != 1:
-        raise AAError("The Android demo runs models with one input and one output.")
+    if len(ins) != 1 or (outputs and len(outs) != 1):
+        raise AAError("The Android and web demos run models with one input and one output.")
     in_shape = tuple(int(d) for d in graph.tensors[int(ins[0])].shape)
     return in_shape, int(np.prod([int(d) for d in graph.tensors[int(outs[0])].shape][1:]))
 
@@ -85,18 +86,44 @@ def export_android(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samp
                         labels=labels, target="android")
 
 
-def default_samples(count: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """The last ``count`` held-out digits of the embedded model's data, and their labels
-    (loads TensorFlow: the embedded data comes with its Keras model)."""
-    from aa_tflite.frontend.embedded import load_default
+def default_samples(tflite: bytes | None = None, count: int = 16
+                    ) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Sample inputs for a demo when the user gives none: the last ``count`` held-out digits of
+    the embedded data (with labels) when the model takes 8x8x1 digits; otherwise ``count``
+    seeded pseudo-random inputs spread over the model input's int8 range (no labels). Also
+    returns what they are, in words. No TensorFlow import.
 
-    d = load_default()
-    return d.x_val[-count:], d.y_val[-count:]
+    Example:
+        >>> x, y, what = default_samples(tflite)  # doctest: +SKIP
+    """
+    in_shape = (1, 8, 8, 1) if tflite is None else _io_shapes(tflite, outputs=False)[0]
+    if tuple(in_shape[1:]) == (8, 8, 1):
+        from aa_tflite.frontend.embedded import default_data
+
+        _, x_val, y_val = default_data()
+        return x_val[-count:], y_val[-count:], f"{count} held-out digits"
+    graph = flatbuffer.read(tflite).subgraphs[0]
+    q = graph.tensors[int(graph.inputs[0])].quantization
+    scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else 0.0
+    zero = int(q.zeroPoint[0]) if scale else 0
+    lo, hi = ((-128 - zero) * scale, (127 - zero) * scale) if scale else (-1.0, 1.0)
+    x = np.random.RandomState(0).uniform(lo, hi, size=(count, *in_shape[1:])).astype(np.float32)
+    return x, None, (f"{count} seeded random inputs over the input's int8 range "
+                     f"[{lo:.3g}, {hi:.3g}] (pass samples for real ones)")
 
 
 def export(tflite: bytes, out: str | os.PathLike, *, name: str = "model", source: str = "",
            samples=None) -> TargetExport:
     """The ``Target`` form of ``export_android``: ``samples`` is ``(x, y)``, or None for
-    ``default_samples()``; ``name`` and ``source`` are not used."""
-    x, y = samples if samples is not None else default_samples()
-    return export_android(tflite, out, samples_x=x, samples_y=y)
+    ``default_samples(tflite)``; ``name`` and ``source`` are not used."""
+    return with_samples(export_android, tflite, out, samples)
+
+
+def with_samples(export_fn, tflite: bytes, out, samples) -> TargetExport:
+    """Runs ``export_fn`` with the user's samples, or ``default_samples`` (said in the lines)."""
+    if samples is not None:
+        x, y = samples
+        return export_fn(tflite, out, samples_x=x, samples_y=y)
+    x, y, what = default_samples(tflite)
+    done = export_fn(tflite, out, samples_x=x, samples_y=y)
+    return dataclasses.replace(done, lines=(*done.lines, f"Samples: {what}."))

@@ -9,7 +9,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from aa_tflite.targets import TargetExport
-from aa_tflite.targets.android import default_samples, write_assets
+from aa_tflite.targets.android import with_samples, write_assets
 from aa_tflite.tflite import flatbuffer, multipoint
 from aa_tflite.tflite.metadata import read_metadata
 from aa_tflite.tflite.ops import opcode_index
@@ -108,6 +108,5 @@ def export_web(tflite: bytes, out_dir: str | os.PathLike, *, samples_x, samples_
 def export(tflite: bytes, out: str | os.PathLike, *, name: str = "model", source: str = "",
            samples=None) -> TargetExport:
     """The ``Target`` form of ``export_web``: ``samples`` is ``(x, y)``, or None for
-    ``android.default_samples()``; ``name`` and ``source`` are not used."""
-    x, y = samples if samples is not None else default_samples()
-    return export_web(tflite, out, samples_x=x, samples_y=y)
+    ``android.default_samples(tflite)``; ``name`` and ``source`` are not used."""
+    return with_samples(export_web, tflite, out, samples)
