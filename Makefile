@@ -71,6 +71,8 @@ bench: install-test mct-env
 	$(BIN)/python -m benchmarks.curves
 	$(BIN)/python -m benchmarks.kernels
 	$(BIN)/python -m benchmarks.planning_time --label after
+	$(BIN)/python -m benchmarks.real_arena
+	$(BIN)/python -m benchmarks.users
 	$(BIN)/python -m benchmarks.readme
 
 # The random-graph robustness run (about an hour on 2 cores); `make bench` reads its last result.

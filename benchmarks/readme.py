@@ -210,10 +210,17 @@ def _real_arena() -> list[str]:
             "(`python -m benchmarks.real_arena`)."]
 
 
+def _users() -> list[str]:
+    from benchmarks.users import RESULTS, table
+
+    with open(RESULTS) as f:
+        return table(json.load(f))
+
+
 SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz,
             "kernels": _kernels, "planning_time": _planning_time, "points": _points,
             "edgetpu": _edgetpu, "offline_plan": _offline_plan,
-            "real_arena": _real_arena}
+            "real_arena": _real_arena, "users": _users}
 
 
 def main() -> None:

@@ -81,24 +81,25 @@ def _all_labels(model: Any, y: Any, n: int) -> Any:
     labels (a class-vector output) or a float target array of the output's shape."""
     shapes = output_shapes(model)
     if len(shapes) == 1:
-        return _labels(y, n, int(np.prod(shapes[0]) or 1))
+        return _output_labels(y, n, shapes[0], 0)
     if not isinstance(y, (list, tuple)) or len(y) != len(shapes):
         raise AAError(f"The model has {len(shapes)} outputs: pass eval_data=(x, [y_0, ..., "
                       f"y_{len(shapes) - 1}]) with one label array (or None) per output, in "
                       f"model.outputs order. Received: {type(y).__name__}")
-    out = []
-    for k, (labels, shape) in enumerate(zip(y, shapes)):
-        if labels is None:
-            out.append(None)
-        elif default_metric(shape, True) == "top1":
-            out.append(_labels(labels, n, int(np.prod(shape))))
-        else:
-            target = np.asarray(labels, np.float32)
-            if target.shape != (n, *shape):
-                raise AAError(f"eval_data labels for output {k} must have shape {(n, *shape)} "
-                              f"(one target per sample). Received: {target.shape}")
-            out.append(target)
-    return out
+    return [None if labels is None else _output_labels(labels, n, shape, k)
+            for k, (labels, shape) in enumerate(zip(y, shapes))]
+
+
+def _output_labels(labels: Any, n: int, shape: tuple[int, ...], k: int) -> np.ndarray:
+    """Class indices for a class-vector output; a float target of the output's shape (a mask, a
+    map, values) for any other."""
+    if default_metric(shape, True) == "top1":
+        return _labels(labels, n, int(np.prod(shape)))
+    target = np.asarray(labels, np.float32)
+    if target.shape != (n, *shape):
+        raise AAError(f"eval_data labels for output {k} must have shape {(n, *shape)} (one "
+                      f"target per sample, like the output). Received: {target.shape}")
+    return target
 
 
 def prepare(model: Any, representative_data: Any, eval_data: Any,

@@ -125,6 +125,12 @@ def candidates(graph: SiteGraph, values: np.ndarray, *, memory: MemoryMode,
     return out
 
 
+def _as_labels(y) -> np.ndarray:
+    """Class indices flat; a float target (a mask, a map) as it is."""
+    y = np.asarray(y)
+    return y.reshape(-1) if y.dtype.kind in "iub" else y
+
+
 class UnsafeVariant(AAError):
     """A variant whose scales a runtime cannot set up (it could abort the process)."""
 
@@ -168,7 +174,7 @@ class Bench:
                            [np.asarray(reference)])
         n = len(self.references) if self.references is not None else len(y_eval) if several else 1
         self.labels = (list(y_eval) if isinstance(y_eval, list) else
-                       [None if y_eval is None else np.asarray(y_eval).reshape(-1)] * n)
+                       [None if y_eval is None else _as_labels(y_eval)] * n)
         self.y_eval = None if several else self.labels[0]
         self.reference = None if reference is None or several else self.references[0]
         self.scorer = scorer or make_scorer(

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from absl import logging
+
 from aa_tflite.precision import packed_bytes
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.layout import TFLM_ALIGNMENT, greedy_offsets
@@ -203,9 +205,16 @@ def smallest_arena(tflite: bytes, *, total: int | None = None) -> int:
 
 def memory_report(tflite: bytes, *, bits: Mapping[int, int] | None = None,
                   measure_tflm: bool = True) -> MemoryReport:
-    """All memory figures of a model side by side: packed peak, int8 peak, TFLM arena, weights."""
+    """All memory figures of a model side by side: packed peak, int8 peak, TFLM arena, weights.
+    The TFLM arena is None when not measured, or when TFLM cannot allocate the model (an op
+    without a TFLM kernel: the report's runtime notes say which)."""
     int8, _ = plan_tensors(tflite)
     packed = plan_tensors(tflite, bits=bits)[0] if bits else int8
-    return MemoryReport(packed_peak=packed, int8_peak=int8,
-                        tflm=tflm_arena(tflite) if measure_tflm else None,
+    tflm = None
+    if measure_tflm:
+        try:
+            tflm = tflm_arena(tflite)
+        except AAError as e:
+            logging.info("No TFLM arena for this model: %s", e)
+    return MemoryReport(packed_peak=packed, int8_peak=int8, tflm=tflm,
                         weights=weights_size(tflite), file_size=len(tflite))

@@ -70,3 +70,31 @@ def test_labels_per_output_weights_and_a_callable(two_heads, digits):
     with pytest.raises(AAError, match="needs labels"):
         aa_tflite.convert(two_heads, budget_kb=1.0, representative_data=digits.x_cal,
                           eval_data=x, metric="top1", progress=False)
+
+
+def test_a_dense_prediction_with_mask_labels_and_an_op_tflm_lacks(digits):
+    """An encoder-decoder (UpSampling2D lowers to TILE, which TFLM has no kernel for) scored by
+    IoU against mask targets: it plans below its int8 peak, and the report says TFLM cannot run
+    it instead of failing."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 1))
+    e = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(i)
+    m = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(e)
+    u = keras.layers.UpSampling2D()(m)
+    d = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(u)
+    model = keras.Model(i, keras.layers.Conv2D(1, 1, activation="sigmoid")(d))
+    x = digits.x_val[:200]
+    mask = (x > 0.5).astype(np.float32)
+    model.compile("adam", "binary_crossentropy")
+    model.fit(digits.x_val[200:], (digits.x_val[200:] > 0.5).astype(np.float32), epochs=5,
+              verbose=0)
+    r = aa_tflite.convert(model, budget_kb=0.8 * 3072 / 1024, representative_data=digits.x_cal,
+                          eval_data=(x, mask), metric="iou", progress=False, curve_points=0)
+    assert r.report.metric == "iou" and r.report.int8_score > 0.5
+    assert r.report.int8_memory.tflm is None
+    assert any("TFLite Micro cannot run this model" in n and "TILE" in n for n in r.report.notes)
+    with pytest.raises(AAError, match=r"labels for output 0 must have shape \(200, 8, 8, 1\)"):
+        aa_tflite.convert(model, budget_kb=2, representative_data=digits.x_cal,
+                          eval_data=(x, mask[:, :4]), metric="iou", progress=False)
