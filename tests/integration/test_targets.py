@@ -145,6 +145,53 @@ def test_the_generated_header_and_source_compile_and_register_the_ops(exported, 
     assert lines[len(ops):] == ["1", str(len(ops)), str(arena), str(size)]
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler")
+def test_firmware_switches_points_in_one_arena(exported, tmp_path):
+    """The header's point table and SelectDigitsPoint compile with g++ against the exported
+    sources and rebuild the interpreter for any point, in any order, in the one arena (TFLM's
+    C++ library is not installed here: the interpreter is a stand-in that records what it got);
+    and the Python TFLM interpreter runs every point in exactly that arena size, in any order."""
+    result, out = exported
+    arena = result.info["arena_size"]
+    main = tmp_path / "switch.cc"
+    main.write_text(
+        '#include <cstdio>\n#include "digits_model_data.h"\n'
+        "static int live = 0;\n"
+        "struct Interp { const unsigned char* m; unsigned char* a; size_t n;\n"
+        "  Interp(const unsigned char* m, int, unsigned char* a, size_t n) : m(m), a(a), n(n)"
+        " { ++live; }\n  ~Interp() { --live; } };\n"
+        "const unsigned char* Get(const unsigned char* m) { return m; }\n"
+        "int main() { alignas(16) static unsigned char arena[kDigitsArenaSize];\n"
+        "  alignas(Interp) static unsigned char storage[sizeof(Interp)];\n"
+        "  Interp* it = nullptr; int order[] = {2, 0, 1, 2, 0};\n"
+        "  for (int p : order) { it = SelectDigitsPoint<Interp>(p, storage, it, Get, 0, arena);\n"
+        "    if (it == nullptr || it->m != kDigitsPoints[p].model || it->a != arena ||\n"
+        "        it->n != kDigitsArenaSize || live != 1 || kDigitsPoints[p].arena > it->n)"
+        " return 1;\n"
+        '    printf("%s %zu\\n", kDigitsPoints[p].key, kDigitsPoints[p].arena); }\n'
+        "  return SelectDigitsPoint<Interp>(3, storage, it, Get, 0, arena) == nullptr"
+        " && live == 1 ? 0 : 2; }\n")
+    exe = tmp_path / "switch"
+    done = subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-I", str(out), str(main),
+                           str(out / "digits_model_data.cc"), "-o", str(exe)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0, ran.stdout
+    keys = list(result.points)
+    assert ran.stdout.split()[0::2] == [keys[p] for p in (2, 0, 1, 2, 0)]
+    assert [int(v) for v in ran.stdout.split()[1::2]] == [
+        result.points[keys[p]]["tflm_arena"] for p in (2, 0, 1, 2, 0)]
+    from tflite_micro import runtime as tflm
+
+    x = np.zeros((1, 8, 8, 1), np.int8)
+    for p in (1, 2, 0, 0, 2):
+        data = (out / f"digits_{keys[p]}.tflite").read_bytes()
+        interp = tflm.Interpreter.from_bytes(data, arena_size=arena)
+        interp.set_input(x, 0)
+        interp.invoke()
+
+
 def test_a_single_point_file_exports_as_one_model(digits, tmp_path):
     single = aa_tflite.convert(digits.model, budget_kb=1.8, representative_data=digits.x_cal,
                                progress=False, curve_points=0)
