@@ -155,6 +155,12 @@ def fold_batchnorm(model: keras.Model, *, exact: bool = True) -> tuple[keras.Mod
                      + (f"(NOT exact: {why})." if why else "(exact: no padding reads it)."))
     if not targets:
         return model, notes
+    return _rebuild(model, targets), notes
+
+
+def _rebuild(model: keras.Model, targets: dict) -> keras.Model:
+    """A clone of ``model`` with each folded BatchNorm an ``Identity`` and each layer it folds
+    into carrying the folded weights (and a bias)."""
     weights = {id(into): _folded_weights(into, *_affine(bn)) for bn, into in targets.values()}
 
     def clone(layer):
@@ -176,4 +182,4 @@ def fold_batchnorm(model: keras.Model, *, exact: bool = True) -> tuple[keras.Mod
             new.get_layer(old.name).set_weights(weights[id(old)])
         elif id(old) not in targets and old.weights:
             new.get_layer(old.name).set_weights(old.get_weights())
-    return new, notes
+    return new
