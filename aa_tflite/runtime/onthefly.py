@@ -267,10 +267,12 @@ class OperatingPoints:
         return self._latency[key]
 
     def select(self, *, budget_kb: float | None = None, max_latency_ms: float | None = None,
-               min_score: float | None = None) -> PointInfo:
+               min_score: float | None = None, tflm_kb: float | None = None) -> PointInfo:
         """The best point that fits: the highest score among the points whose packed peak is
-        within ``budget_kb``, whose latency measured here is within ``max_latency_ms``, and whose
-        score is at least ``min_score``. Ties go to the smaller packed peak.
+        within ``budget_kb``, whose real TFLite Micro arena (as measured when the file was
+        written) is within ``tflm_kb``, whose latency measured here is within
+        ``max_latency_ms``, and whose score is at least ``min_score``. Ties go to the smaller
+        packed peak.
 
         Raises:
             PointsError: No point fits; the message gives each point's figures.
@@ -281,14 +283,17 @@ class OperatingPoints:
                 continue
             if min_score is not None and (p.score is None or p.score < min_score):
                 continue
+            if tflm_kb is not None and (p.tflm_arena is None or p.tflm_arena > tflm_kb * 1024):
+                continue
             if max_latency_ms is not None and self.latency_ms(p.key) > max_latency_ms:
                 continue
             fits.append(p)
         if not fits:
-            table = "; ".join(f"{p.key}: packed {p.packed} B, score {p.score}"
-                              for p in self._points)
-            raise PointsError(f"No point fits budget_kb={budget_kb}, max_latency_ms="
-                              f"{max_latency_ms}, min_score={min_score}. Points: {table}.")
+            table = "; ".join(f"{p.key}: packed {p.packed} B, TFLM arena {p.tflm_arena} B, "
+                              f"score {p.score}" for p in self._points)
+            raise PointsError(f"No point fits budget_kb={budget_kb}, tflm_kb={tflm_kb}, "
+                              f"max_latency_ms={max_latency_ms}, min_score={min_score}. "
+                              f"Points: {table}.")
         return max(fits, key=lambda p: (-math.inf if p.score is None else p.score,
                                         -(p.packed or 0)))
 

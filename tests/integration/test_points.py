@@ -124,6 +124,10 @@ def test_select_picks_the_best_point_that_fits(multi):
         points.select(max_latency_ms=1e-9)
     with pytest.raises(PointsError, match="Its points"):
         points.run(np.zeros((1, 8, 8, 1), np.float32), point="nope")
+    arenas = [p.tflm_arena for p in points.points]
+    assert all(arenas) and points.select(tflm_kb=max(arenas) / 1024).tflm_arena <= max(arenas)
+    with pytest.raises(PointsError, match=r"tflm_kb=0\.5.*TFLM arena \d+ B"):
+        points.select(tflm_kb=0.5)  # every point needs the int8 arena on stock TFLM
 
 
 def test_save_writes_the_file_one_tflm_file_per_point_and_the_table(multi, tmp_path):
