@@ -195,6 +195,7 @@ class Bench:
         # in execution order: the key. Plans that share such a prefix (the curve's steps, the
         # single-site measurements) reuse the fit instead of running the model again.
         self._corrections: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._fitted: dict[tuple, Any] = {}  # (site, config, per channel) -> its lowering's edit
 
     def per_channel(self, graph: SiteGraph) -> bool:
         """Whether a low-bit site without a clip gets per-channel clips (else one tensor clip)."""
@@ -237,8 +238,11 @@ class Bench:
                 continue
             form = lowering_of(graph)
             chosen = choices[form.kind]
-            chosen[site] = form.fit(functools.partial(self.unit_values, graph.tie or (site,)),
-                                    config, graph, per_channel=correct and self.per_channel(graph))
+            key = (site, config, correct and self.per_channel(graph))
+            if key not in self._fitted:  # the same config fits the same edit: fit it once
+                self._fitted[key] = form.fit(functools.partial(
+                    self.unit_values, graph.tie or (site,)), config, graph, per_channel=key[2])
+            chosen[site] = self._fitted[key]
             if form.corrected:
                 prefix += ((site, config),)
                 if correct:
