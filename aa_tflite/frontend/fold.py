@@ -176,7 +176,10 @@ def _rebuild(model: keras.Model, targets: dict) -> keras.Model:
     def call(layer, *args, **kwargs):  # the Identity takes no BatchNorm keywords (training=...)
         return layer(args[0]) if layer.name in folded else layer(*args, **kwargs)
 
-    new = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    if isinstance(model, keras.Sequential):  # layers are listed, not called: no keywords
+        new = keras.models.clone_model(model, clone_function=clone)
+    else:
+        new = keras.models.clone_model(model, clone_function=clone, call_function=call)
     for old in model.layers:
         if id(old) in weights:
             new.get_layer(old.name).set_weights(weights[id(old)])

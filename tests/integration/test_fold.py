@@ -70,3 +70,20 @@ def test_convert_folds_and_plans_below_the_int8_peak(relu_bn, digits):
     assert any("Folded BatchNormalization 'bn1'" in n for n in r.report.notes)
     with pytest.raises(aa_tflite.AAError, match="fold_batchnorm must be"):
         aa_tflite.convert(relu_bn, budget_kb=1, fold_batchnorm="yes", **kw)
+
+
+def test_a_sequential_model_folds_too(digits):
+    """Sequential models list their layers (found by the random-graph fuzz run)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)),
+                              keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
+                              keras.layers.BatchNormalization(name="bn1"),
+                              keras.layers.Flatten(), keras.layers.Dense(10, name="d")])
+    model(digits.x_cal[:8], training=True)
+    folded, notes = fold_batchnorm(model)
+    assert notes == ["Folded BatchNormalization 'bn1' forward into 'd' (exact: no padding "
+                     "reads it)."]
+    x = digits.x_val[:32]
+    assert np.abs(folded.predict(x, verbose=0) - model.predict(x, verbose=0)).max() < 1e-4

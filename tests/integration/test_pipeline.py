@@ -279,7 +279,7 @@ class _PenalisedBench(Bench):
     def measure(self, tflite):
         m = super().measure(tflite)
         if getattr(self, "_multi", False) and m.accuracy is not None:
-            m = type(m)(m.accuracy - 0.05, m.agreement, m.kl, m.outputs)
+            m = dataclasses.replace(m, accuracy=m.accuracy - 0.05, score=m.score - 0.05)
         return m
 
 
