@@ -26,9 +26,6 @@ Run ``python -m converters.mini --out DIR`` to train them all and save them as `
 
 from __future__ import annotations
 
-import argparse
-import os
-
 __all__ = [
     "BUILDERS",
     "mini_mobilenet",
@@ -212,16 +209,10 @@ def train(which: str, *, seed: int = 0, epochs: int = 40):
 
 
 def main() -> None:
-    from converters.train import accuracy
+    from converters.train import accuracy, save_each
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    for which in BUILDERS:
-        model, data = train(which)
-        model.save(os.path.join(args.out, f"{which}.keras"))
-        print(f"{which}: float top-1 {accuracy(model, data['x_val'], data['y_val']):.4f}")
+    save_each(__doc__, BUILDERS, train, lambda model, data: f"float top-1 "
+              f"{accuracy(model, data['x_val'], data['y_val']):.4f}")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,6 @@ its data: ``x_train``, ``x_cal``, ``x_val`` and the targets ``y_val`` (a list pe
 
 from __future__ import annotations
 
-import argparse
-import os
-
 import numpy as np
 
 __all__ = ["BUILDERS", "METRICS", "relu_bn_cnn", "stroke_segmenter", "train", "two_heads"]
@@ -92,34 +89,23 @@ def _data(which: str, seed: int) -> dict:
 def train(which: str, *, seed: int = 0, epochs: int = 40):
     """Trains one model deterministically on the digits; returns (model, data)."""
     import keras
-    import tensorflow as tf
+
+    from converters.train import train_clean
 
     if which not in BUILDERS:
         raise ValueError(f"Unknown model {which!r}; choose from {sorted(BUILDERS)}")
     data = _data(which, seed)
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    model = BUILDERS[which](keras)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     loss = {"two_heads": [ce, ce], "stroke_segmenter": "binary_crossentropy",
             "relu_bn_cnn": ce}[which]
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=loss)
-    model.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=64, shuffle=True,
-              verbose=0)
-    clean = BUILDERS[which](keras)  # the weights without optimizer state
-    clean.set_weights(model.get_weights())
-    return clean, data
+    return train_clean(lambda: BUILDERS[which](keras), data, epochs=epochs, seed=seed,
+                       loss=loss), data
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    for which in BUILDERS:
-        model, _ = train(which)
-        model.save(os.path.join(args.out, f"{which}.keras"))
-        print(f"{which}: saved")
+    from converters.train import save_each
+
+    save_each(__doc__, BUILDERS, train, lambda model, data: "saved")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,29 @@ import pytest
 
 __all__ = ["DEMO_BUDGETS", "DIGITS_SITES", "MNIST1D_SITES", "PI_PYTHON", "ROOT", "adversarial",
            "all_low_bit", "assert_runs_in_tflite_micro_like_litert", "calibrated_mini",
-           "concat_model", "need", "need_pi_env", "points_kwargs"]
+           "concat_model", "need", "need_pi_env", "points_kwargs", "raw_outputs"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tflite-runtime needs numpy<2, so it lives in its own virtual environment (`make pi-env`).
 PI_PYTHON = os.path.join(ROOT, ".venv-pi", "bin", "python")
+
+
+def raw_outputs(tflite: bytes, x: np.ndarray, kernels: str) -> np.ndarray:
+    """Raw outputs of ``tflite`` for raw inputs ``x``, one sample per invoke: TFLite Micro for
+    ``"tflm"``, else LiteRT with ``kernels`` (``"builtin"``, ``"xnnpack"``) on one thread."""
+    from aa_tflite.runtime.interpreter import make_interpreter, micro_run
+
+    if kernels == "tflm":
+        return micro_run(tflite, x)
+    interp = make_interpreter(tflite, kernels, num_threads=1)
+    interp.allocate_tensors()
+    inp, res = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    out = []
+    for i in range(len(x)):
+        interp.set_tensor(inp, x[i:i + 1])
+        interp.invoke()
+        out.append(interp.get_tensor(res).copy())
+    return np.concatenate(out)
 
 
 def need(missing: str) -> None:

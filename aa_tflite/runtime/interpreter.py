@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,19 +128,19 @@ def micro_interpreter(tflite: bytes, *, arena_size: int | None = None) -> Any:
 
 
 def micro_run(tflite: bytes, x: np.ndarray, *, arena_size: int | None = None,
-              output: int = 0) -> np.ndarray:
+              outputs: Sequence[int] | None = None) -> np.ndarray | list[np.ndarray]:
     """Raw outputs of ``tflite`` in TensorFlow Lite Micro for raw inputs ``x`` (already in the
     model's input dtype), one sample per invoke, as TFLM runs on a device.
 
     Args:
-        output: Which output (0: the first; -1: all of them, as a list).
+        outputs: Output indices to return, as a list in that order (default: the first output,
+            as one array).
 
     Example:
         >>> raw = micro_run(tflite, np.zeros((2, 8, 8, 1), np.int8))  # doctest: +SKIP
     """
     interp = micro_interpreter(tflite, arena_size=arena_size)
-    which = (range(len(make_interpreter(tflite, Kernels.BUILTIN).get_output_details()))
-             if output == -1 else [output])
+    which = [0] if outputs is None else list(outputs)
     out: list[list[np.ndarray]] = [[] for _ in which]
     for i in range(len(x)):
         interp.set_input(x[i:i + 1], 0)
@@ -148,7 +148,7 @@ def micro_run(tflite: bytes, x: np.ndarray, *, arena_size: int | None = None,
         for k, o in enumerate(which):
             out[k].append(interp.get_output(o).copy())
     joined = [np.concatenate(o) if o else np.zeros((0,)) for o in out]
-    return joined if output == -1 else joined[0]
+    return joined[0] if outputs is None else joined
 
 
 def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
@@ -318,7 +318,7 @@ def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
     want = check_input_shape(x, inp)
     results: list[list[np.ndarray]] = [[] for _ in outs]
     if kernels == Kernels.TFLM:
-        raw = micro_run(tflite, quantize(x, inp), output=-1)
+        raw = micro_run(tflite, quantize(x, inp), outputs=range(len(outs)))
         for k, out in enumerate(outs):
             results[k].append(dequantize(raw[k], out))
     else:

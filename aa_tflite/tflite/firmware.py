@@ -104,16 +104,19 @@ def _rewrite(tflite: bytes, patch: bool, split: bool, measure):
     """The smallest of the requested rewrites by ``measure``: patches then a split where it still
     pays, and, when both are asked for, a split alone too (patching first can leave a split
     nothing to do, and the split alone can be smaller). Ties go to less work."""
+    if not (patch or split):
+        return tflite, None, {}
     tries = []
     for use_patch in ([True, False] if patch and split else [patch]):
         out, tiles, splits = tflite, None, {}
         if use_patch:
             out, record = patches.best_patches(out, measure=measure)
             tiles = (record.point.op, record.grid) if record.point else None
-        if split:
+            arena = record.measured_after
+        if split:  # its record measures the final file: no second TFLM run
             out, split_record = channel_split.best_split(out, measure=measure)
-            splits = dict(split_record.splits)
-        tries.append((measure(out), work(out), len(tries), out, tiles, splits))
+            splits, arena = dict(split_record.splits), split_record.measured_after
+        tries.append((arena, work(out), len(tries), out, tiles, splits))
     return min(tries, key=lambda t: t[:3])[3:]
 
 

@@ -53,9 +53,10 @@ def list_schedule(tflite: bytes, *, peak_first: bool = False) -> list[int]:
     alive = {int(t) for t in model.subgraphs[0].inputs}
     waiting = {t: set(r) for t, r in readers.items()}
     done: list[int] = []
+    ran: set[int] = set()
     while len(done) < len(ops):
-        ready = [op for op in ops if op.index not in done and all(
-            made_by.get(t, -1) in done or t not in made_by for t in op.inputs if t >= 0)]
+        ready = [op for op in ops if op.index not in ran and all(
+            t not in made_by or made_by[t] in ran for t in op.inputs if t >= 0)]
 
         now = sum(size[t] for t in alive)
         costs = []
@@ -66,6 +67,7 @@ def list_schedule(tflite: bytes, *, peak_first: bool = False) -> list[int]:
             costs.append(((now + added) if peak_first else (added - freed), op.index, op))
         op = min(costs, key=lambda c: c[:2])[2]
         done.append(op.index)
+        ran.add(op.index)
         alive |= set(op.outputs)
         for t in set(op.inputs):
             waiting.get(t, set()).discard(op.index)

@@ -15,7 +15,7 @@ from aa_tflite.tflite.firmware import firmware_model
 from aa_tflite.tflite.patches import patch_candidates, patch_stage
 from aa_tflite.tflite.static_batch import static_batch
 from aa_tflite.types import Kernels
-from tests.helpers import adversarial
+from tests.helpers import adversarial, raw_outputs
 
 
 def _smooth(n: int, seed: int) -> np.ndarray:
@@ -49,33 +49,19 @@ def stem():
     return tflite, x_cal, x, model
 
 
-def _litert(tflite: bytes, x: np.ndarray, kernels: str) -> np.ndarray:
-    interp = make_interpreter(tflite, kernels, num_threads=1)
-    interp.allocate_tensors()
-    inp, res = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-    out = []
-    for sample in x:
-        interp.set_tensor(inp, sample[None])
-        interp.invoke()
-        out.append(interp.get_tensor(res).copy())
-    return np.concatenate(out)
-
-
 def test_every_split_point_and_grid_is_exact_on_every_kernel_set(stem):
     tflite, _, x, _ = stem
     ops, _ = flatbuffer.describe(flatbuffer.read(tflite))
     assert [o.name for o in ops[:5]] == ["CONV_2D", "MAX_POOL_2D", "PAD", "DEPTHWISE_CONV_2D",
                                          "CONV_2D"]
     assert [p.op for p in patch_candidates(tflite)] == [0, 1, 2, 3, 4]
-    want = {k: _litert(tflite, x, k) for k in ("builtin", "xnnpack")}
-    want["tflm"] = micro_run(tflite, x)
+    want = {k: raw_outputs(tflite, x, k) for k in ("builtin", "xnnpack", "tflm")}
     for at, grid in ((1, (2, 2)), (3, (3, 3)), (4, (2, 5)), (2, (4, 1))):
         tiled = patch_stage(tflite, at=at, grid=grid)
         names = {o.name for o in flatbuffer.describe(flatbuffer.read(tiled))[0]}
         assert {"STRIDED_SLICE", "CONCATENATION"} <= names
         for kernels, expected in want.items():
-            got = micro_run(tiled, x) if kernels == "tflm" else _litert(tiled, x, kernels)
-            assert np.array_equal(got, expected), (at, grid, kernels)
+            assert np.array_equal(raw_outputs(tiled, x, kernels), expected), (at, grid, kernels)
 
 
 def test_firmware_patches_the_stem_and_runs_in_exactly_its_arena(stem):
@@ -86,7 +72,8 @@ def test_firmware_patches_the_stem_and_runs_in_exactly_its_arena(stem):
     assert np.array_equal(micro_run(tiled.tflite, x, arena_size=tiled.arena), micro_run(tflite, x))
     assert not guard.probe(tiled.tflite, kernels=Kernels.TFLM,
                            tflm_arena_size=tiled.arena - 64).ok
-    assert np.array_equal(_litert(tiled.tflite, x, "builtin"), _litert(tflite, x, "builtin"))
+    assert np.array_equal(raw_outputs(tiled.tflite, x, "builtin"),
+                          raw_outputs(tflite, x, "builtin"))
     assert firmware_model(tflite, patch=True).tflite == tiled.tflite  # same inputs, same bytes
 
 

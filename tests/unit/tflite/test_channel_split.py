@@ -5,7 +5,6 @@ original weight bytes, and a smaller TFLM head; ``best_split`` keeps only splits
 import numpy as np
 import pytest
 
-from aa_tflite.runtime.interpreter import make_interpreter, micro_interpreter, quantize
 from aa_tflite.tflite import flatbuffer, memory
 from aa_tflite.tflite.channel_split import (
     best_split,
@@ -14,45 +13,11 @@ from aa_tflite.tflite.channel_split import (
     split_channels,
 )
 from aa_tflite.tflite.offline_plan import plan_offsets, write_offline_plan
-from aa_tflite.types import AAError, Kernels
-from tests.conftest import FIXTURES, fixture_bytes
-from tests.helpers import adversarial
+from aa_tflite.types import AAError
+from tests.helpers import raw_outputs
 
 PEAK = 1  # the fixture's stride-2 block: 1x1 expand (op 1) -> depthwise (op 2), 48 channels
 OTHER = 4  # the stride-1 block's expand (op 4) -> depthwise (op 5), 24 channels
-
-
-@pytest.fixture(scope="module")
-def mobile() -> bytes:
-    return fixture_bytes("mobile_int8.tflite")
-
-
-@pytest.fixture(scope="module")
-def inputs(mobile) -> np.ndarray:
-    """16 calibration inputs, then 32 adversarial ones, as int8 samples."""
-    detail = make_interpreter(mobile, Kernels.BUILTIN).get_input_details()[0]
-    real = quantize(np.load(f"{FIXTURES}/mobile_cal.npz")["x"].astype(np.float32), detail)
-    return np.concatenate([real, *adversarial((16, 16, 3), np.random.RandomState(0))])
-
-
-def _run(tflite: bytes, x: np.ndarray, kernels: str) -> np.ndarray:
-    """Raw int8 outputs, one sample per invoke."""
-    out = []
-    if kernels == "tflm":
-        interp = micro_interpreter(tflite)
-        for i in range(len(x)):
-            interp.set_input(x[i:i + 1], 0)
-            interp.invoke()
-            out.append(interp.get_output(0).copy())
-        return np.concatenate(out)
-    interp = make_interpreter(tflite, kernels, num_threads=1)
-    interp.allocate_tensors()
-    inp, res = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-    for i in range(len(x)):
-        interp.set_tensor(inp, x[i:i + 1])
-        interp.invoke()
-        out.append(interp.get_tensor(res).copy())
-    return np.concatenate(out)
 
 
 def _describe(tflite: bytes):
@@ -80,7 +45,7 @@ def test_candidates_are_the_expand_depthwise_pairs_and_the_peak_is_marked(mobile
 @pytest.mark.parametrize("splits", [{PEAK: 2}, {PEAK: 5}, {PEAK: 10, OTHER: 3}])
 def test_split_outputs_equal_the_unsplit_outputs_bit_for_bit(mobile, inputs, kernels, splits):
     split = split_channels(mobile, splits)
-    assert np.array_equal(_run(split, inputs, kernels), _run(mobile, inputs, kernels))
+    assert np.array_equal(raw_outputs(split, inputs, kernels), raw_outputs(mobile, inputs, kernels))
 
 
 def test_only_stock_ops_and_the_weights_are_slices_of_the_original(mobile):
@@ -203,4 +168,5 @@ def test_per_tensor_weights_split_exactly(mobile, inputs):
     per_tensor = flatbuffer.write(model)
     split = split_channels(per_tensor, {PEAK: 3})
     for kernels in ("builtin", "tflm"):
-        assert np.array_equal(_run(split, inputs, kernels), _run(per_tensor, inputs, kernels))
+        assert np.array_equal(raw_outputs(split, inputs, kernels),
+                              raw_outputs(per_tensor, inputs, kernels))

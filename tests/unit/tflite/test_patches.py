@@ -6,48 +6,18 @@ import numpy as np
 import pytest
 
 from aa_tflite.runtime import guard
-from aa_tflite.runtime.interpreter import make_interpreter, micro_run, quantize
+from aa_tflite.runtime.interpreter import micro_run
 from aa_tflite.tflite import flatbuffer, memory
 from aa_tflite.tflite.firmware import firmware_model, work
 from aa_tflite.tflite.offline_plan import plan_offsets, write_offline_plan
 from aa_tflite.tflite.patches import best_patches, patch_candidates, patch_stage
 from aa_tflite.types import AAError, Kernels
-from tests.conftest import FIXTURES, fixture_bytes
-from tests.helpers import adversarial
+from tests.helpers import raw_outputs
 
 # the fixture: stem conv (op 0, stride 1) -> expand (1) -> depthwise stride 2 (2) -> project (3)
 # -> a residual block whose ADD is op 7
 POINTS = {0: (1, 16, 16, 8), 1: (1, 16, 16, 48), 2: (1, 8, 8, 48), 3: (1, 8, 8, 8),
           7: (1, 8, 8, 8)}
-
-
-@pytest.fixture(scope="module")
-def mobile() -> bytes:
-    return fixture_bytes("mobile_int8.tflite")
-
-
-@pytest.fixture(scope="module")
-def inputs(mobile) -> np.ndarray:
-    """16 calibration inputs, then 32 adversarial ones, as int8 samples."""
-    detail = make_interpreter(mobile, Kernels.BUILTIN).get_input_details()[0]
-    real = quantize(np.load(f"{FIXTURES}/mobile_cal.npz")["x"].astype(np.float32), detail)
-    return np.concatenate([real, *adversarial((16, 16, 3), np.random.RandomState(0))])
-
-
-def _litert(tflite: bytes, x: np.ndarray, kernels: str) -> np.ndarray:
-    interp = make_interpreter(tflite, kernels, num_threads=1)
-    interp.allocate_tensors()
-    inp, res = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-    out = []
-    for i in range(len(x)):
-        interp.set_tensor(inp, x[i:i + 1])
-        interp.invoke()
-        out.append(interp.get_tensor(res).copy())
-    return np.concatenate(out)
-
-
-def _run(tflite: bytes, x: np.ndarray, kernels: str) -> np.ndarray:
-    return micro_run(tflite, x) if kernels == "tflm" else _litert(tflite, x, kernels)
 
 
 def test_split_points_are_the_prefixes_whose_only_escaping_tensor_is_their_output(mobile):
@@ -63,7 +33,8 @@ def test_split_points_are_the_prefixes_whose_only_escaping_tensor_is_their_outpu
                                       (0, (1, 5))])
 def test_patched_outputs_equal_the_original_bit_for_bit(mobile, inputs, kernels, at, grid):
     tiled = patch_stage(mobile, at=at, grid=grid)
-    assert np.array_equal(_run(tiled, inputs, kernels), _run(mobile, inputs, kernels))
+    assert np.array_equal(raw_outputs(tiled, inputs, kernels),
+                          raw_outputs(mobile, inputs, kernels))
 
 
 def test_only_stock_ops_and_the_original_weight_tensors(mobile):
@@ -138,8 +109,8 @@ def test_tflm_runs_a_planned_patched_file_in_exactly_its_arena(mobile, inputs):
     assert np.array_equal(micro_run(planned, inputs[:8], arena_size=arena),
                           micro_run(mobile, inputs[:8]))
     assert not guard.probe(planned, kernels=Kernels.TFLM, tflm_arena_size=arena - 64).ok
-    assert np.array_equal(_litert(planned, inputs[:8], "builtin"),
-                          _litert(mobile, inputs[:8], "builtin"))  # LiteRT ignores the plan
+    assert np.array_equal(raw_outputs(planned, inputs[:8], "builtin"),
+                          raw_outputs(mobile, inputs[:8], "builtin"))  # LiteRT ignores the plan
     assert work(tiled) > work(mobile)  # halos are computed more than once
 
 
