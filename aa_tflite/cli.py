@@ -90,6 +90,9 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
                         "convolutional up to a global pooling: one point per size and budget")
     p.add_argument("--kernel-library", default="all", help="with --memory tflm: the TFLM kernel "
                    "library the firmware links (all, reference, cmsis-nn, esp-nn)")
+    p.add_argument("--kernel-corrections", action="store_true",
+                   help="fold corrections into the int8 kernels (each point stores its own "
+                        "copy) instead of keeping the weights of every point shared")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -268,7 +271,8 @@ def _convert(args: argparse.Namespace) -> int:
         memory=args.memory, max_accuracy_drop=args.max_accuracy_drop, plan=plan,
         io_dtype=args.io, measure_tflm=not args.no_tflm, progress=not args.no_progress,
         kernels=args.kernels, bits=args.bits, input_sizes=args.input_sizes, target=args.target,
-        kernel_library=args.kernel_library, metric=args.metric)
+        kernel_library=args.kernel_library, metric=args.metric,
+        share_weights=not args.kernel_corrections)
     check_output_path(args.out + ".tflite")  # before the work, not after it
     model = _load_keras(args.model)
     x_cal, _ = _load_npz(args.data, "--data")

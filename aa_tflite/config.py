@@ -93,6 +93,13 @@ class ConvertConfig:
             next weighted layer where that is exact (``frontend.fold``); ``"all"`` also into
             'same'-padded convs, where the borders change (scored against the unfolded model,
             so the difference counts as loss); ``"none"`` leaves it. Defaults to ``"exact"``.
+        share_weights: Keep every int8 kernel of the plain conversion bit for bit, so every
+            operating point of one layout shares the same weight bytes: a correction's slope, an
+            equalized range or a signed half-range that a reader would absorb goes into its
+            filter scales and bias (per channel where the reader is depthwise, one factor for
+            all channels elsewhere). False folds them into the readers' int8 kernels, per
+            channel: sometimes a little more accurate, but each point then stores its own copy
+            of those kernels. Defaults to True.
         kernel_library: With ``memory="tflm"``: the TFLM kernel library the firmware links,
             which decides the in-place overlaps the offline plan may use: ``"all"`` (safe on
             TFLM's reference kernels, CMSIS-NN and ESP-NN alike), ``"reference"``,
@@ -122,6 +129,7 @@ class ConvertConfig:
     metric: Any = None
     output_weights: Sequence[float] | None = None
     fold_batchnorm: str = "exact"
+    share_weights: bool = True
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -151,6 +159,7 @@ class ConvertConfig:
         put("curve_points", _check_count("curve_points", self.curve_points, 0))
         put("measure_tflm", bool(self.measure_tflm))
         put("progress", bool(self.progress))
+        put("share_weights", bool(self.share_weights))
         if self.kernels is not None:
             try:
                 put("kernels", Kernels(self.kernels))

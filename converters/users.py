@@ -7,6 +7,8 @@ offline): ``python -m converters.users --out DIR`` trains and saves them.
   (a dense prediction, like edge detection or segmentation). Scored by IoU.
 - ``relu_bn_cnn``: the older Keras pattern where every conv is ReLU then BatchNorm (the converter
   cannot fold those BatchNorms into the conv before them).
+- ``dense_vgg``: a VGG-style classifier whose weights sit mostly in one large ``Dense`` layer
+  (512 -> 128, 64 KiB of int8), the case where a per-point copy of a corrected kernel costs most.
 
 Each ``train_*`` is deterministic (seeded, TensorFlow's deterministic ops) and returns the model and
 its data: ``x_train``, ``x_cal``, ``x_val`` and the targets ``y_val`` (a list per output for
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BUILDERS", "METRICS", "relu_bn_cnn", "stroke_segmenter", "train", "two_heads"]
+__all__ = ["BUILDERS", "METRICS", "dense_vgg", "relu_bn_cnn", "stroke_segmenter", "train", "two_heads"]
 
 NOISE = 0.25  # std of the Gaussian noise on the segmenter's inputs (digits are in [0, 1])
 
@@ -62,10 +64,22 @@ def relu_bn_cnn(keras):
     return keras.Model(i, keras.layers.Dense(10, name="logits")(x), name="relu_bn_cnn")
 
 
+def dense_vgg(keras):
+    """8x8x1 -> 10 logits: conv16-conv32-pool, then Dense 128 with ReLU on the 512 features."""
+    i = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="c1")(i)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Flatten(name="flat")(x)
+    x = keras.layers.Dense(128, activation="relu", name="fc1")(x)
+    return keras.Model(i, keras.layers.Dense(10, name="logits")(x), name="dense_vgg")
+
+
 BUILDERS = {"two_heads": two_heads, "stroke_segmenter": stroke_segmenter,
-            "relu_bn_cnn": relu_bn_cnn}
+            "relu_bn_cnn": relu_bn_cnn, "dense_vgg": dense_vgg}
 # the metric each is scored by (aa_tflite.metrics): per output, or one for all
-METRICS = {"two_heads": ["top1", "top1"], "stroke_segmenter": "iou", "relu_bn_cnn": "top1"}
+METRICS = {"two_heads": ["top1", "top1"], "stroke_segmenter": "iou", "relu_bn_cnn": "top1",
+           "dense_vgg": "top1"}
 
 
 def _data(which: str, seed: int) -> dict:
@@ -97,7 +111,7 @@ def train(which: str, *, seed: int = 0, epochs: int = 40):
     data = _data(which, seed)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     loss = {"two_heads": [ce, ce], "stroke_segmenter": "binary_crossentropy",
-            "relu_bn_cnn": ce}[which]
+            "relu_bn_cnn": ce, "dense_vgg": ce}[which]
     return train_clean(lambda: BUILDERS[which](keras), data, epochs=epochs, seed=seed,
                        loss=loss), data
 

@@ -60,6 +60,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from aa_tflite.lowering.offset import fit_offset
 from aa_tflite.lowering.tensor_edit import (
     HI_QUANTILES,
     LO_QUANTILES,
@@ -74,6 +75,7 @@ from aa_tflite.tflite.flatbuffer import OpInfo, TensorInfo
 from aa_tflite.tflite.kernel_math import (
     absorb_input,
     channel_vector,
+    input_scale_factor,
     read_kernel,
     real_bias,
     set_filter_scale,
@@ -361,19 +363,24 @@ def _edit_op(model: schema.ModelT, op: OpInfo, tensors: list[TensorInfo],
     in_old = tensors[inp].scale[0]
     in_new = new_params.get(inp, (in_old, 0))[0]
     bias = real_bias(model, op, tensors, k)
-    new_scale = f_scale
+    factor = np.ones(k.n_out)  # per-output-channel filter-scale factors; the int8 kernel stays
+    rewrite = False
     if in_side is not None:
         c, m = in_side
         w, bias = absorb_input(op.name, w, bias, m, c)
+        moved = input_scale_factor(op.name, k, m)  # a common half-range moves to the scales
+        rewrite = moved is None
+        factor = factor if rewrite else factor * moved
     if out_side is not None:
         c, m = out_side
         bias = (bias - c) / m
         w = w / k.broadcast(m)
-        if in_side is None:  # the int8 kernel stays; its per-channel scales absorb 1 / m
-            new_scale = f_scale / m
-            set_filter_scale(model, op, k, new_scale)
-    if in_side is not None:
+        factor = factor / m
+    if rewrite:
         new_scale = store_kernel(model, op, k, w, users)
+    else:
+        new_scale = f_scale * factor
+        set_filter_scale(model, op, k, new_scale)
     store_bias(model, op, tensors, bias, in_new, new_scale, users)
     if out_side is not None:
         graph.operators[op.index].builtinOptions.fusedActivationFunction = _RELU_N1_TO_1
@@ -412,9 +419,11 @@ class SignedClamp(TensorLowering):
         return units, unreached
 
     def fit(self, values: Callable[[], np.ndarray], config: SiteConfig, unit: SiteGraph, *,
-            per_channel: bool = False) -> SignedChoice:
+            per_channel: bool = True) -> SignedChoice:
         """Per-channel centre and half-range from the data, or one half-range ``clip`` about
-        zero when the config gives one."""
+        zero when the config gives one. Without ``per_channel``, the half-range is one for all
+        channels (per-channel centres), so a reader that is not depthwise keeps its int8 kernel
+        bit for bit."""
         if config.threshold:
             raise AAError(f"{unit.name!r} is a signed tensor: it takes bits (and a clip), not a "
                           f"threshold. Received: threshold={config.threshold}")
@@ -424,5 +433,9 @@ class SignedClamp(TensorLowering):
                           "out of the plan to keep it at int8.")
         if config.clip is not None:
             return SignedChoice(b, 0.0, float(config.clip))
+        if not per_channel:  # one half-range: its readers take it in their filter scales
+            low, width = fit_offset(values(), b, min_step=unit.scale)
+            half = width / precision(b).top * precision(b).levels / 2
+            return SignedChoice(b, low + half, half)
         centre, half = fit(values(), b, min_step=unit.scale)
         return SignedChoice(b, centre, half)

@@ -114,7 +114,7 @@ def baseline(tflite: bytes, site_tensors: Mapping[str, int | None], data: Data,
     graphs, reach_notes = reach_all(tflite, site_tensors)
     made = bench(tflite, graphs, x_fit=data.x_fit, x_eval=data.x_eval, y_eval=data.y_eval,
                  reference=data.reference, batch_size=cfg.batch_size, scorer=data.scorer,
-                 kernels=cfg.measure_kernels.value)
+                 kernels=cfg.measure_kernels.value, share_weights=cfg.share_weights)
     _, layout = memory_mod.plan_tensors(tflite)
     elements = {tm.index: math.prod(tm.shape) if tm.shape else 1 for tm in layout}
     group_tensors = tuple(sorted({t for g in graphs.values() for t in g.group if t in elements}))
@@ -123,7 +123,7 @@ def baseline(tflite: bytes, site_tensors: Mapping[str, int | None], data: Data,
     sparse = tuple(dataclasses.replace(b, nbytes=sparse_bytes(elements[b.tensor],
                                                               base_nz[b.tensor], 8))
                    if b.tensor in base_nz else b for b in buffers)
-    all_notes = [*notes, *reach_notes]
+    all_notes = [*notes, *reach_notes, _weights_note(cfg.share_weights)]
     for s, g in sorted(graphs.items()):
         all_notes += [f"{s}: {n}" for n in g.notes]
     for s, tensor in sorted(site_tensors.items()):
@@ -132,6 +132,15 @@ def baseline(tflite: bytes, site_tensors: Mapping[str, int | None], data: Data,
     return Baseline(tflite=tflite, site_tensors=dict(site_tensors), graphs=graphs, bench=made,
                     elements=elements, group_tensors=group_tensors, buffers=buffers,
                     sparse_buffers=sparse, notes=tuple(all_notes), units=planning_units(graphs))
+
+
+def _weights_note(share: bool) -> str:
+    if share:
+        return ("Weights: every int8 kernel is the plain conversion's, byte for byte, at every "
+                "point (share_weights=True): corrections and ranges go into filter scales and "
+                "biases, so a multi-point file stores the weights once.")
+    return ("Weights: corrections are folded into the int8 kernels (share_weights=False); a "
+            "multi-point file stores each corrected kernel once per point.")
 
 
 def planning_units(graphs: Mapping[str, SiteGraph]) -> dict[str, tuple[str, ...]]:

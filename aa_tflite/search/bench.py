@@ -29,7 +29,8 @@ from aa_tflite.metrics import Scorer, make_scorer
 from aa_tflite.precision import check_menu
 from aa_tflite.runtime.interpreter import check_kernels, run_model
 from aa_tflite.search.calibrate import tensor_values
-from aa_tflite.tflite.analyse import SiteGraph
+from aa_tflite.tflite import flatbuffer
+from aa_tflite.tflite.analyse import RELU_KIND, SiteGraph
 from aa_tflite.tflite.kernel_math import affine_fit
 from aa_tflite.tflite.safety import scale_problems
 from aa_tflite.types import AAError, MemoryMode, SiteConfig, check_sites
@@ -148,6 +149,11 @@ class Bench:
         batch_size: Samples per invocation.
         equalize: Give low-bit ReLU sites without a clip per-channel ranges where the graph
             allows (``SiteGraph.can_equalize``).
+        share_weights: Keep every int8 kernel of the baseline bit for bit, so the points of
+            one file share their weights: a per-channel factor a site's readers would absorb
+            (a correction's slope, an equalized range, a signed half-range) is fitted per
+            channel only where every reader is depthwise (its filter scales take it), else as
+            one factor for all channels. False folds them into the readers' kernels.
         kernels: The kernels losses are measured on: ``"builtin"`` (LiteRT's), ``"xnnpack"``
             or ``"tflm"``. Corrections are fitted on LiteRT's builtin kernels, which can show
             intermediate tensors.
@@ -163,7 +169,7 @@ class Bench:
                  x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray | None,
                  reference: np.ndarray | list | None, batch_size: int = 64,
                  equalize: bool = True, kernels: str = "builtin",
-                 scorer: Scorer | None = None) -> None:
+                 scorer: Scorer | None = None, share_weights: bool = True) -> None:
         if y_eval is None and reference is None:
             raise AAError("Sensitivity needs labels or the float model's outputs to compare to.")
         self.base, self.graphs = bytes(base), dict(graphs)
@@ -182,6 +188,8 @@ class Bench:
             labelled=[y is not None for y in self.labels])
         self.batch_size = batch_size
         self.equalize = equalize
+        self.share_weights = share_weights
+        self._op_names = [op.name for op in flatbuffer.describe(flatbuffer.read(self.base))[0]]
         self.kernels = check_kernels(kernels)
         # One preserved-tensor run of the baseline gives every value the bench needs from it:
         # site tensors and their groups (clips, sparsity) and consumer inputs (correction targets).
@@ -198,8 +206,19 @@ class Bench:
         self._fitted: dict[tuple, Any] = {}  # (site, config, per channel) -> its lowering's edit
 
     def per_channel(self, graph: SiteGraph) -> bool:
-        """Whether a low-bit site without a clip gets per-channel clips (else one tensor clip)."""
-        return self.equalize and graph.can_equalize
+        """Whether a low-bit unit without a clip gets per-channel ranges: equalized clips at a
+        ReLU site, half-ranges at a signed tensor (else one for the tensor)."""
+        if graph.lowering == RELU_KIND:
+            return self.equalize and graph.can_equalize and self.absorbs(
+                graph.correction_consumer[:1])
+        return self.absorbs(graph.requant_consumers)
+
+    def absorbs(self, readers: Sequence[int]) -> bool:
+        """Whether ops ``readers`` may take a per-input-channel factor: always when kernels may
+        change (``share_weights=False``), else only if each is depthwise (its filter scales
+        take it)."""
+        return not self.share_weights or all(
+            self._op_names[k] == "DEPTHWISE_CONV_2D" for k in readers)
 
     def site_values(self, site: str) -> np.ndarray:
         """The baseline's values of a site's tensor on ``x_fit``."""
@@ -270,7 +289,9 @@ class Bench:
             t_in = graph.correction_consumer[1]
             trial = form.apply(self.base, self.graphs, chosen)
             got = tensor_values(trial, [t_in], self.x_fit, batch_size=self.batch_size)[t_in]
-            self._corrections[prefix] = affine_fit(got, self.base_values[t_in])
+            self._corrections[prefix] = affine_fit(
+                got, self.base_values[t_in],
+                common_slope=not self.absorbs(graph.correction_consumer[:1]))
         chosen[site] = dataclasses.replace(chosen[site], correction=self._corrections[prefix])
 
     def measure(self, tflite: bytes) -> Metrics:

@@ -27,7 +27,7 @@ from aa_tflite.tflite.ops import WEIGHTED
 from aa_tflite.types import AAError
 
 __all__ = ["Kernel", "absorb_input", "affine_fit", "buffer_users", "channel_vector", "constant",
-           "expand_scale", "open_model", "read_kernel", "real_bias", "requantize",
+           "expand_scale", "input_scale_factor", "open_model", "read_kernel", "real_bias", "requantize",
            "set_filter_scale", "set_quant", "store_bias", "store_constant", "store_kernel",
            "weight_notes", "write_params"]
 
@@ -180,6 +180,28 @@ def absorb_input(op_name: str, w: np.ndarray, bias: np.ndarray, a: np.ndarray,
     return w * a, bias + w.reshape(w.shape[0], -1, w.shape[-1]).sum(axis=1) @ b
 
 
+def input_scale_factor(op_name: str, k: Kernel, a: np.ndarray) -> np.ndarray | None:
+    """Per-input-channel factors ``a`` as per-output-channel filter-scale factors, where the op's
+    int8 kernel can stay as it is; else None (the real weights change per input channel).
+
+    A factor common to every input channel scales every output; a depthwise op's output ``o``
+    reads only input channel ``o // multiplier``. A per-tensor kernel takes one common factor.
+
+    Example:
+        >>> k = Kernel(np.ones((1, 1, 1, 4)), np.ones((1, 1, 1, 4)), np.ones(4), 3, False)
+        >>> input_scale_factor("DEPTHWISE_CONV_2D", k, np.array([1.0, 2.0])).tolist()
+        [1.0, 1.0, 2.0, 2.0]
+        >>> input_scale_factor("CONV_2D", k, np.array([1.0, 2.0])) is None
+        True
+    """
+    a = np.asarray(a, np.float64).reshape(-1)
+    if np.all(np.abs(a - a[0]) <= 1e-12 * max(1.0, abs(float(a[0])))):
+        return np.full(k.n_out, float(a[0]))
+    if op_name == "DEPTHWISE_CONV_2D" and not k.per_tensor and k.n_out % len(a) == 0:
+        return np.repeat(a, k.n_out // len(a))
+    return None
+
+
 def store_kernel(model: schema.ModelT, op: OpInfo, k: Kernel, w: np.ndarray,
                  users: Mapping[int, int]) -> np.ndarray:
     """Requantizes real weights ``w`` into the op's int8 kernel, per output channel (per tensor
@@ -232,21 +254,28 @@ def requantize(model: schema.ModelT, op: OpInfo, tensors: list[TensorInfo], new_
             raise AAError(f"{op.name} (op {op.index}) has no bias to edit.")
         bias = np.zeros(n_out)
     bias = bias - shift
-    new_scale = f_scale
+    factor = np.ones(n_out)  # per-output-channel filter-scale factors; the int8 kernel stays
+    rewrite = False  # the real weights change per input channel: requantize the kernel
     if correction is not None:
         w, bias = absorb_input(op.name, w, bias, *correction)
+        moved = input_scale_factor(op.name, k, correction[0])
+        if moved is None:
+            rewrite = True
+        else:
+            factor = factor * moved
     if channel_scale is not None:
         if len(channel_scale) != n_out:
             raise AAError(f"{op.name} (op {op.index}) has {n_out} output channels, but "
                           f"{len(channel_scale)} channel scales were given.")
         w = w * k.broadcast(channel_scale)
         bias = bias * channel_scale
-        if correction is None:  # the int8 kernel stays; its per-channel scales absorb s
-            new_scale = f_scale * channel_scale
-            set_quant(model.subgraphs[0].tensors[op.inputs[1]], new_scale,
-                      np.zeros(n_out, np.int64), k.dim)
-    if correction is not None:
+        factor = factor * channel_scale
+    if rewrite:
         new_scale = store_kernel(model, op, k, w, users)
+    else:
+        new_scale = f_scale * factor
+        if np.any(factor != 1.0):
+            set_filter_scale(model, op, k, new_scale)
     if bias_t >= 0:
         store_bias(model, op, tensors, bias, in_new, new_scale, users)
 
@@ -268,7 +297,8 @@ def write_params(model: schema.ModelT, ops: list[OpInfo], tensors: list[TensorIn
 
 
 def affine_fit(got: np.ndarray, target: np.ndarray, *, per_channel: bool = True,
-               positive: bool = True, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+               positive: bool = True, common_slope: bool = False,
+               dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares ``target ~ a * got + b``, one ``(a, b)`` per channel or per feature.
 
     Example:
@@ -279,6 +309,9 @@ def affine_fit(got: np.ndarray, target: np.ndarray, *, per_channel: bool = True,
         >>> a, b = affine_fit(got, -got, positive=False)
         >>> a.tolist(), b.tolist()
         ([-1.0, -1.0], [0.0, 0.0])
+        >>> a, b = affine_fit(got, got * [1.0, 3.0], common_slope=True)
+        >>> a.tolist(), b.tolist()
+        ([2.0, 2.0], [-1.0, 1.0])
 
     Args:
         got: Values as they are, samples first.
@@ -289,6 +322,8 @@ def affine_fit(got: np.ndarray, target: np.ndarray, *, per_channel: bool = True,
         positive: Replace a slope at or below 1e-3 by 1: the fit of a ``.tflite`` consumer's
             input, where max pooling between a site and its consumer commutes only with a
             positive scale. The Keras-level shift correction (``frontend.export``) fits without.
+        common_slope: One slope for every channel (pooled over them; offsets stay per channel):
+            what a reader takes in its filter scales without a change to its int8 kernel.
         dtype: The arithmetic's dtype, or None for the inputs' own.
 
     Returns:
@@ -304,6 +339,9 @@ def affine_fit(got: np.ndarray, target: np.ndarray, *, per_channel: bool = True,
     var = ((g - mg) ** 2).mean(axis=0)
     cov = ((g - mg) * (t - mt)).mean(axis=0)
     a = np.where(var > 1e-12, cov / np.maximum(var, 1e-12), 1.0)
+    if common_slope:
+        live = var > 1e-12
+        a = np.full_like(a, cov[live].sum() / var[live].sum() if live.any() else 1.0)
     if positive:
         a = np.where(a > 1e-3, a, 1.0)
     return a, mt - a * mg
