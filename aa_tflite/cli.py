@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging as std_logging
 import os
 import sys
 import traceback
@@ -97,7 +98,8 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="the main job on the embedded digits model")
+    p = sub.add_parser("demo", help="the main job on the embedded digits models: points that "
+                       "differ in bits, then points that differ in TFLM arena and latency")
     p.add_argument("--out", default="demo_out/digits", help="output prefix (default demo_out/digits)")
     p.add_argument("--budget-fraction", type=_fractions, default=(0.8, 0.6, 0.4),
                    help="budgets as fractions of the int8 packed peak, comma-separated, one "
@@ -287,46 +289,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from aa_tflite.conversion import convert
-    from aa_tflite.files import check_output_path
-    from aa_tflite.frontend.embedded import load_default
-    from aa_tflite.frontend.export import to_tflite
-    from aa_tflite.runtime import interpreter as runtime
-    from aa_tflite.runtime.onthefly import OperatingPoints
-    from aa_tflite.tflite import memory
-    from aa_tflite.types import AAError
+    from aa_tflite.demo import run_demo
 
-    fractions = args.budget_fraction
-    if not all(0 < f <= 1 for f in fractions):
-        raise AAError(f"--budget-fraction values must be in (0, 1]. Received: {fractions}")
-    check_output_path(args.out + ".tflite")
-    model, x_cal, x_val, y_val = load_default()
-    half = len(x_val) // 2
-    int8_peak = memory.plan_tensors(to_tflite(model, x_cal))[0]
-    budgets = [round(f * int8_peak / 1024, 2) for f in fractions]
-    print(f"Embedded model: {model.name}, {model.count_params():,} parameters, input "
-          f"{tuple(model.inputs[0].shape[1:])} (scikit-learn digits). int8 packed activation "
-          f"peak {int8_peak:,} B; budgets "
-          + ", ".join(f"{f:.0%} = {b:,g} KiB" for f, b in zip(fractions, budgets, strict=True))
-          + f".\nPlanning with {len(x_cal)} calibration and {half} labelled samples; "
-          f"{len(x_val) - half} more are held out.\n")
-    result = convert(model, budget_kb=budgets if len(budgets) > 1 else budgets[0],
-                     representative_data=x_cal, eval_data=(x_val[:half], y_val[:half]),
-                     progress=not args.no_progress)
-    _print_result(result, result.save(args.out))
-    x_held, y_held = x_val[half:], y_val[half:]
-    base = runtime.evaluate(result.baseline_tflite, x_held, y_held)
-    print(f"\nHeld-out top-1 ({len(x_held)} samples the planner did not see): int8 {base:.4f}.")
-    # The on-the-fly part: one interpreter, one file, points switched between calls.
-    points = OperatingPoints(args.out + ".tflite")
-    keys = [p.key for p in points.points]
-    print(f"Switching live between {len(keys)} points of {args.out}.tflite on one interpreter:")
-    for key in [*keys, *reversed(keys)]:
-        points.switch(key)
-        info = points.point(key)
-        acc = float(np.mean(points.run(x_held).argmax(1) == y_held))
-        print(f"  {key:>16}: top-1 {acc:.4f}, packed peak {info.packed:,} B, "
-              f"{points.latency_ms(key):,.3f} ms per sample")
+    run_demo(args.out, fractions=args.budget_fraction, progress=not args.no_progress)
     return 0
 
 
@@ -406,6 +371,8 @@ def main(args: argparse.Namespace) -> int:
     from aa_tflite.types import AAError
 
     logging.set_verbosity(logging.DEBUG if args.verbose else logging.WARNING)
+    if not args.verbose:  # e.g. Keras' "triggered tf.function retracing" at each input size
+        std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
     try:
         with contextlib.nullcontext() if args.verbose else hidden_native_logs():
             if args.command in ("convert", "demo", "export"):

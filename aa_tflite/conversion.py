@@ -50,6 +50,7 @@ class Point:
         report: What was measured for it.
         tflite: Its own single-subgraph ``.tflite`` (what TFLite Micro runs).
         latency_ms: Median LiteRT latency of one sample, default kernels (XNNPACK), 1 thread.
+        latency_range_ms: The 10th and 90th percentiles of the same runs: the spread.
 
     Example:
         >>> result = convert(model, budget_kb=[2.4, 1.2], representative_data=x_cal)  # doctest: +SKIP
@@ -64,6 +65,7 @@ class Point:
     report: Report
     tflite: bytes = dataclasses.field(repr=False)
     latency_ms: float = float("nan")
+    latency_range_ms: tuple[float, float] | None = None
 
     @property
     def score(self) -> float:
@@ -81,6 +83,17 @@ class Point:
     def tflm_arena(self) -> int | None:
         tflm = self.report.planned_memory.tflm
         return None if tflm is None else tflm.total
+
+
+# Which figure of a point is real where (the points tables and the demo print it).
+REAL_ON = ("Real on which runtime: the TFLM arena is what stock TensorFlow Lite Micro allocates "
+           "(LiteRT allocates about as much); latency is measured in LiteRT; packed and "
+           "packed+sparse figures are real only on a runtime that packs low-bit tensors, which no "
+           "stock runtime does. Points that differ only in bits share one arena and one latency.")
+
+
+def _kb(budget_kb: float | None) -> str:
+    return "-" if budget_kb is None else format(budget_kb, ",g")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,18 +130,22 @@ class Result:
                  f"({len(self.tflite) / max(len(self.points[0].tflite), 1):.2f}x one point's "
                  f"file). TFLite Micro runs one point per file: reserve "
                  f"{self.tflm_arena or 0:,} B of arena (the largest point's).", "",
-                 "| signature | budget (KiB) | packed peak (B) | packed+sparse (B) | TFLM arena "
-                 f"(B) | weights (B) | {self.report.metric} | latency (ms) |",
-                 "|---|---|---|---|---|---|---|---|"]
+                 "| signature | input | budget (KiB) | packed peak (B) | packed+sparse (B) | "
+                 f"TFLM arena (B) | weights (B) | {self.report.metric} | latency (ms) |",
+                 "|---|---|---|---|---|---|---|---|---|"]
         for p in self.points:
-            lines.append(f"| {p.key} | {p.budget_kb:,g} | {p.packed:,} | {p.packed_sparse:,} | "
+            size = "own" if p.input_size is None else f"{p.input_size}x{p.input_size}"
+            spread = ("" if p.latency_range_ms is None else
+                      f" ({p.latency_range_ms[0]:,.3f}-{p.latency_range_ms[1]:,.3f})")
+            lines.append(f"| {p.key} | {size} | {_kb(p.budget_kb)} | {p.packed:,} | "
+                         f"{p.packed_sparse:,} | "
                          f"{'-' if p.tflm_arena is None else format(p.tflm_arena, ',')} | "
                          f"{p.report.planned_memory.weights:,} | {p.score:,.4f} | "
-                         f"{p.latency_ms:,.3f} |")
-        lines += ["", "Packed and packed+sparse figures are real only on a runtime that packs "
-                  "low-bit tensors; stock LiteRT and TFLite Micro allocate the TFLM arena column.",
-                  "Latency: median of single-sample runs in LiteRT (XNNPACK, 1 thread) on the "
-                  "machine that converted; it is not stored in the file."]
+                         f"{p.latency_ms:,.3f}{spread} |")
+        lines += ["", REAL_ON,
+                  "Latency: median (10th-90th percentile) of single-sample runs in LiteRT "
+                  "(XNNPACK, 1 thread) on the machine that converted; it is not stored in the "
+                  "file."]
         return "\n".join(lines)
 
     def save(self, prefix: str | os.PathLike, *, plots: bool = True) -> list[str]:
@@ -281,7 +298,8 @@ def _point(key: str, budget: Budget | None, size: int | None, plan: Plan, report
     report = dataclasses.replace(report, planned_memory=dataclasses.replace(
         report.planned_memory, file_size=len(tflite)))
     logging.info("Planned %s (%s): %s", report.model, key, plan.to_json())
-    return Point(key, kb, size, plan, report, tflite, _latency_ms(tflite)), doc
+    low, mid, high = _latency_ms(tflite)
+    return Point(key, kb, size, plan, report, tflite, mid, (low, high)), doc
 
 
 def make_config(config: ConvertConfig | None, options: dict[str, Any]) -> ConvertConfig:
@@ -375,11 +393,14 @@ def _point_doc(key: str, budget_kb, input_size, doc: dict) -> dict:
             **{a: doc[a] for a in ("plan", "tensor_bits", "budget_bytes", "memory", "scores")}}
 
 
-def _latency_ms(tflite: bytes, repeats: int = 30) -> float:
-    """Median LiteRT latency of one sample (default kernels, 1 thread), in ms."""
+def _latency_ms(tflite: bytes, repeats: int = 30) -> tuple[float, float, float]:
+    """LiteRT latency of one sample (default kernels, 1 thread), in ms: the 10th percentile, the
+    median and the 90th."""
     from aa_tflite.runtime.interpreter import sample_latency_ms
 
-    return round(sample_latency_ms(tflite, "xnnpack", num_threads=1, repeats=repeats), 4)
+    got = sample_latency_ms(tflite, "xnnpack", num_threads=1, repeats=repeats,
+                            quantiles=(0.1, 0.5, 0.9))
+    return tuple(round(v, 4) for v in got)
 
 
 def _metadata(report: Report, plan: Plan) -> dict:

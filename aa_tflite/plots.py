@@ -87,7 +87,10 @@ def render_plots(report) -> dict[str, bytes]:
 
 
 def points_plot(points, metric: str) -> bytes:
-    """One PNG: each operating point's score against its packed peak and against its latency.
+    """One PNG: each operating point's score against what a device pays for it. Left: the real
+    TFLite Micro arena (the packed peak, labelled so, where no point has an arena). Right: the
+    LiteRT latency, median with its 10th-90th percentile spread. Both memory and time axes start
+    at zero, so timing noise is not drawn as a trade-off.
 
     Example:
         >>> png = points_plot(result.points, result.report.metric)  # doctest: +SKIP
@@ -97,14 +100,25 @@ def points_plot(points, metric: str) -> bytes:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    real = all(p.tflm_arena is not None for p in points)
+    memory = ([p.tflm_arena for p in points], "TFLite Micro arena (bytes, real)") if real else (
+        [p.packed for p in points], "packed activation peak (bytes; real only where packed)")
+    ys = [p.score for p in points]
+    spread = [p.latency_range_ms or (p.latency_ms, p.latency_ms) for p in points]
+    lat = [p.latency_ms for p in points]
+    err = [[m - lo for m, (lo, _) in zip(lat, spread)], [hi - m for m, (_, hi) in zip(lat, spread)]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, xs, label in ((left, [p.packed for p in points], "packed activation peak (bytes)"),
-                          (right, [p.latency_ms for p in points], "LiteRT latency (ms, 1 thread)")):
-        ys = [p.score for p in points]
-        ax.plot(xs, ys, "o-", color="tab:blue")
+    left.plot(memory[0], ys, "o", color="tab:blue")
+    right.errorbar(lat, ys, xerr=err, fmt="o", color="tab:orange", capsize=3)
+    for ax, xs, top in ((left, memory[0], max(memory[0])),
+                        (right, lat, max(hi for _, hi in spread))):
         for p, x, y in zip(points, xs, ys, strict=True):
             ax.annotate(p.key, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.set_xlabel(label)
+        ax.set_xlim(0, max(top, 1e-9) * 1.3)
+    left.set_xlabel(memory[1])
+    right.set_xlabel("LiteRT latency (ms, 1 thread; median, 10th-90th percentile)")
+    low = min(ys)
+    left.set_ylim(max(0.0, low - max(0.05, 0.5 * (max(ys) - low))), min(1.0, max(ys)) + 0.02)
     left.set_ylabel(metric)
     fig.suptitle(f"{points[0].report.model}: {len(points)} operating points in one file")
     fig.tight_layout()

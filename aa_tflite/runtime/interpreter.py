@@ -21,8 +21,8 @@ from aa_tflite.types import AAError, Kernels
 
 __all__ = ["KERNELS", "batches", "check_input_shape", "check_kernels", "dequantize", "evaluate",
            "fixed_batch", "interpreter_backend", "load_interpreter", "make_interpreter",
-           "median_latency_ms", "micro_interpreter", "micro_run", "quantize", "run", "run_model",
-           "sample_latency_ms"]
+           "latency_quantiles_ms", "median_latency_ms", "micro_interpreter", "micro_run",
+           "quantize", "run", "run_model", "sample_latency_ms"]
 
 _BACKENDS = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -177,17 +177,31 @@ def median_latency_ms(invoke: Callable[[], object], *, repeats: int = 20) -> flo
     Example:
         >>> median_latency_ms(interp.invoke, repeats=30)  # doctest: +SKIP
     """
+    return latency_quantiles_ms(invoke, repeats=repeats, quantiles=(0.5,))[0]
+
+
+def latency_quantiles_ms(invoke: Callable[[], object], *, repeats: int = 20,
+                         quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> tuple[float, ...]:
+    """Quantiles of the wall time of ``invoke()`` over ``repeats`` calls after one warm-up call,
+    in ms: by default the 10th percentile, the median and the 90th (the spread a plot shows).
+
+    Example:
+        >>> low, mid, high = latency_quantiles_ms(lambda: sum(range(1000)), repeats=50)
+        >>> 0 < low <= mid <= high
+        True
+    """
     invoke()  # warm-up: first-call allocation and delegate preparation are not timed
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         invoke()
         times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1000
+    return tuple(float(v) * 1000 for v in np.quantile(times, quantiles))
 
 
 def sample_latency_ms(tflite: bytes, kernels: Kernels | str = Kernels.XNNPACK, *,
-                      num_threads: int | None = 1, repeats: int = 30) -> float:
+                      num_threads: int | None = 1, repeats: int = 30,
+                      quantiles: Sequence[float] | None = None) -> float | tuple[float, ...]:
     """The median time of one single-sample invoke of ``tflite`` (a zero input), in ms.
 
     Args:
@@ -195,11 +209,15 @@ def sample_latency_ms(tflite: bytes, kernels: Kernels | str = Kernels.XNNPACK, *
         kernels: The kernel set (``make_interpreter``); default LiteRT's XNNPACK, as apps run.
         num_threads: Interpreter threads (default 1).
         repeats: Timed invokes after one warm-up.
+        quantiles: Give these quantiles of the times instead of the median, e.g.
+            ``(0.1, 0.5, 0.9)``.
     """
     interp = make_interpreter(tflite, kernels, num_threads=num_threads)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+    if quantiles is not None:
+        return latency_quantiles_ms(interp.invoke, repeats=repeats, quantiles=quantiles)
     return median_latency_ms(interp.invoke, repeats=repeats)
 
 

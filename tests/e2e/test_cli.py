@@ -116,14 +116,23 @@ def test_demo_makes_three_points_and_switches_between_them_quietly(tmp_path):
     assert "Held-out top-1 (250 samples the planner did not see)" in out
     assert "| 7,040 |" in out  # the TFLM arena column
     assert BARE_FIGURE.findall(out.replace(str(tmp_path), "")) == []
-    switched = [line.split(":")[0].strip() for line in out.splitlines()
-                if "ms per sample" in line]
-    assert switched == ["kib2p4", "kib1p8", "kib1p2", "kib1p2", "kib1p8", "kib2p4"]
+    lines = [line for line in out.splitlines() if "ms per sample" in line]
+    switched = [line.split(":")[0].strip() for line in lines]
+    sizes = ["px4_kib3", "px6_kib3", "px8_kib3"]
+    assert switched == ["kib2p4", "kib1p8", "kib1p2", "kib1p2", "kib1p8", "kib2p4",
+                        *sizes, *reversed(sizes)]
+    # Part 1's points share one arena; part 2's differ in it (and in accuracy), as printed.
+    arenas = [re.search(r"TFLM arena ([\d,]+) B", line).group(1) for line in lines]
+    assert len(set(arenas[:6])) == 1 and len(set(arenas[6:])) == 3, arenas
+    assert "These points differ in what the device allocates" in out
+    top1 = [float(re.search(r"top-1 ([\d.]+)", line).group(1)) for line in lines[6:9]]
+    assert top1 == sorted(top1) and top1[-1] - top1[0] > 0.05, top1
     assert sorted(os.listdir(tmp_path)) == sorted(
-        ["digits.tflite", "digits.report.md", "digits.report.json", "digits.points.png",
-         "digits.timeline.png"]
+        [f"{stem}.{ext}" for stem in ("digits", "digits_sizes")
+         for ext in ("tflite", "report.md", "report.json", "points.png", "timeline.png")]
         + [f"digits.{k}.{ext}" for k in ("kib2p4", "kib1p8", "kib1p2")
-           for ext in ("tflite", "plan.json")])
+           for ext in ("tflite", "plan.json")]
+        + [f"digits_sizes.{k}.{ext}" for k in sizes for ext in ("tflite", "plan.json")])
     points = ["points", str(tmp_path / "digits.tflite")]
     quiet, verbose = _command(points), _command(["--verbose", *points])
     assert quiet.returncode == verbose.returncode == 0
@@ -151,6 +160,7 @@ def test_the_package_builds_without_setuptools_warnings(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("aa_tflite-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"aa_tflite/data/digits.npz", "aa_tflite/data/digits_cnn.keras",
+            "aa_tflite/data/digits_fcn.keras",
             "aa_tflite/py.typed", "aa_tflite/targets/tflm.py"} <= set(names)
 
 
@@ -160,10 +170,9 @@ def test_demo_with_one_fraction_writes_one_point(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Met: yes" in out and "TFLM arena, real" in out
     assert "serving_default" in out
-    assert sorted(os.listdir(tmp_path)) == ["digits.memory.png", "digits.plan.json",
-                                           "digits.report.json", "digits.report.md",
-                                           "digits.sensitivity.png", "digits.tflite",
-                                           "digits.timeline.png"]
+    assert {f for f in os.listdir(tmp_path) if not f.startswith("digits_sizes")} == {
+        "digits.memory.png", "digits.plan.json", "digits.report.json", "digits.report.md",
+        "digits.sensitivity.png", "digits.tflite", "digits.timeline.png"}
 
 
 def test_convert_with_budgets_then_points_and_run(tmp_path, digits, capsys):
