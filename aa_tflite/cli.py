@@ -311,6 +311,9 @@ def _points_table(points) -> str:
                     f"{_figure(p.packed_sparse)} | {_figure(p.tflm_arena)} | "
                     f"{p.low_bit_tensors:,} | {_figure(p.score, ',.4f')} | "
                     f"{points.latency_ms(p.key):,.3f} |")
+    layouts = [f"{p.key}: {p.layout}" for p in points.points if p.layout != "as converted"]
+    if layouts:
+        rows.append("\nLayouts (the graph TFLite Micro firmware runs): " + "; ".join(layouts))
     metric = next((p.metric for p in points.points if p.metric), None)
     if metric:
         rows.append(f"\nscore: {metric} measured when the file was made; latency: median of "

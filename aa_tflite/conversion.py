@@ -29,7 +29,6 @@ from aa_tflite.report import Report, SiteRow, build_report
 from aa_tflite.search.baseline import baseline
 from aa_tflite.search.curve import curve
 from aa_tflite.search.measure import MeasureCache, candidate_list, measure
-from aa_tflite.search.memory_modes import memory_model
 from aa_tflite.search.verify import verify
 from aa_tflite.tflite import multipoint
 from aa_tflite.tflite.metadata import write_metadata
@@ -142,6 +141,10 @@ class Result:
                          f"{'-' if p.tflm_arena is None else format(p.tflm_arena, ',')} | "
                          f"{p.report.planned_memory.weights:,} | {p.score:,.4f} | "
                          f"{p.latency_ms:,.3f}{spread} |")
+        layouts = {p.key: p.report.layout for p in self.points}
+        if set(layouts.values()) != {"as converted"}:
+            lines += ["", "Layouts (memory='tflm': the graph TFLite Micro firmware runs): "
+                      + "; ".join(f"{k}: {v}" for k, v in layouts.items()) + "."]
         lines += ["", REAL_ON,
                   "Latency: median (10th-90th percentile) of single-sample runs in LiteRT "
                   "(XNNPACK, 1 thread) on the machine that converted; it is not stored in the "
@@ -276,9 +279,9 @@ def convert(model: Any, *, budget_kb: float | Sequence[float] | None,
 def _point_keys(model: Any, budgets: Sequence[Budget | None], cfg: ConvertConfig) -> list[str]:
     """The signature key of every (size, budget) point, checked."""
     multi = len(budgets) > 1 or cfg.input_sizes is not None
-    if multi and (cfg.plan is not None or not memory_model(cfg.memory).can_shrink):
-        raise AAError("A list of budgets makes one operating point per budget; it needs "
-                      "memory='packed' or 'packed+sparse' and no plan. Give one budget_kb.")
+    if multi and cfg.plan is not None:
+        raise AAError("A list of budgets makes one operating point per budget; it needs no "
+                      "plan. Give one budget_kb.")
     if cfg.input_sizes is not None:
         check_image_model(model)
     keys = [multipoint.point_key(b.kb, s) if multi else "serving_default"
@@ -390,7 +393,8 @@ class _Timer:
 def _point_doc(key: str, budget_kb, input_size, doc: dict) -> dict:
     """One point's entry in the metadata's ``points`` list."""
     return {"signature": key, "budget_kb": budget_kb, "input_size": input_size,
-            **{a: doc[a] for a in ("plan", "tensor_bits", "budget_bytes", "memory", "scores")}}
+            **{a: doc[a] for a in ("plan", "tensor_bits", "budget_bytes", "memory", "scores",
+                                   "layout")}}
 
 
 def _latency_ms(tflite: bytes, repeats: int = 30) -> tuple[float, float, float]:
@@ -427,6 +431,7 @@ def _metadata(report: Report, plan: Plan) -> dict:
                    "eval_samples": report.eval_samples},
         "kernels": report.kernels,
         "target": report.target,
+        "layout": report.layout,
     }
 
 

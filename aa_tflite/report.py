@@ -152,6 +152,8 @@ class Report:
     # half the budget, so a plan that meets it does not need them (``search.measure``).
     options_skipped: int = 0
     target: str | None = None  # the deployment target named to convert, which chose kernels
+    # The graph as written: "as converted", or the TFLM firmware rewrites (memory="tflm").
+    layout: str = "as converted"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -277,7 +279,8 @@ def build_report(*, model_name: str, data: Data, base: Baseline, measured: Measu
         sensitivity=dict(measured.sensitivity),
         notes=(*base.notes, *measured.notes, *verified.notes,
                *runtime_notes(base.tflite, tflite)),
-        tensor_bits=dict(sorted(bits.items())), kernels=cfg.measure_kernels.value)
+        tensor_bits=dict(sorted(bits.items())), kernels=cfg.measure_kernels.value,
+        layout=verified.layout)
 
 
 def _site_rows(base: Baseline, measured: Measured, verified: Verified,

@@ -121,6 +121,9 @@ class PointInfo:
         score: The measured score (``metric``) on the data the planner was given.
         metric: What ``score`` is.
         low_bit_tensors: How many activation tensors are below 8 bits.
+        layout: The graph's layout: ``"as converted"``, or the TFLite Micro firmware rewrites
+            (batch 1, patches, a channel split, an offline memory plan) a ``memory="tflm"``
+            point was planned with.
     """
 
     key: str
@@ -133,6 +136,7 @@ class PointInfo:
     score: float | None = None
     metric: str | None = None
     low_bit_tensors: int = 0
+    layout: str = "as converted"
 
 
 def file_points(data: bytes) -> list[PointInfo]:
@@ -158,7 +162,8 @@ def file_points(data: bytes) -> list[PointInfo]:
             packed=mem.get("packed_peak"), packed_sparse=mem.get("packed_sparse_peak"),
             tflm_arena=mem.get("tflm_arena"), weights=mem.get("weights"),
             score=scores.get("planned"), metric=scores.get("metric"),
-            low_bit_tensors=len(p.get("tensor_bits", {}))))
+            low_bit_tensors=len(p.get("tensor_bits", {})),
+            layout=p.get("layout") or "as converted"))
     return out
 
 

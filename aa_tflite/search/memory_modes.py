@@ -112,10 +112,12 @@ class PackedSparse(MemoryModel):
 
 @dataclasses.dataclass(frozen=True)
 class FixedPlan:
-    """The plan of a memory mode no precision shrinks: the model to write, and why."""
+    """The plan of a memory mode no precision shrinks: the model to write, its layout (the
+    rewrites, in words), and why."""
 
     tflite: bytes = dataclasses.field(repr=False)
     notes: tuple[str, ...]
+    layout: str = "as converted"
 
 
 class RealArena(MemoryModel):
@@ -148,7 +150,8 @@ class RealArena(MemoryModel):
             f"memory='tflm': the plan is the int8 model as TFLite Micro firmware runs it "
             f"({chosen.describe()}): arena {chosen.arena:,} B, against {stock:,} B for the stock "
             f"int8 model ({chosen.arena / stock:.2f}x). Bits and thresholds cannot shrink it: "
-            "TFLM stores every activation in int8.", _costs(variants, chosen, base.tflite, stock)))
+            "TFLM stores every activation in int8.", _costs(variants, chosen, base.tflite, stock)),
+            layout=chosen.describe())
 
     def pick(self, packed: int, packed_sparse: int, tflm: int | None) -> int:
         return packed if tflm is None else tflm

@@ -50,6 +50,7 @@ class Verified:
         predicted: The summed single-site losses of its moves (NaN for a given plan).
         repairs: What the repair loop did, in words.
         notes: Notes for the report.
+        layout: The graph's layout: ``"as converted"``, or the firmware rewrites in words.
     """
 
     configs: Mapping[str, SiteConfig]
@@ -58,6 +59,7 @@ class Verified:
     predicted: float
     repairs: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    layout: str = "as converted"
 
 
 def verify(base: Baseline, measured: Measured, cfg: ConvertConfig,
@@ -72,7 +74,8 @@ def verify(base: Baseline, measured: Measured, cfg: ConvertConfig,
     bench = base.bench
     fixed = memory_model(cfg.memory).fixed_plan(base, budget, cfg)
     if fixed is not None:
-        return Verified({}, fixed.tflite, bench.measure(fixed.tflite), 0.0, notes=fixed.notes)
+        return Verified({}, fixed.tflite, bench.measure(fixed.tflite), 0.0, notes=fixed.notes,
+                        layout=fixed.layout)
     if cfg.plan is not None:
         check_sites(cfg.plan.sites, base.graphs, "The plan")
         configs = dict(cfg.plan.sites)

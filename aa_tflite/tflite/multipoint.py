@@ -1,9 +1,12 @@
 """One ``.tflite`` holding several operating points: one subgraph and one signature per point.
 
-Every point is an edit of the same int8 conversion, so the points have the same tensors and ops
-and differ only in some constants and quantization parameters. ``combine`` keeps the first point
-as it is and appends each further point's subgraph; a constant whose bytes equal one already
-stored points at that buffer, so the weights are stored once. LiteRT and ``tflite-runtime`` run
+Points are edits of one int8 conversion: most have the same tensors and ops and differ only in
+some constants and quantization parameters; a point planned for TFLite Micro's real arena may
+have another layout (a rewrite of ``aa_tflite.tflite.firmware``: patches, a channel split, batch
+1). ``combine`` keeps the first point as it is and appends each further point's subgraph, its
+operator codes mapped into the file's; a constant whose bytes equal one already stored points at
+that buffer, so the weights are stored once and a point with another layout adds only what
+differs. LiteRT and ``tflite-runtime`` run
 any point by its signature key (``get_signature_runner(key)``). TFLite Micro runs subgraph 0 only
 and allocates every subgraph, so it gets one single-point file per point instead.
 
@@ -83,7 +86,7 @@ def split(tflite: bytes, key: str) -> bytes:
         top = {a: v for a, v in doc.items() if a not in ("points", "schema_version")}
         if entry is not None:
             top.update({a: entry[a] for a in ("plan", "tensor_bits", "budget_bytes", "memory",
-                                              "scores") if a in entry})
+                                              "scores", "layout") if a in entry})
         attach(model, {**top, "points": [entry] if entry is not None else []})
     return flatbuffer.write(model)
 
@@ -104,8 +107,8 @@ def combine(points: Sequence[tuple[str, bytes]], *,
 
     Args:
         points: ``(signature key, single-subgraph .tflite)`` pairs, in the order the signatures
-            should take. Every file must be an edit of the same conversion: same operator codes,
-            same ops and tensors, one subgraph each.
+            should take; one subgraph each. Each keeps its own ops and tensors (its signature's
+            tensor names where it has one, else point 0's, else ``input_k``/``output_k``).
 
         metadata: The combined file's ``aa_tflite`` metadata. (Writing it afterwards with
             ``write_metadata`` would work too, but repacks the file without the shared tables.)
@@ -126,16 +129,19 @@ def combine(points: Sequence[tuple[str, bytes]], *,
     from aa_tflite.tflite.metadata import attach, strip_metadata
 
     models = [flatbuffer.read(strip_metadata(t)) for _, t in points]
-    _check_same_conversion(keys, models)
+    _check_single(keys, models)
     base = models[0]
-    # Drop the parts' metadata and signatures; keep point 0's buffers as they are.
-    sig0 = (base.signatureDefs or [None])[0]  # point 0's input and output names
+    # Each point's input and output names, before the parts' signatures are dropped.
+    sigs = [(m.signatureDefs or [None])[0] for m in models]
     base.metadata, base.metadataBuffer, base.signatureDefs = None, None, None
     stored = {d: i for i, b in enumerate(base.buffers) if (d := _digest(b)) is not None}
     for k, m in enumerate(models[1:], start=1):
         graph = m.subgraphs[0]
         for t in graph.tensors:
             t.buffer = _shared_buffer(base, stored, m.buffers[t.buffer])
+        codes = [_code_index(base, c) for c in m.operatorCodes]
+        for op in graph.operators:
+            op.opcodeIndex = codes[op.opcodeIndex]
         graph.name = keys[k]
         base.subgraphs.append(graph)
     base.subgraphs[0].name = keys[0]
@@ -144,7 +150,7 @@ def combine(points: Sequence[tuple[str, bytes]], *,
         d = schema.SignatureDefT()
         d.signatureKey = key
         d.subgraphIndex = k
-        d.inputs, d.outputs = _maps(sig0, base.subgraphs[k])
+        d.inputs, d.outputs = _maps(sigs[k] or sigs[0], base.subgraphs[k])
         defs.append(d)
     base.signatureDefs = defs
     if metadata is not None:
@@ -164,23 +170,37 @@ def _check_keys(keys: list) -> list[str]:
     return keys
 
 
-def _check_same_conversion(keys: Sequence[str], models: Sequence[schema.ModelT]) -> None:
-    """Raises unless every model is a single-subgraph edit of the first one's conversion."""
-    def codes(m):
-        return [(c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version)
-                for c in m.operatorCodes]
+def _check_single(keys: Sequence[str], models: Sequence[schema.ModelT]) -> None:
+    """Raises unless every model has exactly one subgraph, and takes and gives what point 0
+    does: as many inputs and outputs, of the same types, inputs of the same rank and channels
+    (their size may differ)."""
+    def io(m: schema.ModelT) -> tuple:
+        g = m.subgraphs[0]
+        shapes = [list(g.tensors[i].shape if g.tensors[i].shape is not None else [])
+                  for i in g.inputs]
+        ins = [(len(sh), sh[-1:], g.tensors[i].type) for sh, i in zip(shapes, g.inputs)]
+        return ins, [g.tensors[i].type for i in g.outputs]
 
-    g0 = models[0].subgraphs[0]
     for key, m in zip(keys, models, strict=True):
         if len(m.subgraphs) != 1:
             raise AAError(f"Point {key!r} has {len(m.subgraphs)} subgraphs; each point must be "
                           "a single-subgraph file.")
-        g = m.subgraphs[0]
-        if codes(m) != codes(models[0]) or len(g.tensors) != len(g0.tensors) or \
-                len(g.operators) != len(g0.operators):
-            raise AAError(f"Point {key!r} is not an edit of the same conversion as point "
-                          f"{keys[0]!r} (its ops or tensors differ); convert every point from "
-                          "the same model in one call.")
+        if io(m) != io(models[0]):
+            raise AAError(f"Point {key!r} does not take and give what point {keys[0]!r} does "
+                          "(inputs: rank, channels and type; outputs: count and type); the "
+                          "points of one file must come from one model.")
+
+
+def _code_index(base: schema.ModelT, code: schema.OperatorCodeT) -> int:
+    """The index in ``base``'s operator codes of one equal to ``code``, appended if new."""
+    def key(c):
+        return (c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version)
+
+    for i, c in enumerate(base.operatorCodes):
+        if key(c) == key(code):
+            return i
+    base.operatorCodes.append(code)
+    return len(base.operatorCodes) - 1
 
 
 def _shared_buffer(base: schema.ModelT, stored: dict[bytes, int], buf: schema.BufferT) -> int:

@@ -94,3 +94,33 @@ def test_the_real_arena_mode_patches_only_when_the_budget_needs_it(stem):
         convert(tiled.arena - 512)
     assert err.value.smallest_bytes <= tiled.arena
 
+
+
+def test_tflm_budgets_make_points_of_different_layouts_in_one_file(stem):
+    """Two TFLM budgets: the plain firmware layout and the patched one, as two signatures of one
+    file. Each runs in LiteRT as its own file does; the patched point reuses the weights; a
+    point is chosen by its real arena."""
+    from aa_tflite.runtime.interpreter import run_model
+    from aa_tflite.runtime.onthefly import OperatingPoints
+
+    tflite, x_cal, _, model = stem
+    plain, tiled = firmware_model(tflite), firmware_model(tflite, patch=True)
+    result = aa_tflite.convert(model, budget_kb=[plain.arena / 1024, tiled.arena / 1024],
+                               representative_data=x_cal, memory="tflm", curve_points=0,
+                               progress=False)
+    loose, tight = result.points
+    assert "patches" in tight.report.layout and "patches" not in loose.report.layout
+    assert memory.smallest_arena(loose.tflite) == plain.arena
+    assert memory.smallest_arena(tight.tflite) == tiled.arena
+    assert tight.tflm_arena < loose.tflm_arena
+    points = OperatingPoints(result.tflite, kernels="builtin")
+    assert [p.layout for p in points.points] == [loose.report.layout, tight.report.layout]
+    xs = _smooth(3, 2)
+    for p in result.points:
+        assert np.array_equal(points.run(xs, point=p.key), run_model(p.tflite, xs))
+    # The patched point reuses the plain point's weight tensors: it adds ops, not weights.
+    weights = loose.report.planned_memory.weights
+    assert len(result.tflite) < len(loose.tflite) + len(tight.tflite) - 0.9 * weights
+    assert points.select(tflm_kb=tiled.arena / 1024).key == tight.key
+    assert points.select(tflm_kb=plain.arena / 1024).key in (loose.key, tight.key)
+    assert "Layouts" in result.points_markdown() and "patches" in result.points_markdown()

@@ -197,7 +197,7 @@ def test_combine_refuses_files_of_different_conversions(multi):
 
     with open(os.path.join(FIXTURES, "mnist1d_int8.tflite"), "rb") as f:
         other = f.read()
-    with pytest.raises(AAError, match="not an edit of the same conversion"):
+    with pytest.raises(AAError, match="points of one file must come from one model"):
         multipoint.combine([("a", multi.points[0].tflite), ("b", other)])
     with pytest.raises(AAError, match="start with a letter"):
         multipoint.combine([("1a", multi.points[0].tflite)])
