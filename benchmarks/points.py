@@ -1,7 +1,8 @@
 """Operating points: one file with three budgets per reference model, switched at run time.
 
-Run ``python -m benchmarks.points`` (about 5 minutes here), and ``--resolution`` for the
-input-size points (plain int8 at several sizes: the knob stock runtimes pay for). For each
+Run ``python -m benchmarks.points`` (about 10 minutes here), ``--resolution`` for the
+input-size points (plain int8 at several sizes: the knob stock runtimes pay for), and
+``--layouts`` for points that differ in their TFLite Micro layout (MobileNetV2-0.35 at 96x96). For each
 reference model it converts once with ``budget_kb`` at 90%, 75% and 60% of the int8 packed
 peak, and measures:
 
@@ -144,14 +145,60 @@ def measure(name: str) -> dict:
 RESOLUTION_RESULTS = os.path.join(ROOT, "benchmarks", "results", "points_resolution.json")
 
 
-def _mobilenet_v2():
+def _mobilenet_v2(size: int = 128):
     from converters.imagenet import calibrate_batchnorm, mobilenet_v2
 
     rng = np.random.RandomState(0)
-    x = rng.uniform(-1, 1, size=(192, 128, 128, 3)).astype(np.float32)
+    x = rng.uniform(-1, 1, size=(192, size, size, 3)).astype(np.float32)
     x = (x + np.roll(x, 1, 1) + np.roll(x, 1, 2) + np.roll(x, (1, 1), (1, 2))) / 4
-    model = calibrate_batchnorm(mobilenet_v2(alpha=0.35, input_shape=(128, 128, 3)), x[:64])
+    model = calibrate_batchnorm(mobilenet_v2(alpha=0.35, input_shape=(size, size, 3)), x[:64])
     return model, x
+
+
+LAYOUT_RESULTS = os.path.join(ROOT, "benchmarks", "results", "points_layouts.json")
+
+
+def measure_layouts() -> dict:
+    """MobileNetV2-0.35 at 96x96 (random weights, BatchNorm calibrated) with ``memory="tflm"``
+    budgets at the arenas of its firmware layouts (plain, channel split, patches): one file whose
+    points differ in layout. Per point: the layout, TFLM arena, latency, packed peak, and the
+    bytes it adds to the file (the file with it, less the file without it)."""
+    import aa_tflite
+    from aa_tflite.tflite import multipoint
+    from aa_tflite.tflite.firmware import firmware_model
+    from aa_tflite.tflite.static_batch import static_batch
+
+    model, x = _mobilenet_v2(96)
+    int8 = static_batch(aa_tflite.to_tflite(model, x[:64]))
+    arenas = sorted({firmware_model(int8, **kw).arena for kw in (
+        {}, {"split": True}, {"patch": True})}, reverse=True)
+    t = time.perf_counter()
+    result = aa_tflite.convert(model, budget_kb=[a / 1024 for a in arenas], memory="tflm",
+                               representative_data=x[:64], eval_data=x[64:128], progress=False,
+                               curve_points=0)
+    seconds = time.perf_counter() - t
+    pairs = [(p.key, p.tflite) for p in result.points]
+    sizes = [len(multipoint.combine(pairs[:k])) for k in range(1, len(pairs) + 1)]
+    rows = [{"signature": p.key, "layout": p.report.layout, "tflm_arena": p.tflm_arena,
+             "packed": p.packed, "latency_ms": p.latency_ms,
+             "latency_range_ms": list(p.latency_range_ms), "score": p.score,
+             "own_file_bytes": len(p.tflite),
+             "adds_bytes": sizes[k] - (sizes[k - 1] if k else 0)}
+            for k, p in enumerate(result.points)]
+    return {"model": "MobileNetV2-0.35 96x96", "metric": result.report.metric,
+            "file_bytes": len(result.tflite), "points": rows,
+            "convert_seconds": round(seconds, 1)}
+
+
+def layouts_table(r: dict) -> list[str]:
+    out = ["| point | layout | TFLM arena (B) | packed peak (B) | latency (ms, p10-p90) | "
+           f"{r['metric']} | own file (B) | adds to the file (B) |", "|" + "---|" * 8]
+    for p in r["points"]:
+        lo, hi = p["latency_range_ms"]
+        out.append(f"| {p['signature']} | {p['layout']} | {p['tflm_arena']:,} | "
+                   f"{p['packed']:,} | {p['latency_ms']:.3f} ({lo:.3f}-{hi:.3f}) | "
+                   f"{p['score']:.4f} | {p['own_file_bytes']:,} | {p['adds_bytes']:,} |")
+    return out
 
 
 def measure_resolution(name: str) -> dict:
@@ -239,6 +286,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--resolution", action="store_true",
                         help="only the input-size points (points_resolution.json)")
+    parser.add_argument("--layouts", action="store_true",
+                        help="only the TFLM layout points (points_layouts.json)")
     args = parser.parse_args()
     sys.path.append(ROOT)
     from absl import logging
@@ -246,6 +295,11 @@ def main() -> None:
     from aa_tflite.files import atomic_write
 
     logging.set_verbosity(logging.WARNING)
+    if args.layouts:
+        row = measure_layouts()
+        atomic_write(LAYOUT_RESULTS, json.dumps(row, indent=2))
+        print("\n".join(layouts_table(row)))
+        return
     if args.resolution:
         rows = [measure_resolution(m) for m in ("mini_mobilenet", "mobilenet_v2_0.35")]
         atomic_write(RESOLUTION_RESULTS, json.dumps(rows, indent=2))

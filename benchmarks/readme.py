@@ -173,6 +173,22 @@ def _points() -> list[str]:
             "arena then and keeps it)."] + _resolution(resolution_table, RESOLUTION_RESULTS)
 
 
+def _points_layouts() -> list[str]:
+    from benchmarks.points import LAYOUT_RESULTS, layouts_table
+
+    if not os.path.exists(LAYOUT_RESULTS):
+        return ["(not measured yet: `python -m benchmarks.points --layouts`)"]
+    with open(LAYOUT_RESULTS) as f:
+        row = json.load(f)
+    return [f"{row['model']} (random weights, BatchNorm calibrated), `memory=\"tflm\"` budgets "
+            "at the arenas of its firmware layouts, one file (`python -m benchmarks.points "
+            f"--layouts`): {row['file_bytes']:,} B in all.", "", *layouts_table(row), "",
+            "\"adds to the file\" is the file with the point less the file without it: the first "
+            "point carries the weights; a point of another layout adds its ops, tensors and the "
+            "weights it does not share. The score is agreement with the float model (random "
+            "weights: no labels)."]
+
+
 def _resolution(resolution_table, path: str) -> list[str]:
     if not os.path.exists(path):
         return []
@@ -225,7 +241,7 @@ def _users() -> list[str]:
 SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz,
             "kernels": _kernels, "planning_time": _planning_time, "points": _points,
             "edgetpu": _edgetpu, "offline_plan": _offline_plan,
-            "real_arena": _real_arena, "users": _users}
+            "real_arena": _real_arena, "users": _users, "points_layouts": _points_layouts}
 
 
 def main() -> None:

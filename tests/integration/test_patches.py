@@ -124,3 +124,21 @@ def test_tflm_budgets_make_points_of_different_layouts_in_one_file(stem):
     assert points.select(tflm_kb=tiled.arena / 1024).key == tight.key
     assert points.select(tflm_kb=plain.arena / 1024).key in (loose.key, tight.key)
     assert "Layouts" in result.points_markdown() and "patches" in result.points_markdown()
+    # The MCU switch: one arena for both layouts, one resolver covering the patched point's ops.
+    import tempfile
+
+    from aa_tflite.targets.tflm import export_tflm
+
+    with tempfile.TemporaryDirectory() as out:
+        exported = export_tflm(result.tflite, out, name="stem")
+        arena = exported.info["arena_size"]
+        assert "AddStridedSlice" in exported.info["ops"] and "AddConcatenation" in exported.info[
+            "ops"]
+        x8 = np.concatenate([quantize(xs, make_interpreter(tflite, Kernels.BUILTIN)
+                                      .get_input_details()[0])])
+        for key, point in exported.points.items():
+            with open(point["file"], "rb") as f:
+                firmware = f.read()
+            assert point["tflm_arena"] <= arena
+            assert np.array_equal(micro_run(firmware, x8, arena_size=arena),
+                                  micro_run(tflite, x8)), key

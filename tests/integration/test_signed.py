@@ -308,3 +308,39 @@ def test_planning_sites_name_each_lowering_and_say_why_the_rest_stay_int8(offset
     unreached = [t for t, g in signed.reachable(offset_model).items() if not g.ok
                  and t not in offset.offset_reachable(offset_model)]
     assert len(notes) == len(unreached) and all("stays int8" in n for n in notes)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_one_half_range_keeps_every_reader_kernel_and_stays_close(name, plain, values, data):
+    """``SignedClamp.fit`` without ``per_channel`` (what ``share_weights`` asks where a reader is
+    not depthwise): one half-range, per-channel centres. Every int8 kernel stays the plain
+    conversion's bytes, and 4 bits everywhere stays close to the per-channel form."""
+    from aa_tflite.lowering.signed import SignedClamp
+    from aa_tflite.tflite.analyse import SiteGraph
+    from aa_tflite.types import SiteConfig
+
+    tflite = plain[name]
+    graphs = signed.reachable(tflite)
+
+    def kernels(model_bytes):
+        model = flatbuffer.read(model_bytes)
+        ops, _ = flatbuffer.describe(model)
+        return [bytes(np.asarray(model.buffers[model.subgraphs[0].tensors[o.inputs[1]].buffer]
+                                 .data, np.uint8)) for o in ops
+                if o.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+
+    form = SignedClamp()
+    one = {}
+    for t, v in values[name].items():
+        unit = SiteGraph(name=f"t{t}", lowering="signed", tensor=t, group=(t,),
+                         producer=graphs[t].producer, producer_op=graphs[t].producer_op,
+                         scale=graphs[t].scale)
+        one[t] = form.fit(lambda v=v: v, SiteConfig(bits=4), unit, per_channel=False)
+        assert np.ndim(one[t].half_range) == 0  # one half-range for the tensor
+    shared = signed.apply(tflite, one)
+    assert kernels(shared) == kernels(tflite)
+    assert kernels(_lower(tflite, values[name], 4)) != kernels(tflite)  # per channel: folded
+    x, y = data["x_val"], data["y_val"]
+    acc = [np.mean(run_model(m, x).argmax(1) == y) for m in (shared, _lower(tflite, values[name],
+                                                                          4))]
+    assert acc[0] >= acc[1] - 0.03, acc
