@@ -185,8 +185,11 @@ def _points_layouts() -> list[str]:
             f"--layouts`): {row['file_bytes']:,} B in all.", "", *layouts_table(row), "",
             "\"adds to the file\" is the file with the point less the file without it: the first "
             "point carries the weights; a point of another layout adds its ops, tensors and the "
-            "weights it does not share. The score is agreement with the float model (random "
-            "weights: no labels)."]
+            "weights it does not share (a channel split's weight chunks); a point whose layout "
+            "is already in the file adds only its subgraph's tables. Each budget takes the "
+            "layout with the least work that fits it, so a budget that both the split and the "
+            "patched layout meet gets the split. The score is agreement with the float model "
+            "(random weights: no labels)."]
 
 
 def _resolution(resolution_table, path: str) -> list[str]:

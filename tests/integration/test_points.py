@@ -11,7 +11,7 @@ import pytest
 import aa_tflite
 from aa_tflite.runtime import interpreter as runtime
 from aa_tflite.runtime.onthefly import OperatingPoints, PointsError, file_points
-from aa_tflite.tflite import multipoint
+from aa_tflite.tflite import flatbuffer, multipoint
 from aa_tflite.tflite.metadata import read_metadata, strip_metadata
 from aa_tflite.types import AAError
 from tests.helpers import DEMO_BUDGETS, ROOT, need_pi_env, points_kwargs
@@ -99,12 +99,23 @@ def test_the_file_describes_its_points(multi):
         assert [e["signature"] for e in read_metadata(p.tflite)["points"]] == [p.key]
 
 
-def test_three_points_cost_at_most_1_6x_one_point(multi):
+def test_three_points_cost_at_most_1_2x_one_point_and_share_the_int8_kernels(multi):
     one = len(multi.points[0].tflite)
-    assert len(multi.tflite) <= 1.6 * one
+    assert len(multi.tflite) <= (1 + 0.1 * (len(multi.points) - 1)) * one
     assert len(multi.tflite) < sum(len(p.tflite) for p in multi.points)
     ratio = f"{len(multi.tflite) / one:.2f}x one point's file"
     assert ratio in multi.points_markdown()
+
+    def kernels(tflite: bytes) -> list[bytes]:
+        model = flatbuffer.read(tflite)
+        ops, _ = flatbuffer.describe(model)
+        return [bytes(np.asarray(model.buffers[model.subgraphs[0].tensors[o.inputs[1]].buffer]
+                                 .data, np.uint8)) for o in ops
+                if o.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+
+    base = kernels(multi.baseline_tflite)
+    assert all(kernels(p.tflite) == base for p in multi.points)  # byte for byte, every point
+    assert any(p.plan.sites for p in multi.points)  # and the points do differ
 
 
 def test_select_picks_the_best_point_that_fits(multi):
