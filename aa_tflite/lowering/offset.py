@@ -180,10 +180,10 @@ def fit_offset(values: np.ndarray, bits: int, *, min_step: float) -> tuple[np.nd
     v = np.asarray(values, np.float64)
     v = subsample(v.reshape(-1, v.shape[-1]))
     best = None
-    for ql, qh in zip(LO_QUANTILES, HI_QUANTILES):
-        low = np.quantile(v, ql, axis=0, method="lower")
-        width = max(float(np.max(np.quantile(v, qh, axis=0, method="higher") - low)),
-                    min_step * top)
+    lows = np.quantile(v, LO_QUANTILES, axis=0, method="lower")  # one sort for all quantiles
+    highs = np.quantile(v, HI_QUANTILES, axis=0, method="higher")
+    for low, high in zip(lows, highs):
+        width = max(float(np.max(high - low)), min_step * top)
         step = width / top
         k = np.clip(np.round((v - low) / step), 0, top)
         err = float(np.mean((v - (low + k * step)) ** 2))

@@ -11,6 +11,7 @@ Imports numpy and ``aa_tflite.types`` only: no TensorFlow, no LiteRT schema.
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from aa_tflite.types import AAError, Kernels
 __all__ = ["KERNELS", "batches", "check_input_shape", "check_kernels", "dequantize", "evaluate",
            "fixed_batch", "interpreter_backend", "load_interpreter", "make_interpreter",
            "latency_quantiles_ms", "median_latency_ms", "micro_interpreter", "micro_run",
-           "quantize", "run", "run_model", "sample_latency_ms"]
+           "planning_threads", "quantize", "run", "run_model", "sample_latency_ms"]
 
 _BACKENDS = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -308,8 +309,20 @@ def run(interpreter: Any, x: np.ndarray, *, batch_size: int = 64,
     return joined if all_outputs else joined[0]
 
 
+def planning_threads() -> int:
+    """Interpreter threads for measuring many variants: the machine's cores, at most 4. Every
+    kernel here computes in integers (or elementwise), so the outputs do not depend on it.
+
+    Example:
+        >>> 1 <= planning_threads() <= 4
+        True
+    """
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
-              batch_size: int = 64, all_outputs: bool = False) -> np.ndarray | list[np.ndarray]:
+              batch_size: int = 64, all_outputs: bool = False,
+              num_threads: int | None = None) -> np.ndarray | list[np.ndarray]:
     """Runs float inputs ``x`` through ``tflite`` on a kernel set; returns dequantized outputs.
 
     Example:
@@ -324,10 +337,12 @@ def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
         batch_size: Samples per invocation (LiteRT); 1 for a model fixed at batch 1 (whose
             input's shape signature has no -1, e.g. ``tflite.static_batch``'s).
         all_outputs: Return every output, as a list in the file's order (default: the first).
+        num_threads: LiteRT interpreter threads; defaults to ``planning_threads()``.
     """
     kernels = check_kernels(kernels)
     x = np.asarray(x)
-    detail = make_interpreter(tflite, Kernels.BUILTIN)
+    threads = planning_threads() if num_threads is None else num_threads
+    detail = make_interpreter(tflite, Kernels.BUILTIN, num_threads=threads)
     inp, outs = detail.get_input_details()[0], detail.get_output_details()
     outs = outs if all_outputs else outs[:1]
     batch_size = 1 if fixed_batch(inp) else batch_size
@@ -344,7 +359,7 @@ def run_model(tflite: bytes, x: np.ndarray, *, kernels: str = "builtin",
         for start in range(0, len(x), batch_size):
             chunk = x[start:start + batch_size]
             if len(chunk) not in sizes:
-                interp = make_interpreter(tflite, Kernels.XNNPACK)
+                interp = make_interpreter(tflite, Kernels.XNNPACK, num_threads=threads)
                 interp.resize_tensor_input(inp["index"], [len(chunk), *want])
                 interp.allocate_tensors()
                 sizes[len(chunk)] = interp

@@ -27,7 +27,7 @@ from aa_tflite.lowering import LOWERINGS, LoweringForm, lowering_of
 from aa_tflite.lowering.relu import fit_clip, min_clip, site_edit
 from aa_tflite.metrics import Scorer, make_scorer
 from aa_tflite.precision import check_menu
-from aa_tflite.runtime.interpreter import check_kernels, run_model
+from aa_tflite.runtime.interpreter import check_kernels, planning_threads, run_model
 from aa_tflite.search.calibrate import tensor_values
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.analyse import RELU_KIND, SiteGraph
@@ -189,6 +189,9 @@ class Bench:
         self.batch_size = batch_size
         self.equalize = equalize
         self.share_weights = share_weights
+        # Interpreter threads per run; ``search.measure`` lowers it while it runs options on
+        # several threads at once. Outputs do not depend on it (integer kernels).
+        self.threads = planning_threads()
         self._op_names = [op.name for op in flatbuffer.describe(flatbuffer.read(self.base))[0]]
         self.kernels = check_kernels(kernels)
         # One preserved-tensor run of the baseline gives every value the bench needs from it:
@@ -288,7 +291,8 @@ class Bench:
         if prefix not in self._corrections:
             t_in = graph.correction_consumer[1]
             trial = form.apply(self.base, self.graphs, chosen)
-            got = tensor_values(trial, [t_in], self.x_fit, batch_size=self.batch_size)[t_in]
+            got = tensor_values(trial, [t_in], self.x_fit, batch_size=self.batch_size,
+                                num_threads=self.threads)[t_in]
             self._corrections[prefix] = affine_fit(
                 got, self.base_values[t_in],
                 common_slope=not self.absorbs(graph.correction_consumer[:1]))
@@ -297,6 +301,7 @@ class Bench:
     def measure(self, tflite: bytes) -> Metrics:
         """Runs ``tflite`` on the evaluation data and compares it to the labels and the float model."""
         every = run_model(tflite, self.x_eval, kernels=self.kernels, batch_size=self.batch_size,
+                          num_threads=self.threads,
                           all_outputs=True)
         score = self.scorer.score(every, self.references, self.labels)
         if not self.scorer.classifier:
@@ -327,7 +332,8 @@ class Bench:
         tensors = sorted(set(tensors))
         if tflite == self.base and all(t in self.base_values for t in tensors):
             return {t: self.base_values[t] for t in tensors}
-        return tensor_values(tflite, tensors, self.x_fit, batch_size=self.batch_size)
+        return tensor_values(tflite, tensors, self.x_fit, batch_size=self.batch_size,
+                             num_threads=self.threads)
 
     def nonzeros(self, tflite: bytes, tensors: Sequence[int]) -> dict[int, int]:
         """Worst case over ``x_fit`` of each tensor's non-zero count in one sample."""

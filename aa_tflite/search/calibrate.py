@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from aa_tflite.runtime.interpreter import batches, dequantize, load_interpreter
+from aa_tflite.runtime.interpreter import batches, dequantize, load_interpreter, planning_threads
 from aa_tflite.types import AAError
 
 __all__ = ["SiteStats", "site_statistics", "stored_levels", "tensor_values",
@@ -52,7 +52,7 @@ class SiteStats:
 
 
 def tensor_values(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *,
-                  batch_size: int = 64) -> dict[int, np.ndarray]:
+                  batch_size: int = 64, num_threads: int | None = None) -> dict[int, np.ndarray]:
     """Runs ``x`` and returns the dequantized values of ``tensors``.
 
     The model is cut after the last op that ``tensors`` need, with ``tensors`` as its outputs, so
@@ -60,12 +60,15 @@ def tensor_values(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *,
     Where that cannot be done (a requested tensor no op writes), the whole model runs with every
     tensor preserved.
 
+    ``num_threads`` is the interpreter's threads (default ``planning_threads()``).
+
     Returns:
         Tensor index -> float32 array shaped ``(N, ...)``.
     """
     prefix = _prefix_model(tflite, tensors)
-    interp = (load_interpreter(tflite, preserve_all_tensors=True) if prefix is None
-              else load_interpreter(prefix))
+    threads = planning_threads() if num_threads is None else num_threads
+    interp = (load_interpreter(tflite, preserve_all_tensors=True, num_threads=threads)
+              if prefix is None else load_interpreter(prefix, num_threads=threads))
     details = {d["index"]: d for d in interp.get_tensor_details()}
     out: dict[int, list[np.ndarray]] = {t: [] for t in tensors}
     for _ in batches(interp, x, batch_size=batch_size):

@@ -13,11 +13,12 @@ from collections.abc import Mapping, Sequence
 from absl import logging
 
 from aa_tflite.config import Budget, ConvertConfig
+from aa_tflite.runtime.interpreter import planning_threads
 from aa_tflite.search import planner
 from aa_tflite.search.baseline import Baseline
 from aa_tflite.search.bench import UnsafeVariant, candidates
 from aa_tflite.search.memory_modes import memory_model
-from aa_tflite.types import SiteConfig
+from aa_tflite.types import Kernels, SiteConfig
 
 __all__ = ["Candidate", "MeasureCache", "Measured", "Measurement", "Refused", "candidate_list",
            "measure"]
@@ -174,20 +175,47 @@ def _measure_one(base: Baseline, c: Candidate, cfg: ConvertConfig) -> Measuremen
     return Measurement(bench.planning_loss(metrics), bench.loss(metrics), nbytes)
 
 
-def _measure(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
-             cache: MeasureCache) -> Measured:
+def _run_all(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
+             cache: MeasureCache) -> list[Measurement | Refused]:
+    """Every option's measurement, in ``todo``'s order: those not in ``cache`` are built and
+    measured on ``planning_threads()`` threads at once (the interpreters release the GIL while
+    they run, so one option's run overlaps another's build), each interpreter on its share of
+    the cores. Each option's result depends only on the option, so the order is immaterial."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     from tqdm.auto import tqdm
 
+    keys = [(c.unit, c.config, cfg.memory) for c in todo]
+    results = {k: got for k in keys if (got := cache.get(k)) is not None}
+    missing = list(dict.fromkeys(k for k, c in zip(keys, todo) if k not in results))
+    by_key = {(c.unit, c.config, cfg.memory): c for c in todo}
+    # TFLite Micro's Python interpreter runs one at a time (it is not known to release the GIL).
+    workers = 1 if base.bench.kernels == Kernels.TFLM else min(planning_threads(),
+                                                                 max(len(missing), 1))
+    bench, threads = base.bench, base.bench.threads
+    bench.threads = max(1, threads // workers)
+    try:
+        with ThreadPoolExecutor(workers) as pool, tqdm(
+                total=len(todo), initial=len(todo) - len(missing), desc="sensitivity",
+                unit="option", disable=not cfg.progress) as bar:
+            futures = {pool.submit(_measure_one, base, by_key[k], cfg): k for k in missing}
+            for done in as_completed(futures):
+                results[futures[done]] = done.result()
+                bar.update(1)
+    finally:
+        bench.threads = threads
+    for k in missing:
+        cache.put(k, results[k])
+    return [results[k] for k in keys]
+
+
+def _measure(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
+             cache: MeasureCache) -> Measured:
     options: dict[str, list[planner.Option]] = {}
     sensitivity: dict[str, list[tuple[str, float, int]]] = {}
     losses: dict[tuple[str, SiteConfig], float] = {}
     notes: list[str] = []
-    for c in tqdm(todo, desc="sensitivity", unit="option", disable=not cfg.progress):
-        key = (c.unit, c.config, cfg.memory)
-        got = cache.get(key)
-        if got is None:
-            got = _measure_one(base, c, cfg)
-            cache.put(key, got)
+    for c, got in zip(todo, _run_all(base, todo, cfg, cache), strict=True):
         if isinstance(got, Refused):
             notes.append(got.reason)
             continue
