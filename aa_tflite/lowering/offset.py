@@ -50,7 +50,7 @@ from aa_tflite.tflite.kernel_math import (
     store_bias,
     weight_notes,
 )
-from aa_tflite.tflite.ops import SHAPE_ONLY, WEIGHTED, consumers, model_outputs, producers
+from aa_tflite.tflite.ops import SHAPE_ONLY, WEIGHTED, consumers, producers
 from aa_tflite.types import AAError, SiteConfig
 
 __all__ = ["OffsetChoice", "OffsetGraph", "ResidualOffset", "apply_offset", "fit_offset",
@@ -106,11 +106,10 @@ def offset_reachable(tflite: bytes) -> dict[int, OffsetGraph]:
         >>> offset_reachable(open("mini_xception.tflite", "rb").read())  # doctest: +SKIP
         {37: OffsetGraph(tensor=37, group=(37, 38), producer=8, ...)}
     """
-    model = flatbuffer.read(tflite)
-    ops, tensors = flatbuffer.describe(model)
+    ops, tensors, returned = flatbuffer.describe_bytes(tflite)  # once per variant: the fast read
     readers = consumers(ops)
     producer = producers(ops)
-    outputs = model_outputs(model)
+    outputs = set(returned)
     out: dict[int, OffsetGraph] = {}
     for op in ops:
         if not _biased_linear(op, tensors) or not op.outputs:
