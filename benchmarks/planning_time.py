@@ -9,7 +9,11 @@ checkout first on the path and run this file directly::
     PYTHONPATH=/tmp/oldpkg .venv/bin/python benchmarks/planning_time.py --label before
 
 Each model is converted once to warm up TensorFlow's converter, then timed ``--repeats`` times;
-the median is kept. Writes ``benchmarks/results/planning_time.json`` (one entry per label).
+the median is kept, beside the median time of one plain int8 conversion of the same model
+(``aa_tflite.to_tflite``) in the same run: planning time as a multiple of it. ``--outside
+FILE.h5`` adds a Keras model kept outside the project (e.g. the fer package's
+``emotion_model.hdf5``), fed smooth random images and scored by agreement with float. Writes
+``benchmarks/results/planning_time.json`` (one entry per label).
 """
 
 from __future__ import annotations
@@ -42,16 +46,31 @@ def _train(name: str):
     return mini.train(name)
 
 
+def _outside(path: str):
+    """A Keras file kept outside the project, with 64 smooth random calibration images and 128
+    unlabelled ones for the loss (agreement with float)."""
+    import keras
+    import numpy as np
+
+    model = keras.saving.load_model(path, compile=False)
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    x = np.random.RandomState(0).uniform(0, 1, size=(192, *shape)).astype(np.float32)
+    x = (x + np.roll(x, 1, 1) + np.roll(x, 1, 2) + np.roll(x, (1, 1), (1, 2))) / 4
+    return model, {"x_cal": x[:64], "x_val": x[64:], "y_val": None}
+
+
 def measure(name: str, repeats: int) -> dict | None:
     import aa_tflite
 
-    trained = _train(name)
+    trained = _outside(name) if name.endswith((".h5", ".hdf5", ".keras")) else _train(name)
     if trained is None:
         return None
     model, data = trained
     half = len(data["x_val"]) // 2
+    labelled = data["y_val"] is not None
     kw = dict(representative_data=data["x_cal"], progress=False, measure_tflm=False,
-              eval_data=(data["x_val"][:half], data["y_val"][:half]))
+              eval_data=(data["x_val"][:half], data["y_val"][:half]) if labelled
+              else data["x_val"])
     peak = aa_tflite.convert(model, budget_kb=1e6, curve_points=0, **kw)  # also warms up
     budget_kb = FRACTION * peak.report.int8_memory.packed_peak / 1024
     times, out = [], None
@@ -64,7 +83,15 @@ def measure(name: str, repeats: int) -> dict | None:
             out = e
             continue
         times.append(time.perf_counter() - t0)
-    row = {"seconds": round(statistics.median(times), 2), "budget_kb": round(budget_kb, 3)}
+    int8_times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        aa_tflite.to_tflite(model, data["x_cal"])
+        int8_times.append(time.perf_counter() - t0)
+    seconds, int8_seconds = statistics.median(times), statistics.median(int8_times)
+    row = {"seconds": round(seconds, 2), "budget_kb": round(budget_kb, 3),
+           "int8_conversion_seconds": round(int8_seconds, 2),
+           "x_int8_conversion": round(seconds / int8_seconds, 2)}
     if isinstance(out, aa_tflite.BudgetError):
         row.update(infeasible=True, smallest=out.smallest_bytes)
     else:
@@ -79,6 +106,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--label", required=True, help="e.g. before / after")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--outside", nargs="*", default=[],
+                        help="Keras files kept outside the project to time as well")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     sys.path.append(ROOT)  # the converters; aa_tflite comes from PYTHONPATH first, if given
@@ -93,12 +122,12 @@ def main() -> None:
         with open(RESULTS) as f:
             results = json.load(f)
     rows = results.setdefault(args.label, {})
-    for name in args.models:
+    for name in [*args.models, *args.outside]:
         row = measure(name, args.repeats)
         if row is None:
             print(f"{name}: not in this checkout's recipes", flush=True)
             continue
-        rows[name] = row
+        rows[os.path.basename(name)] = row
         print(f"{name}: {row}", flush=True)
     tmp = RESULTS + ".tmp"
     with open(tmp, "w") as f:

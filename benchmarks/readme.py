@@ -46,8 +46,8 @@ def _planning_time() -> list[str]:
     with open(RESULTS) as f:
         data = json.load(f)
     before, after = data.get("before", {}), data.get("after", {})
-    lines = ["| model | before: time (s) | options | after: time (s) | options | after / before |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| model | before: time (s) | options | after: time (s) | options | after / before | "
+             "one int8 conversion (s) | after / int8 conversion |", "|---|---|---|---|---|---|---|---|"]
     for name, a in after.items():
         b = before.get(name)
 
@@ -59,11 +59,17 @@ def _planning_time() -> list[str]:
         ratio = ("-" if b is None else "n/a (before: BudgetError, no plan)"
                  if b.get("infeasible") or a.get("infeasible")
                  else f"{a['seconds'] / b['seconds']:.2f}")
-        lines.append(f"| {name} | {cell(b)} | {cell(a)} | {ratio} |")
+        int8 = (f"{a['int8_conversion_seconds']:.2f} | {a['x_int8_conversion']:.1f}x"
+                if "x_int8_conversion" in a else "- | -")
+        lines.append(f"| {name} | {cell(b)} | {cell(a)} | {ratio} | {int8} |")
     lines += ["", "Median of 3 conversions at 60% of each model's int8 packed peak, on this "
               "machine (2 cores). \"before\" is the package before the bit menu, tie groups and "
               "signed tensors (4-bit ReLU sites only); \"after\" is this version "
-              "(`benchmarks/planning_time.py`)."]
+              "(`benchmarks/planning_time.py`). \"after / int8 conversion\" is the planning "
+              "time as a multiple of one plain int8 conversion of the same model "
+              "(`aa_tflite.to_tflite`, median of as many runs) measured in the same run. A "
+              "row named after a file is a model kept outside the project (`--outside`), fed "
+              "smooth random images and scored by agreement with float."]
     return lines
 
 
@@ -192,6 +198,20 @@ def _points_layouts() -> list[str]:
             "(random weights: no labels)."]
 
 
+def _planning_scale() -> list[str]:
+    from benchmarks.planning_scale import RESULTS, table
+
+    if not os.path.exists(RESULTS):
+        return ["(not measured yet: `python -m benchmarks.planning_scale`)"]
+    with open(RESULTS) as f:
+        rows = json.load(f)
+    return [*table(rows), "", "Random weights, BatchNorm calibrated on crops of scikit-learn's "
+            "two sample photographs; 64 calibration and 64 loss inputs (agreement with float); "
+            "each model in its own process, so peak RSS is its own "
+            "(`python -m benchmarks.planning_scale`). Targets: 10x one int8 conversion and 3 GB "
+            "for MobileNetV2-1.0, 15x for the WRN."]
+
+
 def _resolution(resolution_table, path: str) -> list[str]:
     if not os.path.exists(path):
         return []
@@ -244,7 +264,8 @@ def _users() -> list[str]:
 SECTIONS = {"plan_quality": _plan_quality, "curves": _curves, "fuzz": _fuzz,
             "kernels": _kernels, "planning_time": _planning_time, "points": _points,
             "edgetpu": _edgetpu, "offline_plan": _offline_plan,
-            "real_arena": _real_arena, "users": _users, "points_layouts": _points_layouts}
+            "real_arena": _real_arena, "users": _users, "points_layouts": _points_layouts,
+            "planning_scale": _planning_scale}
 
 
 def main() -> None:

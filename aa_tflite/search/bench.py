@@ -200,7 +200,7 @@ class Bench:
         needed |= {g.correction_consumer[1] for g in self.graphs.values()
                    if g.correction_consumer is not None}
         self.base_values = tensor_values(self.base, sorted(needed), self.x_fit,
-                                         batch_size=batch_size)
+                                         batch_size=batch_size, keep_quantized=True)
         self.baseline = self.measure(self.base)
         # A consumer correction depends only on the configs of its site and the sites before it
         # in execution order: the key. Plans that share such a prefix (the curve's steps, the

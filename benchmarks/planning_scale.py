@@ -1,0 +1,153 @@
+"""Planning time and peak memory at the size users have: MobileNetV2-1.0 at 224x224 and a
+WRN-16-8 with two softmax heads at 64x64 (the age/gender network's shape), random weights with
+BatchNorm calibrated.
+
+Run ``python -m benchmarks.planning_scale`` (about 15 minutes here; ``--models mobilenet_v2``
+for one). Each model runs in a child process, so its peak resident memory (``ru_maxrss``) is its
+own: one plain int8 conversion (``aa_tflite.to_tflite``) first, then ``aa_tflite.convert`` at 60%
+of the int8 packed peak with the default options (the report's curve included), 64 calibration
+inputs and 64 for the loss (agreement with float). The inputs are crops of scikit-learn's two
+bundled sample photographs (``load_sample_images``), resized. Writes
+``benchmarks/results/planning_scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results", "planning_scale.json")
+MODELS = ("mobilenet_v2", "wrn_16_8")
+FRACTION = 0.6
+
+
+def photos(n: int, size: int) -> "np.ndarray":  # noqa: F821 (numpy is imported in the child)
+    """``n`` crops of scikit-learn's sample photographs (china.jpg, flower.jpg), resized to
+    ``size`` x ``size``, scaled to [-1, 1], in a fixed order."""
+    import numpy as np
+    from sklearn.datasets import load_sample_images
+
+    from aa_tflite.frontend.resize import resize
+
+    images = load_sample_images().images  # two 427x640 RGB photographs
+    rng = np.random.RandomState(0)
+    crops = []
+    for k in range(n):
+        img = images[k % 2]
+        side = rng.randint(160, 400)
+        top, left = rng.randint(0, img.shape[0] - side), rng.randint(0, img.shape[1] - side)
+        crops.append(resize(img[None, top:top + side, left:left + side].astype(np.float32),
+                            size)[0])
+    return np.stack(crops) / 127.5 - 1.0
+
+
+def wrn_16_8(input_shape=(64, 64, 3)):
+    """WRN-16-8 (pre-activation, widths 128/256/512, two blocks per group) with two heads:
+    101 age classes and 2 gender classes."""
+    import keras
+
+    def block(x, width: int, stride: int, name: str):
+        y = keras.layers.ReLU(name=f"{name}_r1")(keras.layers.BatchNormalization(name=f"{name}_b1")(x))
+        short = x if stride == 1 and x.shape[-1] == width else keras.layers.Conv2D(
+            width, 1, strides=stride, use_bias=False, name=f"{name}_short")(y)
+        y = keras.layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False,
+                                name=f"{name}_c1")(y)
+        y = keras.layers.ReLU(name=f"{name}_r2")(keras.layers.BatchNormalization(name=f"{name}_b2")(y))
+        y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_c2")(y)
+        return keras.layers.Add(name=f"{name}_add")([short, y])
+
+    i = keras.Input(input_shape)
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="stem")(i)
+    for g, (width, stride) in enumerate(((128, 1), (256, 2), (512, 2))):
+        for b in range(2):
+            x = block(x, width, stride if b == 0 else 1, f"g{g}b{b}")
+    x = keras.layers.ReLU(name="final_relu")(keras.layers.BatchNormalization(name="final_bn")(x))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    age = keras.layers.Dense(101, activation="softmax", name="age")(x)
+    gender = keras.layers.Dense(2, activation="softmax", name="gender")(x)
+    return keras.Model(i, [age, gender], name="wrn_16_8")
+
+
+def child(name: str) -> dict:
+    """One model, measured in this process (run as a child by ``main``)."""
+    import resource
+    import time
+
+    import aa_tflite
+    from converters.imagenet import calibrate_batchnorm, mobilenet_v2
+
+    size = 224 if name == "mobilenet_v2" else 64
+    x = photos(128, size)
+    build = (lambda: mobilenet_v2(alpha=1.0, input_shape=(224, 224, 3))) \
+        if name == "mobilenet_v2" else wrn_16_8
+    model = calibrate_batchnorm(build(), x[:64])
+    t0 = time.perf_counter()
+    int8 = aa_tflite.to_tflite(model, x[:64])
+    int8_seconds = time.perf_counter() - t0
+    from aa_tflite.tflite import memory
+
+    peak = memory.plan_tensors(int8)[0]
+    t0 = time.perf_counter()
+    result = aa_tflite.convert(model, budget_kb=FRACTION * peak / 1024, representative_data=x[:64],
+                               eval_data=x[64:], progress=False)
+    seconds = time.perf_counter() - t0
+    rep = result.report
+    return {"model": name, "params": int(model.count_params()), "input": size,
+            "int8_conversion_seconds": round(int8_seconds, 1), "convert_seconds": round(seconds, 1),
+            "x_int8_conversion": round(seconds / int8_seconds, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "stages": rep.seconds, "options_measured": rep.options_measured,
+            "options_skipped": rep.options_skipped, "int8_peak": peak,
+            "planned_packed": rep.planned_memory.packed_peak, "metric": rep.metric,
+            "int8_score": rep.int8_score, "planned_score": rep.planned_score}
+
+
+def table(rows: list[dict]) -> list[str]:
+    out = ["| model | params | input | one int8 conversion (s) | convert at 60% (s) | x int8 "
+           "conversion | peak RSS (MiB) | options measured / skipped | stages (s) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stages"].items() if k != "total")
+        out.append(f"| {r['model']} | {r['params']:,} | {r['input']}x{r['input']} | "
+                   f"{r['int8_conversion_seconds']:.1f} | {r['convert_seconds']:.1f} | "
+                   f"{r['x_int8_conversion']:.1f}x | {r['peak_rss_mib']:,} | "
+                   f"{r['options_measured']} / {r['options_skipped']} | {stages} |")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.append(ROOT)
+    if args.child:
+        from absl import logging
+
+        logging.set_verbosity(logging.WARNING)
+        print(json.dumps(child(args.child)))
+        return
+    from aa_tflite.files import atomic_write
+
+    old = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            old = {r["model"]: r for r in json.load(f)}
+    for name in args.models:
+        done = subprocess.run([sys.executable, "-m", "benchmarks.planning_scale", "--child", name],
+                              capture_output=True, text=True, cwd=ROOT,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        if done.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+        old[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(json.dumps(old[name]), flush=True)
+        atomic_write(RESULTS, json.dumps([old[m] for m in MODELS if m in old], indent=2))
+    print("\n".join(table([old[m] for m in MODELS if m in old])))
+
+
+if __name__ == "__main__":
+    main()
