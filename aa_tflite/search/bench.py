@@ -132,6 +132,11 @@ def _as_labels(y) -> np.ndarray:
     return y.reshape(-1) if y.dtype.kind in "iub" else y
 
 
+# Positions (sample x pixel) a clip, range or correction is fitted on, at most: evenly spaced,
+# so a large activation costs a fixed amount of time and memory (the digits models have 4,096).
+FIT_POSITIONS = 200_000
+
+
 class UnsafeVariant(AAError):
     """A variant whose scales a runtime cannot set up (it could abort the process)."""
 
@@ -224,8 +229,10 @@ class Bench:
             self._op_names[k] == "DEPTHWISE_CONV_2D" for k in readers)
 
     def site_values(self, site: str) -> np.ndarray:
-        """The baseline's values of a site's tensor on ``x_fit``."""
-        return self.base_values[self.graphs[site].tensor]
+        """The baseline's values of a site's tensor on ``x_fit``, as ``(positions, channels)``,
+        at most ``FIT_POSITIONS`` of them (``calibrate.fit_positions``): what clips and ranges
+        are fitted on."""
+        return self.base_values.positions(self.graphs[site].tensor, FIT_POSITIONS)
 
     def unit_values(self, sites: Sequence[str]) -> np.ndarray:
         """The baseline's values of a planning unit's site tensors: the site's own for one site,
@@ -292,9 +299,10 @@ class Bench:
             t_in = graph.correction_consumer[1]
             trial = form.apply(self.base, self.graphs, chosen)
             got = tensor_values(trial, [t_in], self.x_fit, batch_size=self.batch_size,
-                                num_threads=self.threads)[t_in]
+                                num_threads=self.threads, keep_quantized=True)
             self._corrections[prefix] = affine_fit(
-                got, self.base_values[t_in],
+                got.positions(t_in, FIT_POSITIONS),
+                self.base_values.positions(t_in, FIT_POSITIONS),
                 common_slope=not self.absorbs(graph.correction_consumer[:1]))
         chosen[site] = dataclasses.replace(chosen[site], correction=self._corrections[prefix])
 

@@ -20,8 +20,8 @@ import numpy as np
 from aa_tflite.runtime.interpreter import batches, dequantize, load_interpreter, planning_threads
 from aa_tflite.types import AAError
 
-__all__ = ["QuantizedValues", "SiteStats", "site_statistics", "stored_levels", "tensor_values",
-           "thresholds_for_sparsity"]
+__all__ = ["QuantizedValues", "SiteStats", "fit_positions", "site_statistics", "stored_levels",
+           "tensor_values", "thresholds_for_sparsity"]
 
 _PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
 
@@ -67,11 +67,30 @@ class QuantizedValues(Mapping):
     def __getitem__(self, tensor: int) -> np.ndarray:
         return dequantize(self._raw[tensor], self._details[tensor])
 
+    def positions(self, tensor: int, limit: int) -> np.ndarray:
+        """``fit_positions`` of one tensor, dequantizing only the positions kept."""
+        return dequantize(fit_positions(self._raw[tensor], limit), self._details[tensor])
+
     def __iter__(self):
         return iter(self._raw)
 
     def __len__(self) -> int:
         return len(self._raw)
+
+
+def fit_positions(values: np.ndarray, limit: int) -> np.ndarray:
+    """A tensor's values as ``(positions, channels)``: the sample and spatial axes flattened
+    (a 2-D ``(samples, features)`` tensor stays as it is), at most ``limit`` evenly spaced
+    positions. What a per-channel fit reads: large activations cost a fixed amount.
+
+    Example:
+        >>> fit_positions(np.zeros((64, 112, 112, 32)), 200_000).shape
+        (200000, 32)
+    """
+    flat = values.reshape(-1, values.shape[-1]) if values.ndim > 1 else values.reshape(-1, 1)
+    if len(flat) > limit:
+        flat = flat[np.linspace(0, len(flat) - 1, limit).astype(np.int64)]
+    return flat
 
 
 def tensor_values(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *,

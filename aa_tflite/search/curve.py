@@ -10,7 +10,7 @@ import numpy as np
 from aa_tflite.config import ConvertConfig
 from aa_tflite.search import planner
 from aa_tflite.search.baseline import Baseline
-from aa_tflite.search.measure import Measured
+from aa_tflite.search.measure import Measured, parallel_map
 from aa_tflite.search.memory_modes import memory_model
 
 __all__ = ["CurveSample", "curve", "score"]
@@ -51,10 +51,12 @@ def curve(base: Baseline, measured: Measured, cfg: ConvertConfig) -> tuple[Curve
         return ()
     pick = set(np.linspace(0, len(steps) - 1, min(cfg.curve_points, len(steps))).round()
                .astype(int))
-    out, configs = [], {}
+    plans, configs = {}, {}
     for k, step in enumerate(steps):
         configs[step.unit] = step.config
-        verified = (score(bench.measure(bench.build(base.expand(configs)))) if k in pick
-                    else None)
-        out.append(CurveSample(step.peak, int8_score - step.predicted_loss / 100.0, verified))
-    return tuple(out)
+        if k in pick:
+            plans[k] = base.expand(configs)
+    verified = dict(zip(plans, parallel_map(
+        base, lambda plan: score(bench.measure(bench.build(plan))), list(plans.values()))))
+    return tuple(CurveSample(step.peak, int8_score - step.predicted_loss / 100.0,
+                             verified.get(k)) for k, step in enumerate(steps))

@@ -8,7 +8,8 @@ keeps each result in a ``MeasureCache`` so several budgets measure each option o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from absl import logging
 
@@ -21,7 +22,7 @@ from aa_tflite.search.memory_modes import memory_model
 from aa_tflite.types import Kernels, SiteConfig
 
 __all__ = ["Candidate", "MeasureCache", "Measured", "Measurement", "Refused", "candidate_list",
-           "measure"]
+           "measure", "parallel_map"]
 
 # Units measured first: those alive while the int8 live bytes exceed this share of the budget.
 # Not 1.0: the arena layout fragments, and on MobileNetV2 (benchmarks/plan_quality) the best plan
@@ -181,32 +182,43 @@ def _run_all(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
     measured on ``planning_threads()`` threads at once (the interpreters release the GIL while
     they run, so one option's run overlaps another's build), each interpreter on its share of
     the cores. Each option's result depends only on the option, so the order is immaterial."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
     from tqdm.auto import tqdm
 
     keys = [(c.unit, c.config, cfg.memory) for c in todo]
     results = {k: got for k in keys if (got := cache.get(k)) is not None}
     missing = list(dict.fromkeys(k for k, c in zip(keys, todo) if k not in results))
     by_key = {(c.unit, c.config, cfg.memory): c for c in todo}
-    # TFLite Micro's Python interpreter runs one at a time (it is not known to release the GIL).
-    workers = 1 if base.bench.kernels == Kernels.TFLM else min(planning_threads(),
-                                                                 max(len(missing), 1))
+    with tqdm(total=len(todo), initial=len(todo) - len(missing), desc="sensitivity",
+              unit="option", disable=not cfg.progress) as bar:
+        got = parallel_map(base, lambda k: _measure_one(base, by_key[k], cfg), missing,
+                           done=lambda: bar.update(1))
+    for k, value in zip(missing, got, strict=True):
+        results[k] = value
+        cache.put(k, value)
+    return [results[k] for k in keys]
+
+
+def parallel_map(base: Baseline, fn: Callable[[Any], Any], items: Sequence[Any], *,
+                 done: Callable[[], None] | None = None) -> list[Any]:
+    """``[fn(item) for item in items]``, run on ``planning_threads()`` threads at once, each
+    interpreter on its share of the cores (``Bench.threads``); ``done()`` after each item.
+    TFLite Micro's Python interpreter runs one at a time (it is not known to release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     bench, threads = base.bench, base.bench.threads
+    workers = 1 if bench.kernels == Kernels.TFLM else min(planning_threads(), max(len(items), 1))
     bench.threads = max(1, threads // workers)
+    out: dict[int, Any] = {}
     try:
-        with ThreadPoolExecutor(workers) as pool, tqdm(
-                total=len(todo), initial=len(todo) - len(missing), desc="sensitivity",
-                unit="option", disable=not cfg.progress) as bar:
-            futures = {pool.submit(_measure_one, base, by_key[k], cfg): k for k in missing}
-            for done in as_completed(futures):
-                results[futures[done]] = done.result()
-                bar.update(1)
+        with ThreadPoolExecutor(workers) as pool:
+            futures = {pool.submit(fn, item): k for k, item in enumerate(items)}
+            for future in as_completed(futures):
+                out[futures[future]] = future.result()
+                if done is not None:
+                    done()
     finally:
         bench.threads = threads
-    for k in missing:
-        cache.put(k, results[k])
-    return [results[k] for k in keys]
+    return [out[k] for k in range(len(items))]
 
 
 def _measure(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
