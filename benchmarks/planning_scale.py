@@ -91,12 +91,22 @@ def child(name: str) -> dict:
     from aa_tflite.tflite import memory
 
     peak = memory.plan_tensors(int8)[0]
+    budget_kb, refused = FRACTION * peak / 1024, None
     t0 = time.perf_counter()
-    result = aa_tflite.convert(model, budget_kb=FRACTION * peak / 1024, representative_data=x[:64],
-                               eval_data=x[64:], progress=False)
+    try:
+        result = aa_tflite.convert(model, budget_kb=budget_kb, representative_data=x[:64],
+                                   eval_data=x[64:], progress=False)
+    except aa_tflite.BudgetError as e:  # out of reach: time the error, then plan at the floor
+        refused = {"fraction": FRACTION, "seconds_to_error": round(time.perf_counter() - t0, 1),
+                   "smallest_bytes": e.smallest_bytes}
+        budget_kb = e.smallest_bytes / 1024
+        t0 = time.perf_counter()
+        result = aa_tflite.convert(model, budget_kb=budget_kb, representative_data=x[:64],
+                                   eval_data=x[64:], progress=False)
     seconds = time.perf_counter() - t0
     rep = result.report
     return {"model": name, "params": int(model.count_params()), "input": size,
+            "budget_fraction": round(budget_kb * 1024 / peak, 3), "refused": refused,
             "int8_conversion_seconds": round(int8_seconds, 1), "convert_seconds": round(seconds, 1),
             "x_int8_conversion": round(seconds / int8_seconds, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -107,13 +117,17 @@ def child(name: str) -> dict:
 
 
 def table(rows: list[dict]) -> list[str]:
-    out = ["| model | params | input | one int8 conversion (s) | convert at 60% (s) | x int8 "
+    out = ["| model | params | input | one int8 conversion (s) | budget | convert (s) | x int8 "
            "conversion | peak RSS (MiB) | options measured / skipped | stages (s) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stages"].items() if k != "total")
+        budget = f"{r.get('budget_fraction', FRACTION):.0%} of int8"
+        if r.get("refused"):
+            budget += (f" (60% refused in {r['refused']['seconds_to_error']:.0f} s: the floor "
+                       f"is {r['refused']['smallest_bytes']:,} B)")
         out.append(f"| {r['model']} | {r['params']:,} | {r['input']}x{r['input']} | "
-                   f"{r['int8_conversion_seconds']:.1f} | {r['convert_seconds']:.1f} | "
+                   f"{r['int8_conversion_seconds']:.1f} | {budget} | {r['convert_seconds']:.1f} | "
                    f"{r['x_int8_conversion']:.1f}x | {r['peak_rss_mib']:,} | "
                    f"{r['options_measured']} / {r['options_skipped']} | {stages} |")
     return out

@@ -19,7 +19,7 @@ from aa_tflite.search import planner
 from aa_tflite.search.baseline import Baseline
 from aa_tflite.search.bench import UnsafeVariant, candidates
 from aa_tflite.search.memory_modes import memory_model
-from aa_tflite.types import Kernels, SiteConfig
+from aa_tflite.types import Kernels, MemoryMode, SiteConfig
 
 __all__ = ["Candidate", "MeasureCache", "Measured", "Measurement", "Refused", "candidate_list",
            "measure", "parallel_map"]
@@ -139,6 +139,13 @@ def measure(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
         logging.info("The int8 model already meets the budget (%d <= %d B): no option measured.",
                      planner.peak(buffers, {}), budget.nbytes)
         return Measured({}, {}, {}, 0, (), skipped=len(todo))
+    narrowest = _out_of_reach(base, todo, cfg, budget)
+    if narrowest is not None:
+        logging.info("No plan reaches the budget, whatever the losses: measuring only each "
+                     "unit's narrowest option (%d of %d), for the error's plan.",
+                     len(narrowest), len(todo))
+        return dataclasses.replace(_measure(base, narrowest, cfg, cache),
+                                   skipped=len(todo) - len(narrowest))
     hot = _hot_units(base, cfg, budget)
     first = [c for c in todo if hot is None or c.unit in hot]
     rest = [c for c in todo if not (hot is None or c.unit in hot)]
@@ -152,6 +159,30 @@ def measure(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
         logging.info("Skipped %d options of units never alive while the int8 model holds more "
                      "than half the budget.", len(rest))
     return dataclasses.replace(out, skipped=len(rest))
+
+
+def _out_of_reach(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
+                  budget: Budget | None) -> list[Candidate] | None:
+    """Each unit's narrowest candidate, when even every unit at its narrowest cannot reach
+    ``budget`` (known before any measurement where an option's bytes do not depend on its
+    variant: ``memory="packed"``); else None. A ``BudgetError`` then comes in seconds, not
+    after measuring every option."""
+    model = memory_model(cfg.memory)
+    if budget is None or not todo or model.mode != MemoryMode.PACKED:
+        return None
+    sizes = {(c.unit, c.config): model.option_bytes(base, c.unit, c.config, b"") for c in todo}
+    probe: dict[str, list[planner.Option]] = {}
+    for c in todo:
+        probe.setdefault(c.unit, []).append(
+            planner.Option(c.unit, c.config, 0.0, sizes[(c.unit, c.config)]))
+    if planner.floor(model.planning_buffers(base), probe).peak <= budget.nbytes:
+        return None
+    best: dict[str, Candidate] = {}
+    for c in todo:  # the first candidate with the fewest bytes, per unit
+        if c.unit not in best or sum(sizes[(c.unit, c.config)].values()) < sum(
+                sizes[(best[c.unit].unit, best[c.unit].config)].values()):
+            best[c.unit] = c
+    return [c for c in todo if best.get(c.unit) is c]
 
 
 def _hot_units(base: Baseline, cfg: ConvertConfig, budget: Budget | None) -> set[str] | None:

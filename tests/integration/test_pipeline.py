@@ -169,6 +169,19 @@ def test_only_units_alive_over_the_budget_are_measured_unless_the_budget_needs_m
     todo = candidate_list(base, cfg)
     measured = measure(base, todo, cfg, Budget(0.5), MeasureCache())
     assert measured.skipped == 0 and measured.count == len(todo) == 4
+    # With every precision offered, a budget below even the narrowest plan is known to be out
+    # of reach before any measurement: only each unit's narrowest option is measured (for the
+    # error's plan), and the floor is the one measuring everything gives.
+    cfg, base = _baseline(digits, max_fit_samples=64, max_eval_samples=100)
+    todo = candidate_list(base, cfg)
+    few = measure(base, todo, cfg, Budget(0.5), MeasureCache())
+    units = {c.unit for c in todo}
+    assert few.count == len(units) < len(todo) and few.skipped == len(todo) - len(units)
+    assert all(min(o.config.bits for o in opts) == 2 for opts in few.options.values())
+    buffers = base.buffers
+    full = measure(base, todo, cfg, None, MeasureCache())  # every option
+    assert (aa_tflite.search.planner.floor(buffers, few.options).peak
+            == aa_tflite.search.planner.floor(buffers, full.options).peak)
 
 
 def test_impossible_budget_names_the_smallest_figure(digits):
