@@ -165,8 +165,8 @@ def _out_of_reach(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
                   budget: Budget | None) -> list[Candidate] | None:
     """Each unit's narrowest candidate, when even every unit at its narrowest cannot reach
     ``budget`` (known before any measurement where an option's bytes do not depend on its
-    variant: ``memory="packed"``); else None. A ``BudgetError`` then comes in seconds, not
-    after measuring every option."""
+    variant: ``memory="packed"``), none at all when no option lowers the int8 peak; else None.
+    A ``BudgetError`` then comes in seconds, not after measuring every option."""
     model = memory_model(cfg.memory)
     if budget is None or not todo or model.mode != MemoryMode.PACKED:
         return None
@@ -175,8 +175,11 @@ def _out_of_reach(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
     for c in todo:
         probe.setdefault(c.unit, []).append(
             planner.Option(c.unit, c.config, 0.0, sizes[(c.unit, c.config)]))
-    if planner.floor(model.planning_buffers(base), probe).peak <= budget.nbytes:
+    floor = planner.floor(model.planning_buffers(base), probe)
+    if floor.peak <= budget.nbytes:
         return None
+    if not floor.choice:  # no option lowers the int8 peak at all: the error's plan is int8
+        return []
     best: dict[str, Candidate] = {}
     for c in todo:  # the first candidate with the fewest bytes, per unit
         if c.unit not in best or sum(sizes[(c.unit, c.config)].values()) < sum(
