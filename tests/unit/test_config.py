@@ -71,3 +71,13 @@ def test_budgets():
                           ("4", "positive number"), ([4, True], "positive number")):
         with pytest.raises(AAError, match=fragment):
             budget_list(bad, plan=None)
+
+
+def test_weights_are_shared_unless_kernel_corrections_are_asked_for():
+    from aa_tflite import cli
+
+    assert ConvertConfig().share_weights is True
+    assert ConvertConfig(share_weights=0).share_weights is False
+    base = ["convert", "m.keras", "--data", "x.npz", "--out", "o"]
+    assert cli.parse_args(base).kernel_corrections is False
+    assert cli.parse_args([*base, "--kernel-corrections"]).kernel_corrections is True
