@@ -89,17 +89,10 @@ def _kernel_corrections(model, budgets, data, half: int, x_test, y_test) -> dict
 
 def _shared_weights(result) -> bool:
     """Whether every point's weight buffers are the int8 baseline's, byte for byte."""
-    from aa_tflite.tflite import flatbuffer
+    from aa_tflite.tflite.kernel_math import kernel_bytes
 
-    def kernels(tflite: bytes) -> list[bytes]:
-        model = flatbuffer.read(tflite)
-        ops, tensors = flatbuffer.describe(model)
-        return [bytes(np.asarray(model.buffers[model.subgraphs[0].tensors[op.inputs[1]].buffer]
-                                 .data, np.uint8)) for op in ops if op.name in
-                ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
-
-    base = kernels(result.baseline_tflite)
-    return all(kernels(p.tflite) == base for p in result.points)
+    base = kernel_bytes(result.baseline_tflite)
+    return all(kernel_bytes(p.tflite) == base for p in result.points)
 
 
 def measure(name: str) -> dict:

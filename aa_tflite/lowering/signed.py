@@ -78,10 +78,9 @@ from aa_tflite.tflite.kernel_math import (
     input_scale_factor,
     read_kernel,
     real_bias,
-    set_filter_scale,
     set_quant,
     store_bias,
-    store_kernel,
+    store_weights,
     weight_notes,
 )
 from aa_tflite.tflite.ops import SHAPE_ONLY, WEIGHTED, consumers
@@ -358,28 +357,22 @@ def _edit_op(model: schema.ModelT, op: OpInfo, tensors: list[TensorInfo],
     graph = model.subgraphs[0]
     inp = op.inputs[0]
     k = read_kernel(model, op, tensors)
-    w, f_scale = k.w, k.scale
+    w = k.w
     in_old = tensors[inp].scale[0]
     in_new = new_params.get(inp, (in_old, 0))[0]
     bias = real_bias(model, op, tensors, k)
-    factor = np.ones(k.n_out)  # per-output-channel filter-scale factors; the int8 kernel stays
-    rewrite = False
+    factor = np.ones(k.n_out)  # per-output-channel filter-scale factors (None: requantize)
     if in_side is not None:
         c, m = in_side
         w, bias = absorb_input(op.name, w, bias, m, c)
         moved = input_scale_factor(op.name, k, m)  # a common half-range moves to the scales
-        rewrite = moved is None
-        factor = factor if rewrite else factor * moved
+        factor = None if moved is None else factor * moved
     if out_side is not None:
         c, m = out_side
         bias = (bias - c) / m
         w = w / k.broadcast(m)
-        factor = factor / m
-    if rewrite:
-        new_scale = store_kernel(model, op, k, w, users)
-    else:
-        new_scale = f_scale * factor
-        set_filter_scale(model, op, k, new_scale)
+        factor = None if factor is None else factor / m
+    new_scale = store_weights(model, op, k, w, factor, users)
     store_bias(model, op, tensors, bias, in_new, new_scale, users)
     if out_side is not None:
         graph.operators[op.index].builtinOptions.fusedActivationFunction = _RELU_N1_TO_1

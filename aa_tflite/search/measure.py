@@ -180,12 +180,12 @@ def _out_of_reach(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
         return None
     if not floor.choice:  # no option lowers the int8 peak at all: the error's plan is int8
         return []
-    best: dict[str, Candidate] = {}
+    best: dict[str, tuple[int, Candidate]] = {}
     for c in todo:  # the first candidate with the fewest bytes, per unit
-        if c.unit not in best or sum(sizes[(c.unit, c.config)].values()) < sum(
-                sizes[(best[c.unit].unit, best[c.unit].config)].values()):
-            best[c.unit] = c
-    return [c for c in todo if best.get(c.unit) is c]
+        total = sum(sizes[(c.unit, c.config)].values())
+        if c.unit not in best or total < best[c.unit][0]:
+            best[c.unit] = (total, c)
+    return [c for c in todo if best[c.unit][1] is c]
 
 
 def _hot_units(base: Baseline, cfg: ConvertConfig, budget: Budget | None) -> set[str] | None:

@@ -112,6 +112,17 @@ def _op_name(model: schema.ModelT, op: schema.OperatorT) -> str:
     return _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
 
 
+def _tensor_info(index: int, name, shape, type_code: int, has_data: bool, is_variable,
+                 scale, zero_point) -> TensorInfo:
+    """One ``TensorInfo`` from a tensor's fields as either reader gives them."""
+    dtype = _TYPE_NAMES.get(type_code, str(type_code))
+    return TensorInfo(index, (name or b"").decode(errors="replace"),
+                      tuple(int(d) for d in shape) if shape is not None else (), dtype,
+                      _TYPE_BITS.get(dtype, 32), has_data, bool(is_variable),
+                      tuple(float(s) for s in scale) if scale is not None else (),
+                      tuple(int(z) for z in zero_point) if zero_point is not None else ())
+
+
 def describe(model: schema.ModelT) -> tuple[list[OpInfo], list[TensorInfo]]:
     """The ops (in execution order) and tensors of subgraph 0."""
     if not model.subgraphs:
@@ -123,13 +134,9 @@ def describe(model: schema.ModelT) -> tuple[list[OpInfo], list[TensorInfo]]:
         has_data = buf is not None and buf.data is not None and len(buf.data) > 0
         has_data = has_data or (buf is not None and bool(getattr(buf, "size", 0)))
         q = t.quantization
-        scale = tuple(float(s) for s in q.scale) if q is not None and q.scale is not None else ()
-        zp = tuple(int(z) for z in q.zeroPoint) if q is not None and q.zeroPoint is not None else ()
-        dtype = _TYPE_NAMES.get(t.type, str(t.type))
-        shape = tuple(int(d) for d in t.shape) if t.shape is not None else ()
-        tensors.append(TensorInfo(i, (t.name or b"").decode(errors="replace"), shape, dtype,
-                                  _TYPE_BITS.get(dtype, 32), has_data, bool(t.isVariable),
-                                  scale, zp))
+        tensors.append(_tensor_info(i, t.name, t.shape, t.type, has_data, t.isVariable,
+                                    None if q is None else q.scale,
+                                    None if q is None else q.zeroPoint))
     ops = []
     for k, op in enumerate(graph.operators):
         act = getattr(op.builtinOptions, "fusedActivationFunction", None)
@@ -161,13 +168,10 @@ def describe_bytes(tflite: bytes) -> tuple[list[OpInfo], list[TensorInfo], tuple
         buf = m.Buffers(t.Buffer()) if t.Buffer() < m.BuffersLength() else None
         has_data = buf is not None and (buf.DataLength() > 0 or bool(buf.Size()))
         q = t.Quantization()
-        scale = tuple(float(v) for v in q.ScaleAsNumpy()) if q and q.ScaleLength() else ()
-        zp = tuple(int(v) for v in q.ZeroPointAsNumpy()) if q and q.ZeroPointLength() else ()
-        dtype = _TYPE_NAMES.get(t.Type(), str(t.Type()))
-        shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
-        tensors.append(TensorInfo(i, (t.Name() or b"").decode(errors="replace"), shape, dtype,
-                                  _TYPE_BITS.get(dtype, 32), has_data, bool(t.IsVariable()),
-                                  scale, zp))
+        tensors.append(_tensor_info(
+            i, t.Name(), t.ShapeAsNumpy() if t.ShapeLength() else None, t.Type(), has_data,
+            t.IsVariable(), q.ScaleAsNumpy() if q and q.ScaleLength() else None,
+            q.ZeroPointAsNumpy() if q and q.ZeroPointLength() else None))
     names = []
     for k in range(m.OperatorCodesLength()):
         c = m.OperatorCodes(k)

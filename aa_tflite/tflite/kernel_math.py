@@ -27,9 +27,9 @@ from aa_tflite.tflite.ops import WEIGHTED
 from aa_tflite.types import AAError
 
 __all__ = ["Kernel", "absorb_input", "affine_fit", "buffer_users", "channel_vector", "constant",
-           "expand_scale", "input_scale_factor", "open_model", "read_kernel", "real_bias", "requantize",
-           "set_filter_scale", "set_quant", "store_bias", "store_constant", "store_kernel",
-           "weight_notes", "write_params"]
+           "expand_scale", "input_scale_factor", "kernel_bytes", "open_model", "read_kernel",
+           "real_bias", "requantize", "set_filter_scale", "set_quant", "store_bias",
+           "store_constant", "store_kernel", "store_weights", "weight_notes", "write_params"]
 
 # Activation parameters to write: tensor -> (scale, zero point).
 Params = Mapping[int, tuple[float, int]]
@@ -70,6 +70,21 @@ def buffer_users(model: schema.ModelT) -> dict[int, int]:
     for t in model.subgraphs[0].tensors:
         users[t.buffer] = users.get(t.buffer, 0) + 1
     return users
+
+
+def kernel_bytes(tflite: bytes) -> dict[int, bytes]:
+    """Each weighted op's kernel (input 1) as stored, by op index: what ``share_weights`` keeps
+    byte for byte.
+
+    Example:
+        >>> kernel_bytes(point) == kernel_bytes(int8_baseline)  # doctest: +SKIP
+        True
+    """
+    model = flatbuffer.read(tflite)
+    ops, _ = flatbuffer.describe(model)
+    graph = model.subgraphs[0]
+    return {op.index: np.asarray(model.buffers[graph.tensors[op.inputs[1]].buffer].data,
+                                 np.uint8).tobytes() for op in ops if op.name in WEIGHTED}
 
 
 def constant(model: schema.ModelT, tensor: int, dtype) -> np.ndarray:
@@ -216,6 +231,19 @@ def store_kernel(model: schema.ModelT, op: OpInfo, k: Kernel, w: np.ndarray,
     return new_scale
 
 
+def store_weights(model: schema.ModelT, op: OpInfo, k: Kernel, w: np.ndarray,
+                  factor: np.ndarray | None, users: Mapping[int, int]) -> np.ndarray:
+    """Writes an op's new real weights ``w``; returns its new filter scales. Where ``w`` is the
+    kernel with each output channel scaled by ``factor``, the int8 kernel stays bit for bit and
+    its filter scales take the factors; ``factor`` None (the weights changed per input channel)
+    requantizes the kernel from ``w``."""
+    if factor is None:
+        return store_kernel(model, op, k, w, users)
+    if np.any(factor != 1.0):
+        set_filter_scale(model, op, k, k.scale * factor)
+    return k.scale * factor
+
+
 def set_filter_scale(model: schema.ModelT, op: OpInfo, k: Kernel, scale: np.ndarray) -> None:
     """Sets the kernel's filter scales (the int8 values are kept)."""
     n = 1 if k.per_tensor else k.n_out
@@ -254,28 +282,19 @@ def requantize(model: schema.ModelT, op: OpInfo, tensors: list[TensorInfo], new_
             raise AAError(f"{op.name} (op {op.index}) has no bias to edit.")
         bias = np.zeros(n_out)
     bias = bias - shift
-    factor = np.ones(n_out)  # per-output-channel filter-scale factors; the int8 kernel stays
-    rewrite = False  # the real weights change per input channel: requantize the kernel
+    factor = np.ones(n_out)  # per-output-channel filter-scale factors (None: requantize)
     if correction is not None:
         w, bias = absorb_input(op.name, w, bias, *correction)
         moved = input_scale_factor(op.name, k, correction[0])
-        if moved is None:
-            rewrite = True
-        else:
-            factor = factor * moved
+        factor = None if moved is None else factor * moved
     if channel_scale is not None:
         if len(channel_scale) != n_out:
             raise AAError(f"{op.name} (op {op.index}) has {n_out} output channels, but "
                           f"{len(channel_scale)} channel scales were given.")
         w = w * k.broadcast(channel_scale)
         bias = bias * channel_scale
-        factor = factor * channel_scale
-    if rewrite:
-        new_scale = store_kernel(model, op, k, w, users)
-    else:
-        new_scale = f_scale * factor
-        if np.any(factor != 1.0):
-            set_filter_scale(model, op, k, new_scale)
+        factor = None if factor is None else factor * channel_scale
+    new_scale = store_weights(model, op, k, w, factor, users)
     if bias_t >= 0:
         store_bias(model, op, tensors, bias, in_new, new_scale, users)
 

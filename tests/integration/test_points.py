@@ -11,7 +11,8 @@ import pytest
 import aa_tflite
 from aa_tflite.runtime import interpreter as runtime
 from aa_tflite.runtime.onthefly import OperatingPoints, PointsError, file_points
-from aa_tflite.tflite import flatbuffer, multipoint
+from aa_tflite.tflite import multipoint
+from aa_tflite.tflite.kernel_math import kernel_bytes
 from aa_tflite.tflite.metadata import read_metadata, strip_metadata
 from aa_tflite.types import AAError
 from tests.helpers import DEMO_BUDGETS, ROOT, need_pi_env, points_kwargs
@@ -105,16 +106,8 @@ def test_three_points_cost_at_most_1_2x_one_point_and_share_the_int8_kernels(mul
     assert len(multi.tflite) < sum(len(p.tflite) for p in multi.points)
     ratio = f"{len(multi.tflite) / one:.2f}x one point's file"
     assert ratio in multi.points_markdown()
-
-    def kernels(tflite: bytes) -> list[bytes]:
-        model = flatbuffer.read(tflite)
-        ops, _ = flatbuffer.describe(model)
-        return [bytes(np.asarray(model.buffers[model.subgraphs[0].tensors[o.inputs[1]].buffer]
-                                 .data, np.uint8)) for o in ops
-                if o.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
-
-    base = kernels(multi.baseline_tflite)
-    assert all(kernels(p.tflite) == base for p in multi.points)  # byte for byte, every point
+    base = kernel_bytes(multi.baseline_tflite)
+    assert all(kernel_bytes(p.tflite) == base for p in multi.points)  # byte for byte, every point
     assert any(p.plan.sites for p in multi.points)  # and the points do differ
 
 

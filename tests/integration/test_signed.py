@@ -317,17 +317,11 @@ def test_one_half_range_keeps_every_reader_kernel_and_stays_close(name, plain, v
     conversion's bytes, and 4 bits everywhere stays close to the per-channel form."""
     from aa_tflite.lowering.signed import SignedClamp
     from aa_tflite.tflite.analyse import SiteGraph
+    from aa_tflite.tflite.kernel_math import kernel_bytes as kernels
     from aa_tflite.types import SiteConfig
 
     tflite = plain[name]
     graphs = signed.reachable(tflite)
-
-    def kernels(model_bytes):
-        model = flatbuffer.read(model_bytes)
-        ops, _ = flatbuffer.describe(model)
-        return [bytes(np.asarray(model.buffers[model.subgraphs[0].tensors[o.inputs[1]].buffer]
-                                 .data, np.uint8)) for o in ops
-                if o.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
 
     form = SignedClamp()
     one = {}

@@ -11,20 +11,10 @@ from aa_tflite.runtime.interpreter import run_model
 from aa_tflite.search.bench import Bench
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.analyse import analyse
+from aa_tflite.tflite.kernel_math import kernel_bytes as _kernels
 from aa_tflite.types import SiteConfig
 from tests.conftest import FIXTURES, fixture_bytes
 from tests.helpers import DIGITS_SITES
-
-WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-
-
-def _kernels(tflite: bytes) -> dict[int, bytes]:
-    """Each weighted op's int8 kernel bytes, by op index."""
-    model = flatbuffer.read(tflite)
-    ops, _ = flatbuffer.describe(model)
-    graph = model.subgraphs[0]
-    return {op.index: bytes(np.asarray(model.buffers[graph.tensors[op.inputs[1]].buffer].data,
-                                       np.uint8)) for op in ops if op.name in WEIGHTED}
 
 
 def _filter_scale(tflite: bytes, op_index: int) -> np.ndarray:
