@@ -5,6 +5,10 @@ Single-site losses are not additive, so a searched plan is built and run in the 
 If its verified loss is far above the predicted one, the worst move is banned and the search
 runs again (up to ``MAX_REPAIRS`` times); if its measured figure is over the budget, the search
 runs again with a smaller internal budget.
+
+Then the plans of the narrower menus the full one contains (no thresholds; thresholds at 8 bits)
+are searched, built and measured at the same budget, and the best verified plan is kept: the
+full search never returns a plan that verifies worse than what a narrower menu found.
 """
 
 from __future__ import annotations
@@ -20,11 +24,17 @@ from aa_tflite.search.bench import UnsafeVariant
 from aa_tflite.search.floor import check_floor
 from aa_tflite.search.measure import Measured
 from aa_tflite.search.memory_modes import memory_model
-from aa_tflite.types import BudgetError, SiteConfig, check_sites
+from aa_tflite.types import Bits, BudgetError, SiteConfig, check_sites
 
-__all__ = ["MAX_REPAIRS", "Attempt", "Verified", "verify"]
+__all__ = ["MAX_REPAIRS", "SUBSETS", "Attempt", "Verified", "narrower_menus", "verify"]
 
 MAX_REPAIRS = 6
+
+# The narrower menus inside the full one, each a test on an option's config.
+SUBSETS: dict[str, Any] = {
+    "precision only": lambda c: c.threshold == 0,
+    "thresholds only": lambda c: c.bits == Bits.INT8,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +158,54 @@ def _search_and_repair(base: Baseline, measured: Measured, cfg: ConvertConfig,
                        f"against {got.predicted_loss:.2f} predicted; undid {worst.unit} "
                        f"({worst.config.label()}, single-site loss {worst.loss:.2f}) and "
                        "searched again.")
+    if best is not None:
+        best = _narrower(base, measured, cfg, budget, buffers, best, repairs)
     return _accept(base, cfg, budget, best, tuple(repairs))
+
+
+def narrower_menus(options: Mapping[str, tuple[planner.Option, ...]]
+                   ) -> dict[str, dict[str, tuple[planner.Option, ...]]]:
+    """Each narrower menu (``SUBSETS``) that ``options`` strictly contain, by name.
+
+    Example:
+        >>> a = planner.Option("a", SiteConfig(bits=4), 0.5, {})
+        >>> t = planner.Option("a", SiteConfig(threshold=0.1), 0.2, {})
+        >>> sorted(narrower_menus({"a": (a, t)}))
+        ['precision only', 'thresholds only']
+    """
+    total = sum(map(len, options.values()))
+    out = {}
+    for name, keep in SUBSETS.items():
+        menu = {u: kept for u, opts in options.items()
+                if (kept := tuple(o for o in opts if keep(o.config)))}
+        if menu and sum(map(len, menu.values())) < total:
+            out[name] = menu
+    return out
+
+
+def _narrower(base: Baseline, measured: Measured, cfg: ConvertConfig, budget: Budget,
+              buffers: list, best: Attempt, repairs: list[str]) -> Attempt:
+    """``best``, or a narrower menu's plan at the same budget where that verifies better (by
+    points, then by the KL tie-breaker)."""
+    def rank(a: Attempt) -> tuple[float, float]:
+        return (round(a.verified_loss, 6), base.bench.planning_loss(a.metrics))
+
+    for name, menu in narrower_menus(measured.options).items():
+        try:
+            search = planner.search(buffers, menu, budget.nbytes)
+        except BudgetError:
+            continue
+        if search.configs() == best.search.configs():
+            continue
+        try:
+            got = _attempt(base, measured, cfg, search)
+        except UnsafeVariant:
+            continue
+        if got.figure <= budget.nbytes and rank(got) < rank(best):
+            repairs.append(f"Kept the {name} plan: verified loss {got.verified_loss:.2f} points "
+                           f"against {best.verified_loss:.2f} for the full menu's.")
+            best = got
+    return best
 
 
 def _accept(base: Baseline, cfg: ConvertConfig, budget: Budget, best: Attempt | None,

@@ -31,8 +31,8 @@ def _convert(digits, **kw):
 
 def _baseline(digits, *, bench=Bench, **options):
     """The stages up to the baseline, on the digits model with 250 labelled eval samples."""
-    cfg = ConvertConfig(progress=False, measure_tflm=False, curve_points=0, sparsity_points=(),
-                        **options)
+    options = {"sparsity_points": (), **options}
+    cfg = ConvertConfig(progress=False, measure_tflm=False, curve_points=0, **options)
     prep = prepare(digits.model, digits.x_cal, (digits.x_val[:250], digits.y_val[:250]), cfg)
     exported, data, notes = int8_baseline(prep, cfg)
     return cfg, baseline(exported.tflite, exported.site_tensors, data, cfg, notes=notes,
@@ -313,6 +313,63 @@ def test_a_plan_that_verifies_worse_than_predicted_is_repaired(digits):
     assert base.bench.loss(got.metrics) == pytest.approx(got.predicted + 5, abs=0.5)
     with pytest.raises(BudgetError, match="above max_accuracy_drop=1"):
         verify(base, measured, dataclasses.replace(cfg, max_accuracy_drop=1), budget)
+
+
+class _ThresholdPenalisedBench(Bench):
+    """A bench that misleads the search: alone, a 4-bit site measures 3 samples worse than it
+    is, and a plan that thresholds a site and changes another verifies one sample worse (less
+    than the repair step's tolerance). The full menu's plan then thresholds, and only the
+    narrower menus' plans can catch it. Keyed by the built bytes: options build on threads."""
+
+    def build(self, configs, **kw):
+        changed = [c for c in configs.values() if c != SiteConfig()]
+        built = super().build(configs, **kw)
+        penalty = 0.0
+        if len(changed) == 1 and changed[0].bits == 4:
+            penalty = 0.012
+        elif len(changed) > 1 and any(c.threshold > 0 for c in changed):
+            penalty = 0.004
+        self.__dict__.setdefault("_penalty", {})[built] = penalty
+        return built
+
+    def measure(self, tflite):
+        m = super().measure(tflite)
+        p = self.__dict__.get("_penalty", {}).get(tflite, 0.0)
+        if p and m.accuracy is not None:
+            m = dataclasses.replace(m, accuracy=m.accuracy - p, score=m.score - p)
+        return m
+
+
+@pytest.mark.parametrize("bench", [Bench, _ThresholdPenalisedBench])
+def test_the_full_menu_never_verifies_worse_than_a_narrower_one(digits, bench):
+    """At the same budget, the plan the full menu returns verifies at least as well as each
+    narrower menu's plan (no thresholds; thresholds at 8 bits), built and measured here."""
+    from aa_tflite.search import planner
+    from aa_tflite.search.verify import narrower_menus
+
+    cfg, base = _baseline(digits, memory="packed+sparse", bits=[4], sparsity_points=(10.0, 20.0, 30.0),
+                          bench=bench)
+    budget = Budget(0.55 * INT8_PEAK / 1024)
+    measured = measure(base, candidate_list(base, cfg), cfg, budget, MeasureCache())
+    menus = narrower_menus(measured.options)
+    assert set(menus) == {"precision only", "thresholds only"}
+    got = verify(base, measured, cfg, budget)
+    buffers = _planning_buffers(base, cfg)
+    for name, menu in menus.items():
+        try:
+            plan = planner.search(buffers, menu, budget.nbytes)
+        except BudgetError:
+            continue
+        other = base.bench.measure(base.bench.build(base.expand(plan.configs())))
+        assert base.bench.loss(got.metrics) <= base.bench.loss(other) + 1e-9, name
+    if bench is _ThresholdPenalisedBench:  # the full menu's own plan thresholds and loses
+        assert all(c.threshold == 0 for c in got.configs.values()), got.repairs
+
+
+def _planning_buffers(base, cfg):
+    from aa_tflite.search.memory_modes import memory_model
+
+    return memory_model(cfg.memory).planning_buffers(base)
 
 
 def test_float_io_models_are_planned_too(digits):
