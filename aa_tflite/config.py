@@ -92,7 +92,9 @@ class ConvertConfig:
             MUL/ADD ops whose outputs no lowering reaches: ``"exact"`` folds it forward into the
             next weighted layer where that is exact (``frontend.fold``); ``"all"`` also into
             'same'-padded convs, where the borders change (scored against the unfolded model,
-            so the difference counts as loss); ``"none"`` leaves it. Defaults to ``"exact"``.
+            so the difference counts as loss); ``"auto"`` folds exactly, and plans again with
+            the inexact folds too only when no plan meets the budget without them;
+            ``"none"`` leaves it. Defaults to ``"auto"``.
         share_weights: Keep every int8 kernel of the plain conversion bit for bit, so every
             operating point of one layout shares the same weight bytes: a correction's slope, an
             equalized range or a signed half-range that a reader would absorb goes into its
@@ -128,7 +130,7 @@ class ConvertConfig:
     kernel_library: str = "all"
     metric: Any = None
     output_weights: Sequence[float] | None = None
-    fold_batchnorm: str = "exact"
+    fold_batchnorm: str = "auto"
     share_weights: bool = True
 
     def __post_init__(self) -> None:
@@ -174,8 +176,8 @@ class ConvertConfig:
 
         check_library(self.kernel_library)
         put("metric", check_metric_option(self.metric))
-        if self.fold_batchnorm not in ("exact", "all", "none"):
-            raise AAError("fold_batchnorm must be 'exact', 'all' or 'none'. Received: "
+        if self.fold_batchnorm not in ("auto", "exact", "all", "none"):
+            raise AAError("fold_batchnorm must be 'auto', 'exact', 'all' or 'none'. Received: "
                           f"fold_batchnorm={self.fold_batchnorm!r}")
         if self.output_weights is not None:
             put("output_weights", tuple(self.output_weights))

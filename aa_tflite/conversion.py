@@ -25,7 +25,7 @@ from aa_tflite.config import Budget, ConvertConfig, budget_list
 from aa_tflite.files import atomic_write_all
 from aa_tflite.frontend.prepare import int8_baseline, prepare
 from aa_tflite.frontend.resize import at_size, check_image_model, resize, resize_eval
-from aa_tflite.report import Report, SiteRow, build_report
+from aa_tflite.report import Report, SiteRow, build_report, file_metadata, point_doc
 from aa_tflite.search.baseline import baseline
 from aa_tflite.search.curve import curve
 from aa_tflite.search.measure import MeasureCache, candidate_list, measure
@@ -269,7 +269,7 @@ def convert(model: Any, *, budget_kb: float | Sequence[float] | None,
         p = points[0][0]
         return Result(p.tflite, p.plan, p.report, baseline_tflite, (p,))
     combined = multipoint.combine([(p.key, p.tflite) for p, _ in points], metadata={
-        **points[0][1], "points": [_point_doc(p.key, p.budget_kb, p.input_size, doc)
+        **points[0][1], "points": [point_doc(p.key, p.budget_kb, p.input_size, doc)
                                    for p, doc in points]})
     first = points[0][0]
     return Result(combined, first.plan, first.report, baseline_tflite,
@@ -296,8 +296,8 @@ def _point(key: str, budget: Budget | None, size: int | None, plan: Plan, report
            tflite: bytes) -> tuple[Point, dict]:
     """One operating point: its file with the metadata written in, and that metadata."""
     kb = None if budget is None else budget.kb
-    doc = _metadata(report, plan)
-    tflite = write_metadata(tflite, {**doc, "points": [_point_doc(key, kb, size, doc)]})
+    doc = file_metadata(report, plan)
+    tflite = write_metadata(tflite, {**doc, "points": [point_doc(key, kb, size, doc)]})
     report = dataclasses.replace(report, planned_memory=dataclasses.replace(
         report.planned_memory, file_size=len(tflite)))
     logging.info("Planned %s (%s): %s", report.model, key, plan.to_json())
@@ -331,12 +331,39 @@ def _plan_size(model, representative_data, eval_data, size: int | None,
         representative_data = resize(representative_data, size)
         eval_data = resize_eval(eval_data, size)
     try:
-        return _plan_points(model, representative_data, eval_data, budgets, cfg)
+        return _plan_folding(model, representative_data, eval_data, budgets, cfg)
     except BudgetError as e:
         if size is None:
             raise
         raise BudgetError(f"At input size {size}x{size}: {e}", smallest_bytes=e.smallest_bytes,
                           plan=e.plan, tensors=e.tensors) from e
+
+
+def _plan_folding(model, representative_data, eval_data, budgets: Sequence[Budget | None],
+                  cfg: ConvertConfig):
+    """``_plan_points``; with ``fold_batchnorm="auto"``, when no plan meets a budget with the
+    exact BatchNorm folds and some BatchNorm folds only inexactly, planned again with those
+    folds too. Their border change is scored against the unfolded model like any other loss."""
+    try:
+        return _plan_points(model, representative_data, eval_data, budgets, cfg)
+    except BudgetError as e:
+        from aa_tflite.frontend.fold import inexact_folds
+        from aa_tflite.frontend.rewrite import from_keras2, is_keras2
+
+        names = [] if cfg.fold_batchnorm != "auto" else inexact_folds(
+            from_keras2(model) if is_keras2(model) else model)
+        if not names:
+            raise
+        floor = e.smallest_bytes
+        logging.info("No plan meets the budget with exact BatchNorm folds; planning again with "
+                     "%s folded inexactly.", ", ".join(names))
+        base, planned = _plan_points(model, representative_data, eval_data, budgets,
+                                     dataclasses.replace(cfg, fold_batchnorm="all"))
+    why = (f"Folded {', '.join(names)} inexactly (into 'same'-padded convs): with the exact "
+           "folds alone no plan met the budget" + (f" (their floor: {floor:,} B)" if floor else "")
+           + ". The border change is in the score.")
+    return base, [(plan, dataclasses.replace(report, notes=(*report.notes, why)), tfl)
+                  for plan, report, tfl in planned]
 
 
 def _plan_points(model, representative_data, eval_data, budgets: Sequence[Budget | None],
@@ -390,13 +417,6 @@ class _Timer:
         return {a: round(v, 2) for a, v in out.items()}
 
 
-def _point_doc(key: str, budget_kb, input_size, doc: dict) -> dict:
-    """One point's entry in the metadata's ``points`` list."""
-    return {"signature": key, "budget_kb": budget_kb, "input_size": input_size,
-            **{a: doc[a] for a in ("plan", "tensor_bits", "budget_bytes", "memory", "scores",
-                                   "layout")}}
-
-
 def _latency_ms(tflite: bytes, repeats: int = 30) -> tuple[float, float, float]:
     """LiteRT latency of one sample (default kernels, 1 thread), in ms: the 10th percentile, the
     median and the 90th."""
@@ -405,37 +425,3 @@ def _latency_ms(tflite: bytes, repeats: int = 30) -> tuple[float, float, float]:
     got = sample_latency_ms(tflite, "xnnpack", num_threads=1, repeats=repeats,
                             quantiles=(0.1, 0.5, 0.9))
     return tuple(round(v, 4) for v in got)
-
-
-def _metadata(report: Report, plan: Plan) -> dict:
-    """What the ``.tflite`` carries about itself (``aa_tflite.read_metadata``). Only figures that
-    the same inputs reproduce exactly: no times, no file size (the document is inside the file)."""
-    m, i8 = report.planned_memory, report.int8_memory
-    return {
-        "producer": f"aa_tflite {_version()}",
-        "model": report.model,
-        "plan": json.loads(plan.to_json()),
-        "tensor_bits": {str(t): b for t, b in sorted(report.tensor_bits.items())},
-        "memory_mode": report.memory_mode,
-        "budget_bytes": report.budget_bytes,
-        "memory": {"packed_peak": m.packed_peak, "int8_peak": m.int8_peak,
-                   "packed_sparse_peak": report.planned_sparse_peak,
-                   "tflm_arena": None if m.tflm is None else m.tflm.total,
-                   "tflm_head": None if m.tflm is None else m.tflm.head,
-                   "weights": m.weights,
-                   "int8_baseline": {"packed_peak": i8.packed_peak,
-                                     "packed_sparse_peak": report.int8_sparse_peak,
-                                     "tflm_arena": None if i8.tflm is None else i8.tflm.total}},
-        "scores": {"metric": report.metric, "float": report.float_score,
-                   "int8": report.int8_score, "planned": report.planned_score,
-                   "eval_samples": report.eval_samples},
-        "kernels": report.kernels,
-        "target": report.target,
-        "layout": report.layout,
-    }
-
-
-def _version() -> str:
-    from aa_tflite import __version__
-
-    return __version__

@@ -26,8 +26,8 @@ from aa_tflite.tflite import memory as memory_mod
 from aa_tflite.tflite.analyse import SiteGraph
 from aa_tflite.types import MemoryMode, MemoryReport, Plan, SiteConfig, TensorMemory
 
-__all__ = ["MEMORY_NOTE", "Report", "SiteRow", "build_report", "inspect_lines", "lowering_words",
-           "memory_lines", "tensor_table", "zero_points"]
+__all__ = ["MEMORY_NOTE", "Report", "SiteRow", "build_report", "file_metadata", "inspect_lines",
+           "lowering_words", "memory_lines", "point_doc", "tensor_table", "zero_points"]
 
 MEMORY_NOTE = ("Packed = activation peak with each tensor at its bit-width, packed (ceil(n x bits "
                "/ 8) bytes): real only on a runtime that packs activations; stock TFLite and "
@@ -306,3 +306,44 @@ def _site_rows(base: Baseline, measured: Measured, verified: Verified,
                                 sparsity=None, packed_bytes=None, sparse_bytes=None, loss=0.0,
                                 lowering="plain int8 (tensor not found)"))
     return tuple(rows)
+
+
+def point_doc(key: str, budget_kb, input_size, doc: dict) -> dict:
+    """One point's entry in the metadata's ``points`` list."""
+    return {"signature": key, "budget_kb": budget_kb, "input_size": input_size,
+            **{a: doc[a] for a in ("plan", "tensor_bits", "budget_bytes", "memory", "scores",
+                                   "layout")}}
+
+
+def file_metadata(report: Report, plan: Plan) -> dict:
+    """What the ``.tflite`` carries about itself (``aa_tflite.read_metadata``). Only figures that
+    the same inputs reproduce exactly: no times, no file size (the document is inside the file)."""
+    m, i8 = report.planned_memory, report.int8_memory
+    return {
+        "producer": f"aa_tflite {_version()}",
+        "model": report.model,
+        "plan": json.loads(plan.to_json()),
+        "tensor_bits": {str(t): b for t, b in sorted(report.tensor_bits.items())},
+        "memory_mode": report.memory_mode,
+        "budget_bytes": report.budget_bytes,
+        "memory": {"packed_peak": m.packed_peak, "int8_peak": m.int8_peak,
+                   "packed_sparse_peak": report.planned_sparse_peak,
+                   "tflm_arena": None if m.tflm is None else m.tflm.total,
+                   "tflm_head": None if m.tflm is None else m.tflm.head,
+                   "weights": m.weights,
+                   "int8_baseline": {"packed_peak": i8.packed_peak,
+                                     "packed_sparse_peak": report.int8_sparse_peak,
+                                     "tflm_arena": None if i8.tflm is None else i8.tflm.total}},
+        "scores": {"metric": report.metric, "float": report.float_score,
+                   "int8": report.int8_score, "planned": report.planned_score,
+                   "eval_samples": report.eval_samples},
+        "kernels": report.kernels,
+        "target": report.target,
+        "layout": report.layout,
+    }
+
+
+def _version() -> str:
+    from aa_tflite import __version__
+
+    return __version__

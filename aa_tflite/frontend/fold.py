@@ -28,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
-__all__ = ["fold_batchnorm"]
+__all__ = ["fold_batchnorm", "inexact_folds"]
 
 _PASS = (keras.layers.Flatten, keras.layers.Dropout, keras.layers.GlobalAveragePooling2D,
          keras.layers.GlobalMaxPooling2D, keras.layers.MaxPooling2D,
@@ -135,6 +135,25 @@ def fold_batchnorm(model: keras.Model, *, exact: bool = True) -> tuple[keras.Mod
         >>> notes[0]  # doctest: +SKIP
         "Folded BatchNormalization 'bn1' forward into 'conv2' (exact: 'valid' padding)."
     """
+    targets, notes = _targets(model, exact)
+    if not targets:
+        return model, notes
+    return _rebuild(model, targets), notes
+
+
+def inexact_folds(model: keras.Model) -> list[str]:
+    """The BatchNorms that fold forward only inexactly (into a 'same'-padded conv), by name.
+
+    Example:
+        >>> inexact_folds(model)  # doctest: +SKIP
+        ['bn2']
+    """
+    exact = {bn.name for bn, _ in _targets(model, True)[0].values()}
+    return [bn.name for bn, _ in _targets(model, False)[0].values() if bn.name not in exact]
+
+
+def _targets(model: keras.Model, exact: bool) -> tuple[dict, list[str]]:
+    """BatchNorm id -> (BatchNorm, the layer it folds into), and a note per BatchNorm."""
     readers = _readers(model)
     targets: dict[int, tuple[keras.layers.Layer, keras.layers.Layer]] = {}
     notes = []
@@ -153,9 +172,7 @@ def fold_batchnorm(model: keras.Model, *, exact: bool = True) -> tuple[keras.Mod
         targets[id(bn)] = (bn, into)
         notes.append(f"Folded BatchNormalization {bn.name!r} forward into {into.name!r} "
                      + (f"(NOT exact: {why})." if why else "(exact: no padding reads it)."))
-    if not targets:
-        return model, notes
-    return _rebuild(model, targets), notes
+    return targets, notes
 
 
 def _rebuild(model: keras.Model, targets: dict) -> keras.Model:

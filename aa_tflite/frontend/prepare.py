@@ -129,7 +129,7 @@ def prepare(model: Any, representative_data: Any, eval_data: Any,
     if cfg.fold_batchnorm != "none":
         from aa_tflite.frontend.fold import fold_batchnorm
 
-        folded, notes = fold_batchnorm(model, exact=cfg.fold_batchnorm == "exact")
+        folded, notes = fold_batchnorm(model, exact=cfg.fold_batchnorm != "all")
     return Prepared(folded, keras2, x_cal, x_eval[:n], None if y_eval is None else y_eval[:n],
                     x_cal[:cfg.max_fit_samples], model, tuple(notes))
 

@@ -68,8 +68,26 @@ def test_convert_folds_and_plans_below_the_int8_peak(relu_bn, digits):
     assert r.report.int8_memory.packed_peak < peak  # BN outputs are no longer tensors
     assert r.report.budget_figure() <= 0.8 * peak
     assert any("Folded BatchNormalization 'bn1'" in n for n in r.report.notes)
-    with pytest.raises(aa_tflite.AAError, match="fold_batchnorm must be"):
+    with pytest.raises(aa_tflite.AAError, match="fold_batchnorm must be 'auto'"):
         aa_tflite.convert(relu_bn, budget_kb=1, fold_batchnorm="yes", **kw)
+
+
+def test_auto_folds_inexactly_only_where_the_exact_folds_cannot_meet_the_budget(relu_bn, digits):
+    """bn2 reaches c3 ('same'): folding it changes the borders. The default ("auto") folds it
+    only when no plan meets the budget without it, and the report says so."""
+    kw = dict(representative_data=digits.x_cal, eval_data=(digits.x_val[:200],
+              digits.y_val[:200]), progress=False, curve_points=0, memory="packed")
+    peak = aa_tflite.convert(relu_bn, budget_kb=64, **kw).report.int8_memory.packed_peak
+    tight = 0.6 * peak / 1024  # below the exact folds' floor (72% of int8), above the inexact's
+    with pytest.raises(aa_tflite.BudgetError, match="bn2"):
+        aa_tflite.convert(relu_bn, budget_kb=tight, fold_batchnorm="exact", **kw)
+    r = aa_tflite.convert(relu_bn, budget_kb=tight, **kw)
+    assert r.report.budget_figure() <= tight * 1024
+    assert any(n.startswith("Folded bn2 inexactly") for n in r.report.notes), r.report.notes
+    assert r.report.planned_score >= r.report.int8_score - 0.05  # scored against the unfolded
+    easy = aa_tflite.convert(relu_bn, budget_kb=0.8 * peak / 1024, **kw)
+    assert not any("inexactly" in n for n in easy.report.notes)
+    assert any("'bn2' stays" in n for n in easy.report.notes)
 
 
 def test_a_sequential_model_folds_too(digits):
