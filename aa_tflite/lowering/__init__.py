@@ -3,13 +3,14 @@ int8 ``.tflite``, with no extra op and no extra tensor.
 
 A lowering is an object with the ``LoweringForm`` protocol, and ``LOWERINGS`` lists them in the
 order their edits are written: ReLU outputs (``relu``), then signed tensors under a clamp
-(``signed``), then signed tensors that reach a residual ``ADD`` (``offset``). A planning unit
+(``signed``), then signed tensors that reach a residual ``ADD`` (``offset``, then ``stream``,
+which divides whole residual streams and so must be written last). A planning unit
 (``SiteGraph``) names its lowering by ``kind`` in ``SiteGraph.lowering``. Adding a lowering is one
 module with one such class, plus its line in ``LOWERINGS``.
 
 Example:
     >>> [form.kind for form in LOWERINGS]
-    ['relu', 'signed', 'offset']
+    ['relu', 'signed', 'offset', 'stream']
     >>> graphs, notes = reach_all(tflite, exported.site_tensors)  # doctest: +SKIP
     >>> lowering_of(graphs["conv1_relu"]).kind  # doctest: +SKIP
     'relu'
@@ -25,6 +26,7 @@ import numpy as np
 from aa_tflite.lowering.offset import ResidualOffset
 from aa_tflite.lowering.relu import ReluZeroPoint
 from aa_tflite.lowering.signed import SignedClamp
+from aa_tflite.lowering.stream import ResidualStream
 from aa_tflite.tflite.analyse import SiteGraph
 from aa_tflite.types import AAError, SiteConfig
 
@@ -74,7 +76,8 @@ class LoweringForm(Protocol):
         ...
 
 
-LOWERINGS: tuple[LoweringForm, ...] = (ReluZeroPoint(), SignedClamp(), ResidualOffset())
+LOWERINGS: tuple[LoweringForm, ...] = (ReluZeroPoint(), SignedClamp(), ResidualOffset(),
+                                       ResidualStream())
 _BY_KIND = {form.kind: form for form in LOWERINGS}
 
 

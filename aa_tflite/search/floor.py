@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aa_tflite.config import Budget, ConvertConfig, budget_kb_for
 from aa_tflite.lowering import signed
+from aa_tflite.lowering.stream import stream_refusals
 from aa_tflite.search import planner
 from aa_tflite.search.baseline import Baseline
 from aa_tflite.search.measure import Measured
@@ -71,6 +72,7 @@ def floor_tensors(base: Baseline, measured: Measured, cfg: ConvertConfig,
     chosen = base.tensor_bits(base.expand(floor.configs()))
     owner = {t: s for s, g in base.graphs.items() for t in g.group if not g.signed}
     signed_reach = signed.reachable(base.tflite)
+    by_stream = stream_refusals(base.tflite)
     out = []
     for t, nbytes in live:
         if t in inputs:
@@ -84,7 +86,8 @@ def floor_tensors(base: Baseline, measured: Measured, cfg: ConvertConfig,
             why = (f"output of {g.producer_op} (op {g.producer}), signed: "
                    + ("; ".join(g.notes) or "its options save nothing more here"))
             if "ADD" in readers.get(t, ()):
-                why += _ADD_OFFSET
+                why += _ADD_OFFSET + (f"; nor the stream form: {by_stream[t]}"
+                                      if t in by_stream else "")
         else:
             op = producer.get(t)
             what = "a constant-free input" if op is None else f"{op.name} (op {op.index})"

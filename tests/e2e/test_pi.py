@@ -127,10 +127,10 @@ def test_robustness_lowerings_run_the_same_on_tflite_runtime(tmp_path):
 
 def _reach_models():
     """The lowerings of the bit menu, tie groups and signed tensors: every ReLU site of MNIST-1D at
-    2 bits, a concatenation's tie group at 2 bits, and mini_xception's signed tensors in both
-    signed forms at 4 bits."""
+    2 bits, a concatenation's tie group at 2 bits, mini_xception's signed tensors in the signed
+    and offset forms and mini_resnet's identity-shortcut branch in the stream form, at 4 bits."""
     from aa_tflite.frontend.export import export
-    from aa_tflite.lowering import offset, relu, signed
+    from aa_tflite.lowering import offset, relu, signed, stream
     from aa_tflite.precision import precision
     from aa_tflite.search.bench import fit_clip
     from aa_tflite.search.calibrate import tensor_values
@@ -158,10 +158,17 @@ def _reach_models():
     ov = tensor_values(xcep, list(off), d["x_cal"])
     offset4 = offset.apply_offset(xcep, {t: offset.OffsetChoice(
         4, *offset.fit_offset(ov[t], 4, min_step=g.scale)) for t, g in off.items()})
-    assert ok and off
+    res = export(calibrated_mini("mini_resnet", d["x_cal"]), None,
+                 representative_data=d["x_cal"], io_dtype="int8").tflite
+    st = stream.stream_reachable(res)
+    stv = tensor_values(res, list(st), d["x_cal"])
+    stream4 = stream.apply_stream(res, {t: stream.StreamChoice(
+        4, stream.fit_stream(stv[t], 4, min_step=g.scale)) for t, g in st.items()})
+    assert ok and off and st
     xv = d["x_val"][:64]
     return {"relu_2bit": (relu2, mnist1d, x1[:64], 2), "tie_2bit": (tie2, exported.tflite, xc, 2),
-            "signed_4bit": (signed4, xcep, xv, 4), "offset_4bit": (offset4, xcep, xv, 4)}
+            "signed_4bit": (signed4, xcep, xv, 4), "offset_4bit": (offset4, xcep, xv, 4),
+            "stream_4bit": (stream4, res, xv, 4)}
 
 
 @pytest.mark.pi
