@@ -8,14 +8,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from aa_tflite.config import Budget, ConvertConfig
 from aa_tflite.lowering import lowering_of
 from aa_tflite.precision import precision
 from aa_tflite.search import planner
 from aa_tflite.search.baseline import Baseline, Data
-from aa_tflite.search.bench import sparse_bytes, worst_nonzeros
+from aa_tflite.search.bench import sparse_bytes
 from aa_tflite.search.curve import CurveSample, score
 from aa_tflite.search.measure import Measured
 from aa_tflite.search.memory_modes import memory_model, sparse_layout
@@ -256,9 +254,9 @@ def build_report(*, model_name: str, data: Data, base: Baseline, measured: Measu
     # memory "tflm" writes the int8 model with exact rewrites (patches, splits) that retire some
     # of its tensors: the activations, and so the sparsity, are the int8 model's
     rewritten = cfg.memory is MemoryMode.TFLM
-    values = bench.values(base.tflite if rewritten else tflite,
-                          [*base.group_tensors, *site_t.values()])
-    nz = worst_nonzeros({t: values[t] for t in base.group_tensors})
+    nz, zeros = bench.zero_stats(base.tflite if rewritten else tflite,
+                                 [*base.group_tensors, *site_t.values()])
+    nz = {t: nz[t] for t in base.group_tensors}
     planned_sparse = sparse_layout(base.buffers, base.elements, nz, bits)
     scorer = bench.scorer
     words = {"top1": "top-1 accuracy", "agreement": "top-1 agreement with float"}
@@ -273,7 +271,7 @@ def build_report(*, model_name: str, data: Data, base: Baseline, measured: Measu
         int8_memory=int8_mem, planned_memory=planned_mem,
         int8_sparse_peak=planner.peak(base.sparse_buffers),
         planned_sparse_peak=planner.peak(planned_sparse),
-        sites=_site_rows(base, measured, verified, values, nz),
+        sites=_site_rows(base, measured, verified, zeros, nz),
         options_measured=measured.count, options_skipped=measured.skipped,
         repairs=verified.repairs, seconds={}, curve=tuple(curve),
         sensitivity=dict(measured.sensitivity),
@@ -284,7 +282,7 @@ def build_report(*, model_name: str, data: Data, base: Baseline, measured: Measu
 
 
 def _site_rows(base: Baseline, measured: Measured, verified: Verified,
-               values: Mapping[int, np.ndarray], nz: Mapping[int, int]) -> tuple[SiteRow, ...]:
+               zeros: Mapping[int, float], nz: Mapping[int, int]) -> tuple[SiteRow, ...]:
     """One row per site of the final plan, in execution order, then the sites not found."""
     plan = Plan(verified.configs)
     zps = zero_points(verified.tflite, [g.tensor for g in base.graphs.values()])
@@ -295,7 +293,7 @@ def _site_rows(base: Baseline, measured: Measured, verified: Verified,
         n = base.elements.get(t)
         rows.append(SiteRow(
             site=s, tensor=t, bits=int(c.bits), threshold=c.threshold, clip=c.clip,
-            sparsity=float(np.mean(values[t] == 0)) if t in values else None,
+            sparsity=zeros.get(t),
             packed_bytes=None if n is None else precision(c.bits).nbytes(n),
             sparse_bytes=sparse_bytes(n, nz[t], int(c.bits)) if t in nz else None,
             loss=measured.single_site_loss.get((base.unit_of(s), c), 0.0),

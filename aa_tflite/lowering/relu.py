@@ -48,6 +48,7 @@ __all__ = ["ReluZeroPoint", "SiteEdit", "apply_edits", "equalized_edit", "fit_cl
 # int8 saturation at the clip (<= 6) is then the upper bound.
 _RELU_CODE, _RELU_VERSION = schema.BuiltinOperator.RELU, 2
 _CLIP_ROWS = 50_000  # values per channel a per-channel clip's error is measured on, at most
+_CLIP_BLOCK = 16  # channels per quantile pass in fit_clips
 _CLIP_QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
 
 
@@ -228,11 +229,14 @@ def fit_clips(values: np.ndarray, threshold: float = 0.0, *, bits: int = 4) -> n
     top = precision(bits).top
     v = np.maximum(np.asarray(values, np.float64).reshape(-1, np.shape(values)[-1]) - threshold,
                    0.0)
-    pos = np.where(v > 0, v, np.nan)
     live = np.any(v > 0, axis=0)
     cands = np.zeros((len(_CLIP_QUANTILES), v.shape[1]))
-    if live.any():
-        cands[:, live] = np.nanquantile(pos[:, live], _CLIP_QUANTILES, axis=0)
+    columns = np.flatnonzero(live)
+    for k in range(0, len(columns), _CLIP_BLOCK):  # a few channels at a time: one NaN copy each
+        cols = columns[k:k + _CLIP_BLOCK]
+        block = v[:, cols]
+        cands[:, cols] = np.nanquantile(np.where(block > 0, block, np.nan), _CLIP_QUANTILES,
+                                        axis=0)
     out = np.zeros(live.shape)
     if len(v) > _CLIP_ROWS:  # a fixed subsample keeps this fast and deterministic
         v = v[np.linspace(0, len(v) - 1, _CLIP_ROWS).astype(np.int64)]

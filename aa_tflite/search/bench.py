@@ -28,7 +28,7 @@ from aa_tflite.lowering.relu import fit_clip, min_clip, site_edit
 from aa_tflite.metrics import Scorer, make_scorer
 from aa_tflite.precision import check_menu
 from aa_tflite.runtime.interpreter import check_kernels, planning_threads, run_model
-from aa_tflite.search.calibrate import tensor_values
+from aa_tflite.search.calibrate import nonzero_stats, tensor_values
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.analyse import RELU_KIND, SiteGraph
 from aa_tflite.tflite.kernel_math import affine_fit
@@ -345,7 +345,18 @@ class Bench:
 
     def nonzeros(self, tflite: bytes, tensors: Sequence[int]) -> dict[int, int]:
         """Worst case over ``x_fit`` of each tensor's non-zero count in one sample."""
-        return worst_nonzeros(self.values(tflite, tensors))
+        return self.zero_stats(tflite, tensors)[0]
+
+    def zero_stats(self, tflite: bytes, tensors: Sequence[int]
+                   ) -> tuple[dict[int, int], dict[int, float]]:
+        """``nonzeros`` and each tensor's fraction of zeros over ``x_fit``, read from its int8
+        values (``calibrate.nonzero_stats``)."""
+        tensors = sorted(set(tensors))
+        values = self.base_values
+        if tflite != self.base or not all(t in values for t in tensors):
+            values = tensor_values(tflite, tensors, self.x_fit, batch_size=self.batch_size,
+                                   num_threads=self.threads, keep_quantized=True)
+        return nonzero_stats(values, tensors)
 
 
 def worst_nonzeros(values: Mapping[int, np.ndarray]) -> dict[int, int]:

@@ -352,11 +352,13 @@ def affine_fit(got: np.ndarray, target: np.ndarray, *, per_channel: bool = True,
         g, t = got.reshape(-1, got.shape[-1]), target.reshape(-1, target.shape[-1])
     else:
         g, t = got.reshape(len(got), -1), target.reshape(len(target), -1)
-    if dtype is not None:
-        g, t = g.astype(dtype), t.astype(dtype)
+    g, t = (g.copy(), t.copy()) if dtype is None else (g.astype(dtype), t.astype(dtype))
     mg, mt = g.mean(axis=0), t.mean(axis=0)
-    var = ((g - mg) ** 2).mean(axis=0)
-    cov = ((g - mg) * (t - mt)).mean(axis=0)
+    g -= mg  # in place, on the copies: the same values as g - mg, with no more full arrays
+    t -= mt
+    var = np.square(g).mean(axis=0)
+    t *= g
+    cov = t.mean(axis=0)
     a = np.where(var > 1e-12, cov / np.maximum(var, 1e-12), 1.0)
     if common_slope:
         live = var > 1e-12
