@@ -134,7 +134,9 @@ def offset_reachable(tflite: bytes) -> dict[int, OffsetGraph]:
             continue
         out[t] = OffsetGraph(t, tuple(group), op.index, op.name, add.index, partner, q.index,
                              int(info.shape[-1]) if info.shape else 1, float(info.scale[0]))
-    return out
+    # Two signed inputs of one ADD are each other's partners, but their shifts cannot both be
+    # written (each would move the other's clamp): the first in tensor order is the one reached.
+    return {t: g for t, g in out.items() if not (g.partner in out and g.partner < t)}
 
 
 def _biased_linear(op: OpInfo, tensors: list[TensorInfo]) -> bool:

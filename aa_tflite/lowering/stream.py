@@ -195,7 +195,8 @@ def stream_refusals(tflite: bytes) -> dict[int, str]:
 def _reach(tflite: bytes) -> tuple[dict[int, StreamGraph], dict[int, str]]:
     ops, tensors, returned = flatbuffer.describe_bytes(tflite)
     walk = _Walk(ops, tensors, set(returned))
-    offsets = set(offset_reachable(tflite))
+    # The offset form's tensors and their partners: the offset form writes both.
+    offsets = {u for t, g in offset_reachable(tflite).items() for u in (t, g.partner)}
     found: dict[int, StreamGraph] = {}
     why: dict[int, str] = {}
     for add in ops:

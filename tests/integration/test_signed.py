@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aa_tflite.lowering import offset, relu, signed
+from aa_tflite.lowering import offset, relu, signed, stream
 from aa_tflite.precision import precision
 from aa_tflite.runtime.interpreter import load_interpreter, quantize, run, run_model
 from aa_tflite.search.calibrate import stored_levels, tensor_values
@@ -300,13 +300,16 @@ def test_planning_sites_name_each_lowering_and_say_why_the_rest_stay_int8(offset
     sites, notes = reach_all(offset_model, {})
     by_offset = {s: g for s, g in sites.items() if s.startswith("offset:")}
     plain = {s: g for s, g in sites.items() if s.startswith("signed:")}
-    assert by_offset and plain and len(sites) == len(by_offset) + len(plain)
+    by_stream = {s: g for s, g in sites.items() if s.startswith("stream:")}
+    assert by_offset and plain and len(sites) == len(by_offset) + len(plain) + len(by_stream)
+    assert {g.tensor for g in by_stream.values()} == set(stream.stream_reachable(offset_model))
     assert all(g.signed and g.lowering == "offset" and g.group for g in by_offset.values())
     assert all(g.signed and g.lowering == "signed" for g in plain.values())
     assert {g.tensor for g in by_offset.values()} == set(offset.offset_reachable(offset_model))
     # Every signed tensor neither form reaches is in the notes, with the reason.
     unreached = [t for t, g in signed.reachable(offset_model).items() if not g.ok
-                 and t not in offset.offset_reachable(offset_model)]
+                 and t not in offset.offset_reachable(offset_model)
+                 and t not in stream.stream_reachable(offset_model)]
     assert len(notes) == len(unreached) and all("stays int8" in n for n in notes)
 
 

@@ -123,3 +123,18 @@ def test_a_stream_that_reaches_a_model_output_is_refused_with_the_reason():
     why = stream.stream_refusals(tflite)
     assert not stream.stream_reachable(tflite)
     assert any("model output" in w for w in why.values()), why
+
+
+def test_the_two_signed_inputs_of_one_add_take_the_offset_form_one_at_a_time(resnet, data):
+    """Stage 2 adds its branch to a conv shortcut: each is the other's partner, and both shifts
+    cannot be written, so only one of them is reached (both at once lost 46 points)."""
+    from aa_tflite.lowering import offset
+
+    graphs = offset_reachable(resnet)
+    assert graphs and not any(g.partner in graphs for g in graphs.values())
+    assert not set(stream.stream_reachable(resnet)) & {g.partner for g in graphs.values()}
+    vals = tensor_values(resnet, list(graphs), data["x_cal"])
+    low = offset.apply_offset(resnet, {t: offset.OffsetChoice(
+        4, *offset.fit_offset(vals[t], 4, min_step=g.scale)) for t, g in graphs.items()})
+    x = data["x_val"][:200]
+    assert np.mean(run_model(low, x).argmax(1) == run_model(resnet, x).argmax(1)) >= 0.95
