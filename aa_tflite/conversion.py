@@ -382,13 +382,16 @@ def _plan_points(model, representative_data, eval_data, budgets: Sequence[Budget
     order = sorted(range(len(budgets)), key=lambda k: budgets[k].nbytes if budgets[k] else 0)
     for n, k in enumerate(order):
         timer = _Timer({"export+calibrate": base_seconds} if n == 0 else {})
+        _trim()
         measured = measure(base, todo, cfg, budgets[k], cache)
         timer.lap("sensitivity")
+        _trim()
         verified = verify(base, measured, cfg, budgets[k])
         timer.lap("search+verify")
         if n == 0 and measured.options and cfg.curve_points > 0:  # one curve, the widest search
             curve_samples = curve(base, measured, cfg)
             timer.lap("curve")
+        _trim()
         report = build_report(model_name=prep.model.name, data=data, base=base,
                               measured=measured, verified=verified, curve=curve_samples,
                               cfg=cfg, budget=budgets[k])
@@ -397,6 +400,17 @@ def _plan_points(model, representative_data, eval_data, budgets: Sequence[Budget
                                      seconds=timer.total(base_seconds if n == 0 else 0.0))
         built[k] = (Plan(verified.configs), report, verified.tflite)
     return base.tflite, [built[k] for k in range(len(budgets))]
+
+
+def _trim() -> None:
+    """Gives the heap freed by a stage back to the system (glibc keeps it otherwise, and the
+    next stage's peak starts from there)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class _Timer:
