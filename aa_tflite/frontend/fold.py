@@ -94,7 +94,8 @@ def _why_not(bn, readers, model, exact: bool) -> tuple[keras.layers.Layer | None
         why = (f"{layer.name} pads ('same' with a {kernel} kernel): the padded zeros would "
                "become the BatchNorm's shift, so the fold is not exact")
         return (None if exact else layer), why
-    return None, f"the next weighted layer is a {type(layer).__name__}, which it cannot fold into"
+    return None, (f"it reaches {layer.name!r} ({type(layer).__name__}) before any weighted "
+                  "layer it could fold into")
 
 
 def _folded_weights(layer, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:

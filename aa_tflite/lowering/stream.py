@@ -192,11 +192,17 @@ def stream_refusals(tflite: bytes) -> dict[int, str]:
     return _reach(tflite)[1]
 
 
-def _reach(tflite: bytes) -> tuple[dict[int, StreamGraph], dict[int, str]]:
+def _reach(tflite: bytes, *, planning: bool = True
+           ) -> tuple[dict[int, StreamGraph], dict[int, str]]:
+    """The streams, and why the signed ADD inputs not reached stay int8. ``planning=False`` is
+    the writer's view of a file other forms have already edited: their units were kept apart
+    from this form's when planning (offset tensors and partners excluded, one such tensor per
+    stream), and their edits (a fused RELU on an offset producer) must not move that line."""
     ops, tensors, returned = flatbuffer.describe_bytes(tflite)
     walk = _Walk(ops, tensors, set(returned))
     # The offset form's tensors and their partners: the offset form writes both.
-    offsets = {u for t, g in offset_reachable(tflite).items() for u in (t, g.partner)}
+    offsets = {u for t, g in offset_reachable(tflite).items() for u in (t, g.partner)} \
+        if planning else set()
     found: dict[int, StreamGraph] = {}
     why: dict[int, str] = {}
     for add in ops:
@@ -216,7 +222,7 @@ def _reach(tflite: bytes) -> tuple[dict[int, StreamGraph], dict[int, str]]:
                                    tuple(sorted(writers)), tuple(sorted(readers)),
                                    float(tensors[y].scale[0]))
     shared = {t for t, g in found.items() for u, h in found.items()
-              if u != t and set(g.members) & (set(h.members) | {h.tensor})}
+              if planning and u != t and set(g.members) & (set(h.members) | {h.tensor})}
     for t in shared:
         why[t] = "its stream holds another signed tensor that would need the same m"
         del found[t]
@@ -252,7 +258,7 @@ def apply_stream(tflite: bytes, choices: Mapping[int, StreamChoice]) -> bytes:
     Raises:
         AAError: A tensor is not reachable.
     """
-    return edit_tensors(tflite, choices, stream_reachable, _write, (
+    return edit_tensors(tflite, choices, lambda b: _reach(b, planning=False)[0], _write, (
         "Tensor {t} is not reachable by the stream form (a signed tensor read only by one ADD, "
         "alone in a linear residual stream). Reachable: {known}"))
 
@@ -273,7 +279,8 @@ def _write(model: schema.ModelT, ops: list[OpInfo], tensors: list[TensorInfo],
             _scale_by(graph.tensors[u], 1.0 / m)
         for k in (*g.writers, g.producer):
             _scale_by(graph.tensors[ops[k].inputs[1]], 1.0 / m)
-            _scale_by(graph.tensors[ops[k].inputs[2]], 1.0 / m)
+            if len(ops[k].inputs) > 2 and ops[k].inputs[2] >= 0:  # a writer may have no bias
+                _scale_by(graph.tensors[ops[k].inputs[2]], 1.0 / m)
         for k in g.readers:
             _scale_by(graph.tensors[ops[k].inputs[1]], m)
         graph.operators[g.producer].builtinOptions.fusedActivationFunction = _N1_TO_1

@@ -138,3 +138,36 @@ def test_the_two_signed_inputs_of_one_add_take_the_offset_form_one_at_a_time(res
         4, *offset.fit_offset(vals[t], 4, min_step=g.scale)) for t, g in graphs.items()})
     x = data["x_val"][:200]
     assert np.mean(run_model(low, x).argmax(1) == run_model(resnet, x).argmax(1)) >= 0.95
+
+
+def test_a_stream_that_holds_an_offset_pair_is_written_after_the_offset_form(data):
+    """A projection block (two signed convs into one ADD: an offset pair) then an identity block
+    in one stream, as in a pre-activation WRN. Once the offset form has written its tensor (its
+    producer now fused RELU), the pair no longer looks like one; the stream form still writes
+    the stream it planned (it raised "not reachable" on the age/gender WRN)."""
+    import keras
+
+    from aa_tflite.frontend.export import export
+    from aa_tflite.lowering import offset
+
+    keras.utils.set_random_seed(1)
+    i = keras.Input((8, 8, 1))
+    s = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(i)
+    x0 = keras.layers.Add()([keras.layers.Conv2D(8, 1)(s),
+                             keras.layers.Conv2D(8, 3, padding="same")(s)])
+    y1 = keras.layers.Conv2D(8, 3, padding="same")(keras.layers.ReLU()(x0))
+    x1 = keras.layers.ReLU()(keras.layers.Add()([x0, y1]))
+    out = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x1))
+    tflite = export(keras.Model(i, out), None, representative_data=data["x_cal"],
+                    io_dtype="int8").tflite
+    pair, streams = offset.offset_reachable(tflite), stream.stream_reachable(tflite)
+    assert len(pair) == 1 and len(streams) == 1
+    (t, g), = streams.items()
+    assert set(pair) <= set(g.members)
+    vals = tensor_values(tflite, [*pair, t], data["x_cal"])
+    first = offset.apply_offset(tflite, {u: offset.OffsetChoice(
+        4, *offset.fit_offset(vals[u], 4, min_step=h.scale)) for u, h in pair.items()})
+    both = stream.apply_stream(first, {t: stream.StreamChoice(
+        4, stream.fit_stream(vals[t], 4, min_step=g.scale))})
+    x = data["x_val"][:200]
+    assert np.mean(run_model(both, x).argmax(1) == run_model(tflite, x).argmax(1)) >= 0.9
