@@ -51,10 +51,10 @@ from aa_tflite.tflite.kernel_math import (
     weight_notes,
 )
 from aa_tflite.tflite.ops import SHAPE_ONLY, WEIGHTED, consumers, producers
-from aa_tflite.types import AAError, SiteConfig
+from aa_tflite.types import SiteConfig
 
-__all__ = ["OffsetChoice", "OffsetGraph", "ResidualOffset", "apply_offset", "fit_offset",
-           "offset_reachable"]
+__all__ = ["OffsetChoice", "OffsetGraph", "ResidualOffset", "apply_offset", "biased_linear",
+           "fit_offset", "offset_reachable"]
 
 _OFFSET_PASS = {"MAX_POOL_2D"}
 _RELU = schema.ActivationFunctionType.RELU
@@ -112,7 +112,7 @@ def offset_reachable(tflite: bytes) -> dict[int, OffsetGraph]:
     outputs = set(returned)
     out: dict[int, OffsetGraph] = {}
     for op in ops:
-        if not _biased_linear(op, tensors) or not op.outputs:
+        if not biased_linear(op, tensors) or not op.outputs:
             continue
         t = op.outputs[0]
         info = tensors[t]
@@ -127,7 +127,7 @@ def offset_reachable(tflite: bytes) -> dict[int, OffsetGraph]:
         partner = others[0]
         q = producer.get(partner)
         p_info = tensors[partner]
-        if q is None or not _biased_linear(q, tensors) or partner in outputs \
+        if q is None or not biased_linear(q, tensors) or partner in outputs \
                 or len(p_info.scale) != 1 \
                 or [r.index for r, _ in readers.get(partner, [])] != [add.index] \
                 or tuple(p_info.shape) != tuple(tensors[group[-1]].shape):
@@ -139,8 +139,10 @@ def offset_reachable(tflite: bytes) -> dict[int, OffsetGraph]:
     return {t: g for t, g in out.items() if not (g.partner in out and g.partner < t)}
 
 
-def _biased_linear(op: OpInfo, tensors: list[TensorInfo]) -> bool:
+def biased_linear(op: OpInfo | None, tensors: list[TensorInfo]) -> bool:
     """A weighted op with no activation, a per-channel int8 kernel and an int32 bias."""
+    if op is None:
+        return False
     w = tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
     return (op.name in WEIGHTED and op.fused_activation == "NONE" and w is not None
             and len(w.scale) > 1 and not weight_notes(op, tensors, "op"))
@@ -260,9 +262,6 @@ class ResidualOffset(TensorLowering):
     def fit(self, values: Callable[[], np.ndarray], config: SiteConfig, unit: SiteGraph, *,
             per_channel: bool = False) -> OffsetChoice:
         """Per-channel low and one width from the data: the config gives bits only."""
-        if config.threshold or config.clip is not None or int(config.bits) == 8:
-            raise AAError(f"{unit.name!r} is a signed tensor lowered by offset: give it bits below "
-                          f"8 only (its range comes from the data). Received: {config}")
-        b = int(config.bits)
+        b = self.bits_only(config, unit)
         low, width = fit_offset(values(), b, min_step=unit.scale)
         return OffsetChoice(b, low, width)

@@ -37,14 +37,14 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from aa_tflite.lowering.offset import offset_reachable
+from aa_tflite.lowering.offset import biased_linear, offset_reachable
 from aa_tflite.lowering.tensor_edit import HI_QUANTILES, TensorLowering, edit_tensors, subsample
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.analyse import SiteGraph
 from aa_tflite.tflite.flatbuffer import OpInfo, TensorInfo
-from aa_tflite.tflite.kernel_math import set_quant, weight_notes
+from aa_tflite.tflite.kernel_math import set_quant
 from aa_tflite.tflite.ops import SHAPE_ONLY, WEIGHTED, consumers, producers
-from aa_tflite.types import AAError, SiteConfig
+from aa_tflite.types import SiteConfig
 
 __all__ = ["ResidualStream", "StreamChoice", "StreamGraph", "apply_stream", "fit_stream",
            "stream_reachable", "stream_refusals"]
@@ -86,15 +86,6 @@ class StreamChoice:
 
     bits: int
     m: float
-
-
-def _signed_writer(op: OpInfo | None, tensors: list[TensorInfo]) -> bool:
-    """A weighted op with no activation, a per-channel int8 kernel and an int32 bias."""
-    if op is None or op.name not in WEIGHTED or op.fused_activation != "NONE":
-        return False
-    w = tensors[op.inputs[1]] if len(op.inputs) > 1 and op.inputs[1] >= 0 else None
-    return (w is not None and len(w.scale) > 1 and len(op.inputs) > 2 and op.inputs[2] >= 0
-            and not weight_notes(op, tensors, "op"))
 
 
 class _Walk:
@@ -184,7 +175,7 @@ def stream_reachable(tflite: bytes) -> dict[int, StreamGraph]:
         >>> stream_reachable(open("mini_resnet.tflite", "rb").read())  # doctest: +SKIP
         {18: StreamGraph(tensor=18, producer=2, ...)}
     """
-    return {t: g for t, g in _reach(tflite)[0].items()}
+    return _reach(tflite)[0]
 
 
 def stream_refusals(tflite: bytes) -> dict[int, str]:
@@ -210,7 +201,7 @@ def _reach(tflite: bytes, *, planning: bool = True
             continue
         for y in add.inputs:
             p = walk.producer.get(y)
-            if y < 0 or y in offsets or y in found or not _signed_writer(p, tensors) \
+            if y < 0 or y in offsets or y in found or not biased_linear(p, tensors) \
                     or [r.index for r, _ in walk.readers.get(y, [])] != [add.index] \
                     or y in walk.outputs or len(tensors[y].scale) != 1:
                 continue
@@ -317,8 +308,5 @@ class ResidualStream(TensorLowering):
     def fit(self, values: Callable[[], np.ndarray], config: SiteConfig, unit: SiteGraph, *,
             per_channel: bool = False) -> StreamChoice:
         """One half-range from the data: the config gives bits only."""
-        if config.threshold or config.clip is not None or int(config.bits) == 8:
-            raise AAError(f"{unit.name!r} is a signed tensor lowered by stream: give it bits below "
-                          f"8 only (its range comes from the data). Received: {config}")
-        b = int(config.bits)
+        b = self.bits_only(config, unit)
         return StreamChoice(b, fit_stream(values(), b, min_step=unit.scale))

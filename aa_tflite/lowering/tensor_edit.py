@@ -74,6 +74,7 @@ class TensorLowering:
     """What the signed lowerings share: their choices are written per tensor (``apply_tensors``,
     tensor index -> choice), and the report words them by ``form`` and ``how``."""
 
+    kind = ""  # as in SiteGraph.lowering
     corrected = False
     form = ""  # e.g. "signed"
     how = ""  # what the producer and its readers do, after the producer's name
@@ -85,6 +86,17 @@ class TensorLowering:
     def apply(self, tflite: bytes, units: Mapping[str, SiteGraph],
               choices: Mapping[str, Any]) -> bytes:
         return self.apply_tensors(tflite, {units[s].tensor: c for s, c in choices.items()})
+
+    def bits_only(self, config: SiteConfig, unit: SiteGraph) -> int:
+        """``config``'s bits, for a form whose range comes from the data.
+
+        Raises:
+            AAError: ``config`` has a threshold or a clip, or is 8 bits.
+        """
+        if config.threshold or config.clip is not None or int(config.bits) == 8:
+            raise AAError(f"{unit.name!r} is a signed tensor lowered by {self.kind}: give it bits "
+                          f"below 8 only (its range comes from the data). Received: {config}")
+        return int(config.bits)
 
     def describe(self, config: SiteConfig, unit: SiteGraph,
                  zero_point: tuple[float, int] | None) -> str:

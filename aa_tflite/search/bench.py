@@ -36,7 +36,7 @@ from aa_tflite.tflite.safety import scale_problems
 from aa_tflite.types import AAError, MemoryMode, SiteConfig, check_sites
 
 __all__ = ["KL_WEIGHT", "Bench", "Metrics", "UnsafeVariant", "candidates", "fit_clip",
-           "kl_divergence", "min_clip", "site_edit", "sparse_bytes", "worst_nonzeros"]
+           "kl_divergence", "min_clip", "site_edit", "sparse_bytes"]
 
 KL_WEIGHT = 10.0  # loss points per nat of added output KL; only matters between equal top-1 losses
 
@@ -335,14 +335,6 @@ class Bench:
             extra = KL_WEIGHT * max(m.kl - self.baseline.kl, 0.0)
         return max(self.loss(m), 0.0) + extra
 
-    def values(self, tflite: bytes, tensors: Sequence[int]) -> dict[int, np.ndarray]:
-        """Values of ``tensors`` on ``x_fit`` (the baseline's are already at hand)."""
-        tensors = sorted(set(tensors))
-        if tflite == self.base and all(t in self.base_values for t in tensors):
-            return {t: self.base_values[t] for t in tensors}
-        return tensor_values(tflite, tensors, self.x_fit, batch_size=self.batch_size,
-                             num_threads=self.threads)
-
     def nonzeros(self, tflite: bytes, tensors: Sequence[int]) -> dict[int, int]:
         """Worst case over ``x_fit`` of each tensor's non-zero count in one sample."""
         return self.zero_stats(tflite, tensors)[0]
@@ -358,8 +350,3 @@ class Bench:
                                    num_threads=self.threads, keep_quantized=True)
         return nonzero_stats(values, tensors)
 
-
-def worst_nonzeros(values: Mapping[int, np.ndarray]) -> dict[int, int]:
-    """Per tensor, the largest count of non-zero values in one sample (axis 0 is the sample)."""
-    return {t: int(np.count_nonzero(v.reshape(len(v), -1), axis=1).max()) for t, v in
-            values.items()}
