@@ -26,6 +26,7 @@ from aa_tflite.files import atomic_write_all
 from aa_tflite.frontend.prepare import int8_baseline, prepare
 from aa_tflite.frontend.resize import at_size, check_image_model, resize, resize_eval
 from aa_tflite.report import Report, SiteRow, build_report, file_metadata, point_doc
+from aa_tflite.search import heap
 from aa_tflite.search.baseline import baseline
 from aa_tflite.search.curve import curve
 from aa_tflite.search.measure import MeasureCache, candidate_list, measure
@@ -257,6 +258,7 @@ def convert(model: Any, *, budget_kb: float | Sequence[float] | None,
     cfg = make_config(config, options)
     budgets = budget_list(budget_kb, plan=cfg.plan)
     keys = _point_keys(model, budgets, cfg)
+    heap.map_large_allocations()  # large arrays are given back when freed (``search.heap``)
     points: list[tuple[Point, dict]] = []  # each point, and its metadata as in its own file
     baseline_tflite = None
     for size in cfg.sizes:
@@ -382,16 +384,16 @@ def _plan_points(model, representative_data, eval_data, budgets: Sequence[Budget
     order = sorted(range(len(budgets)), key=lambda k: budgets[k].nbytes if budgets[k] else 0)
     for n, k in enumerate(order):
         timer = _Timer({"export+calibrate": base_seconds} if n == 0 else {})
-        _trim()
+        heap.trim()
         measured = measure(base, todo, cfg, budgets[k], cache)
         timer.lap("sensitivity")
-        _trim()
+        heap.trim()
         verified = verify(base, measured, cfg, budgets[k])
         timer.lap("search+verify")
         if n == 0 and measured.options and cfg.curve_points > 0:  # one curve, the widest search
             curve_samples = curve(base, measured, cfg)
             timer.lap("curve")
-        _trim()
+        heap.trim()
         report = build_report(model_name=prep.model.name, data=data, base=base,
                               measured=measured, verified=verified, curve=curve_samples,
                               cfg=cfg, budget=budgets[k])
@@ -400,17 +402,6 @@ def _plan_points(model, representative_data, eval_data, budgets: Sequence[Budget
                                      seconds=timer.total(base_seconds if n == 0 else 0.0))
         built[k] = (Plan(verified.configs), report, verified.tflite)
     return base.tflite, [built[k] for k in range(len(budgets))]
-
-
-def _trim() -> None:
-    """Gives the heap freed by a stage back to the system (glibc keeps it otherwise, and the
-    next stage's peak starts from there)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 class _Timer:
@@ -433,9 +424,9 @@ class _Timer:
 
 def _latency_ms(tflite: bytes, repeats: int = 30) -> tuple[float, float, float]:
     """LiteRT latency of one sample (default kernels, 1 thread), in ms: the 10th percentile, the
-    median and the 90th."""
+    median and the 90th, over ``repeats`` invokes or as many as 2 s allow (at least 7)."""
     from aa_tflite.runtime.interpreter import sample_latency_ms
 
     got = sample_latency_ms(tflite, "xnnpack", num_threads=1, repeats=repeats,
-                            quantiles=(0.1, 0.5, 0.9))
+                            quantiles=(0.1, 0.5, 0.9), max_seconds=2.0)
     return tuple(round(v, 4) for v in got)

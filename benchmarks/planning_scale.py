@@ -3,8 +3,11 @@ WRN-16-8 with two softmax heads at 64x64 (the age/gender network's shape), rando
 BatchNorm calibrated.
 
 Run ``python -m benchmarks.planning_scale`` (about 15 minutes here; ``--models mobilenet_v2``
-for one). Each model runs in a child process, so its peak resident memory (``ru_maxrss``) is its
-own: one plain int8 conversion (``aa_tflite.to_tflite``) first, then ``aa_tflite.convert`` at 60%
+for one). Each model is built and calibrated in one process and saved to a ``.keras`` file; a
+second process loads it, as a user loads a trained model, so its peak resident memory
+(``ru_maxrss``) is its own and holds nothing of the calibration. It runs one plain int8
+conversion (``aa_tflite.to_tflite``) first (its resident memory then is also reported: what the
+process holds before ``convert``), then ``aa_tflite.convert`` at 60%
 of the int8 packed peak with the default options (the report's curve included), 64 calibration
 inputs and 64 for the loss (agreement with float). The inputs are crops of scikit-learn's two
 bundled sample photographs (``load_sample_images``), resized. Writes
@@ -18,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "planning_scale.json")
@@ -75,19 +79,39 @@ def wrn_16_8(input_shape=(64, 64, 3)):
     return keras.Model(i, [age, gender], name="wrn_16_8")
 
 
-def child(name: str) -> dict:
-    """One model, measured in this process (run as a child by ``main``)."""
+def _size(name: str) -> int:
+    return 224 if name == "mobilenet_v2" else 64
+
+
+def build(name: str, path: str) -> None:
+    """Builds one model, calibrates its BatchNorms on 64 photographs and saves it to ``path``
+    (run as its own process by ``main``: the measured process loads the file, as a user loads a
+    trained model, and does not hold what calibrating 52 BatchNorms leaves in TensorFlow)."""
+    from converters.imagenet import calibrate_batchnorm, mobilenet_v2
+
+    make = (lambda: mobilenet_v2(alpha=1.0, input_shape=(224, 224, 3))) \
+        if name == "mobilenet_v2" else wrn_16_8
+    calibrate_batchnorm(make(), photos(64, _size(name))).save(path)
+
+
+def _rss_mib() -> int:
+    with open("/proc/self/statm") as f:
+        return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
+
+
+def child(name: str, path: str) -> dict:
+    """One model, loaded from ``path`` and measured in this process (run as a child by
+    ``main``)."""
     import resource
     import time
 
-    import aa_tflite
-    from converters.imagenet import calibrate_batchnorm, mobilenet_v2
+    import keras
 
-    size = 224 if name == "mobilenet_v2" else 64
+    import aa_tflite
+
+    size = _size(name)
     x = photos(128, size)
-    build = (lambda: mobilenet_v2(alpha=1.0, input_shape=(224, 224, 3))) \
-        if name == "mobilenet_v2" else wrn_16_8
-    model = calibrate_batchnorm(build(), x[:64])
+    model = keras.models.load_model(path)
     t0 = time.perf_counter()
     int8 = aa_tflite.to_tflite(model, x[:64])
     int8_seconds = time.perf_counter() - t0
@@ -95,6 +119,7 @@ def child(name: str) -> dict:
 
     peak = memory.plan_tensors(int8)[0]
     budget_kb, refused = FRACTION * peak / 1024, None
+    before = _rss_mib()  # the model, TensorFlow and one int8 conversion, before convert
     t0 = time.perf_counter()
     try:
         result = aa_tflite.convert(model, budget_kb=budget_kb, representative_data=x[:64],
@@ -112,6 +137,7 @@ def child(name: str) -> dict:
             "budget_fraction": round(budget_kb * 1024 / peak, 3), "refused": refused,
             "int8_conversion_seconds": round(int8_seconds, 1), "convert_seconds": round(seconds, 1),
             "x_int8_conversion": round(seconds / int8_seconds, 1),
+            "rss_before_convert_mib": before,
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "stages": rep.seconds, "options_measured": rep.options_measured,
             "options_skipped": rep.options_skipped, "int8_peak": peak,
@@ -121,8 +147,9 @@ def child(name: str) -> dict:
 
 def table(rows: list[dict]) -> list[str]:
     out = ["| model | params | input | one int8 conversion (s) | budget | convert (s) | x int8 "
-           "conversion | peak RSS (MiB) | options measured / skipped | stages (s) |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "conversion | RSS before convert (MiB) | peak RSS (MiB) | options measured / "
+           "skipped | stages (s) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stages"].items() if k != "total")
         budget = f"{r.get('budget_fraction', FRACTION):.0%} of int8"
@@ -131,7 +158,8 @@ def table(rows: list[dict]) -> list[str]:
                        f"is {r['refused']['smallest_bytes']:,} B)")
         out.append(f"| {r['model']} | {r['params']:,} | {r['input']}x{r['input']} | "
                    f"{r['int8_conversion_seconds']:.1f} | {budget} | {r['convert_seconds']:.1f} | "
-                   f"{r['x_int8_conversion']:.1f}x | {r['peak_rss_mib']:,} | "
+                   f"{r['x_int8_conversion']:.1f}x | {r.get('rss_before_convert_mib', 0):,} | "
+                   f"{r['peak_rss_mib']:,} | "
                    f"{r['options_measured']} / {r['options_skipped']} | {stages} |")
     return out
 
@@ -140,13 +168,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
+    parser.add_argument("--build", choices=MODELS, help=argparse.SUPPRESS)
+    parser.add_argument("--model-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.append(ROOT)
+    if args.build:
+        build(args.build, args.model_file)
+        return
     if args.child:
         from absl import logging
 
         logging.set_verbosity(logging.WARNING)
-        print(json.dumps(child(args.child)))
+        print(json.dumps(child(args.child, args.model_file)))
         return
     from aa_tflite.files import atomic_write
 
@@ -155,11 +188,15 @@ def main() -> None:
         with open(RESULTS) as f:
             old = {r["model"]: r for r in json.load(f)}
     for name in args.models:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.planning_scale", "--child", name],
-                              capture_output=True, text=True, cwd=ROOT,
-                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-        if done.returncode != 0:
-            raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f"{name}.keras")
+            for stage in ("--build", "--child"):
+                done = subprocess.run([sys.executable, "-m", "benchmarks.planning_scale", stage,
+                                       name, "--model-file", path],
+                                      capture_output=True, text=True, cwd=ROOT,
+                                      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+                if done.returncode != 0:
+                    raise SystemExit(f"{name} ({stage[2:]}) failed:\n{done.stderr[-3000:]}")
         old[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(json.dumps(old[name]), flush=True)
         atomic_write(RESULTS, json.dumps([old[m] for m in MODELS if m in old], indent=2))

@@ -13,7 +13,7 @@ from aa_tflite.metrics import default_metric, make_scorer
 from aa_tflite.search.baseline import Data
 from aa_tflite.types import AAError
 
-__all__ = ["Prepared", "int8_baseline", "prepare"]
+__all__ = ["Prepared", "int8_baseline", "prepare", "reference_batch"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +134,26 @@ def prepare(model: Any, representative_data: Any, eval_data: Any,
                     x_cal[:cfg.max_fit_samples], model, tuple(notes))
 
 
+# Float activations the reference run may hold per batch, about: TensorFlow keeps what a large
+# batch allocated, and MobileNetV2 at 224x224 and batch 64 left 1 GB resident.
+_PREDICT_BYTES = 64 * 2**20
+
+
+def reference_batch(tflite: bytes, cfg: ConvertConfig) -> int:
+    """The batch the float model's reference outputs are computed in: ``cfg.batch_size``, or fewer
+    where its float32 activations (four times the int8 model's peak per sample) would exceed
+    ``_PREDICT_BYTES`` per batch.
+
+    Example:
+        >>> reference_batch(tflite, ConvertConfig())  # doctest: +SKIP
+        64
+    """
+    from aa_tflite.tflite import memory
+
+    per_sample = 4 * memory.plan_tensors(tflite)[0]
+    return max(1, min(cfg.batch_size, _PREDICT_BYTES // max(per_sample, 1)))
+
+
 def int8_baseline(prep: Prepared, cfg: ConvertConfig) -> tuple[Any, Data, tuple[str, ...]]:
     """The int8 conversion (``frontend.export.Exported``), the data with the float model's
     reference outputs, and the notes the report gives about them."""
@@ -141,7 +161,8 @@ def int8_baseline(prep: Prepared, cfg: ConvertConfig) -> tuple[Any, Data, tuple[
 
     base = export(prep.model, None, representative_data=prep.x_cal, io_dtype=cfg.io_dtype)
     source = prep.reference_model if prep.reference_model is not None else prep.model
-    predicted = source.predict(prep.x_eval, batch_size=cfg.batch_size, verbose=0)
+    predicted = source.predict(prep.x_eval, batch_size=reference_batch(base.tflite, cfg),
+                               verbose=0)
     shapes = output_shapes(prep.model)
     reference = ([np.asarray(p) for p in predicted] if len(shapes) > 1
                  else np.asarray(predicted))

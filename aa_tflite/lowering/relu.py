@@ -197,14 +197,14 @@ def fit_clip(values: np.ndarray, threshold: float = 0.0, *, bits: int = 4) -> fl
         True
     """
     top = precision(bits).top
-    v = np.array(values, np.float64).reshape(-1)  # a copy, edited in place: one full array
-    v -= threshold
-    np.maximum(v, 0.0, out=v)
-    pos = v[v > 0]
+    x = np.asarray(values, np.float64).reshape(-1)  # no copy of a float64 array
+    pos = x[x > threshold]  # x - threshold > 0 exactly when x > threshold (IEEE)
+    pos -= threshold
     if pos.size == 0:
         return 0.0  # a dead site: callers raise it to the int8 step (``min_clip``)
     if pos.size > 200_000:  # a fixed subsample keeps this fast and deterministic
-        v = v[np.linspace(0, v.size - 1, 200_000).astype(np.int64)]
+        x = x[np.linspace(0, x.size - 1, 200_000).astype(np.int64)]
+    v = np.maximum(x - threshold, 0.0)
     best = None
     for c in np.quantile(pos, _CLIP_QUANTILES, overwrite_input=True):
         c = float(c)

@@ -23,7 +23,7 @@ from aa_tflite.types import AAError, Kernels
 __all__ = ["KERNELS", "batches", "check_input_shape", "check_kernels", "dequantize", "evaluate",
            "fixed_batch", "interpreter_backend", "load_interpreter", "make_interpreter",
            "latency_quantiles_ms", "median_latency_ms", "micro_interpreter", "micro_run",
-           "planning_threads", "quantize", "run", "run_model", "sample_latency_ms"]
+           "MIN_REPEATS", "planning_threads", "quantize", "run", "run_model", "sample_latency_ms"]
 
 _BACKENDS = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -172,6 +172,9 @@ def load_interpreter(tflite: bytes, *, preserve_all_tensors: bool = False,
                             preserve_all_tensors=preserve_all_tensors)
 
 
+MIN_REPEATS = 7  # timed invokes a time-bounded latency takes at least
+
+
 def median_latency_ms(invoke: Callable[[], object], *, repeats: int = 20) -> float:
     """The median wall time of ``invoke()`` over ``repeats`` calls after one warm-up call, in ms.
 
@@ -182,9 +185,12 @@ def median_latency_ms(invoke: Callable[[], object], *, repeats: int = 20) -> flo
 
 
 def latency_quantiles_ms(invoke: Callable[[], object], *, repeats: int = 20,
-                         quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> tuple[float, ...]:
+                         quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+                         max_seconds: float | None = None) -> tuple[float, ...]:
     """Quantiles of the wall time of ``invoke()`` over ``repeats`` calls after one warm-up call,
     in ms: by default the 10th percentile, the median and the 90th (the spread a plot shows).
+    With ``max_seconds``, timing stops once that much time is spent and ``MIN_REPEATS`` calls
+    are timed (a large model's invoke can take a second).
 
     Example:
         >>> low, mid, high = latency_quantiles_ms(lambda: sum(range(1000)), repeats=50)
@@ -192,17 +198,22 @@ def latency_quantiles_ms(invoke: Callable[[], object], *, repeats: int = 20,
         True
     """
     invoke()  # warm-up: first-call allocation and delegate preparation are not timed
-    times = []
+    times: list[float] = []
+    start = time.perf_counter()
     for _ in range(repeats):
         t = time.perf_counter()
         invoke()
         times.append(time.perf_counter() - t)
+        if max_seconds is not None and len(times) >= MIN_REPEATS \
+                and time.perf_counter() - start > max_seconds:
+            break
     return tuple(float(v) * 1000 for v in np.quantile(times, quantiles))
 
 
 def sample_latency_ms(tflite: bytes, kernels: Kernels | str = Kernels.XNNPACK, *,
                       num_threads: int | None = 1, repeats: int = 30,
-                      quantiles: Sequence[float] | None = None) -> float | tuple[float, ...]:
+                      quantiles: Sequence[float] | None = None,
+                      max_seconds: float | None = None) -> float | tuple[float, ...]:
     """The median time of one single-sample invoke of ``tflite`` (a zero input), in ms.
 
     Args:
@@ -212,14 +223,15 @@ def sample_latency_ms(tflite: bytes, kernels: Kernels | str = Kernels.XNNPACK, *
         repeats: Timed invokes after one warm-up.
         quantiles: Give these quantiles of the times instead of the median, e.g.
             ``(0.1, 0.5, 0.9)``.
+        max_seconds: Stop timing after this long, once ``MIN_REPEATS`` invokes are timed.
     """
     interp = make_interpreter(tflite, kernels, num_threads=num_threads)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
-    if quantiles is not None:
-        return latency_quantiles_ms(interp.invoke, repeats=repeats, quantiles=quantiles)
-    return median_latency_ms(interp.invoke, repeats=repeats)
+    got = latency_quantiles_ms(interp.invoke, repeats=repeats, quantiles=quantiles or (0.5,),
+                               max_seconds=max_seconds)
+    return got if quantiles is not None else got[0]
 
 
 def _describe(obj: object) -> str:

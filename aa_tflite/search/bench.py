@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +31,7 @@ from aa_tflite.lowering.relu import fit_clip, min_clip, site_edit
 from aa_tflite.metrics import Scorer, make_scorer
 from aa_tflite.precision import check_menu
 from aa_tflite.runtime.interpreter import check_kernels, planning_threads, run_model
-from aa_tflite.search.calibrate import nonzero_stats, tensor_values
+from aa_tflite.search.calibrate import FitValues, nonzero_stats, tensor_values
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.analyse import RELU_KIND, SiteGraph
 from aa_tflite.tflite.kernel_math import affine_fit
@@ -136,6 +139,11 @@ def _as_labels(y) -> np.ndarray:
 # so a large activation costs a fixed amount of time and memory (the digits models have 4,096).
 FIT_POSITIONS = 200_000
 
+# Runs of the same bytes (a plan the search verified, then a narrower menu's or the curve's equal
+# plan; the curve's first step, one option already measured) are measured once: the last runs'
+# metrics are kept, up to this many bytes of outputs.
+MEASURED_BYTES = 64 << 20
+
 
 class UnsafeVariant(AAError):
     """A variant whose scales a runtime cannot set up (it could abort the process)."""
@@ -204,8 +212,10 @@ class Bench:
         needed = {t for g in self.graphs.values() for t in (g.tensor, *g.group)}
         needed |= {g.correction_consumer[1] for g in self.graphs.values()
                    if g.correction_consumer is not None}
-        self.base_values = tensor_values(self.base, sorted(needed), self.x_fit,
-                                         batch_size=batch_size, keep_quantized=True)
+        self._lock = threading.Lock()
+        self._measured: OrderedDict[bytes, tuple[Metrics, int]] = OrderedDict()
+        self.base_values = FitValues(self.base, sorted(needed), self.x_fit, limit=FIT_POSITIONS,
+                                     batch_size=batch_size)
         self.baseline = self.measure(self.base)
         # A consumer correction depends only on the configs of its site and the sites before it
         # in execution order: the key. Plans that share such a prefix (the curve's steps, the
@@ -232,7 +242,7 @@ class Bench:
         """The baseline's values of a site's tensor on ``x_fit``, as ``(positions, channels)``,
         at most ``FIT_POSITIONS`` of them (``calibrate.fit_positions``): what clips and ranges
         are fitted on."""
-        return self.base_values.positions(self.graphs[site].tensor, FIT_POSITIONS)
+        return self.base_values.positions(self.graphs[site].tensor)
 
     def unit_values(self, sites: Sequence[str]) -> np.ndarray:
         """The baseline's values of a planning unit's site tensors: the site's own for one site,
@@ -302,12 +312,29 @@ class Bench:
                                 num_threads=self.threads, keep_quantized=True)
             self._corrections[prefix] = affine_fit(
                 got.positions(t_in, FIT_POSITIONS),
-                self.base_values.positions(t_in, FIT_POSITIONS),
+                self.base_values.positions(t_in),
                 common_slope=not self.absorbs(graph.correction_consumer[:1]))
         chosen[site] = dataclasses.replace(chosen[site], correction=self._corrections[prefix])
 
     def measure(self, tflite: bytes) -> Metrics:
-        """Runs ``tflite`` on the evaluation data and compares it to the labels and the float model."""
+        """Runs ``tflite`` on the evaluation data and compares it to the labels and the float model
+        (once per file: equal bytes give the metrics of their last run, see ``MEASURED_BYTES``)."""
+        key = hashlib.sha256(tflite).digest()
+        with self._lock:
+            if key in self._measured:
+                self._measured.move_to_end(key)
+                return self._measured[key][0]
+        got = self._run(tflite)
+        size = sum(np.asarray(o).nbytes for o in
+                   (got.outputs if isinstance(got.outputs, list) else [got.outputs]))
+        with self._lock:
+            self._measured[key] = (got, size)
+            while sum(s for _, s in self._measured.values()) > MEASURED_BYTES \
+                    and len(self._measured) > 1:
+                self._measured.popitem(last=False)
+        return got
+
+    def _run(self, tflite: bytes) -> Metrics:
         every = run_model(tflite, self.x_eval, kernels=self.kernels, batch_size=self.batch_size,
                           num_threads=self.threads,
                           all_outputs=True)
@@ -344,9 +371,9 @@ class Bench:
         """``nonzeros`` and each tensor's fraction of zeros over ``x_fit``, read from its int8
         values (``calibrate.nonzero_stats``)."""
         tensors = sorted(set(tensors))
-        values = self.base_values
-        if tflite != self.base or not all(t in values for t in tensors):
-            values = tensor_values(tflite, tensors, self.x_fit, batch_size=self.batch_size,
-                                   num_threads=self.threads, keep_quantized=True)
+        if tflite == self.base and all(t in self.base_values for t in tensors):
+            return self.base_values.zero_stats(tensors)
+        values = tensor_values(tflite, tensors, self.x_fit, batch_size=self.batch_size,
+                               num_threads=self.threads, keep_quantized=True)
         return nonzero_stats(values, tensors)
 

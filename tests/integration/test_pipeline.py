@@ -281,6 +281,30 @@ def test_bad_eval_data_is_a_clear_error(digits):
         aa_tflite.convert("model.keras", budget_kb=1, representative_data=digits.x_cal)
 
 
+def test_equal_bytes_are_measured_once_and_old_runs_make_room(digits, monkeypatch):
+    """The search verifies a plan, then a narrower menu's or the curve's plan may be the same
+    file: its metrics come from the first run. The kept runs are capped by their outputs' size."""
+    from aa_tflite.search import bench as bench_module
+
+    _, base = _baseline(digits)
+    bench, runs = base.bench, []
+    real = bench._run
+    monkeypatch.setattr(bench, "_run", lambda tfl: runs.append(tfl) or real(tfl))
+    units = list(base.units)
+    one = bench.build(base.expand({units[0]: SiteConfig(bits=4)}))
+    two = bench.build(base.expand({units[1]: SiteConfig(bits=4)}))
+    three = bench.build(base.expand({units[0]: SiteConfig(bits=6)}))
+    first = bench.measure(one)
+    assert bench.measure(bytes(one)) is first and runs == [one]
+    assert bench.measure(two).score == real(two).score and runs == [one, two]
+    monkeypatch.setattr(bench_module, "MEASURED_BYTES", first.outputs.nbytes)  # room for one
+    assert bench.measure(one) is first and len(runs) == 2  # a hit evicts nothing
+    bench.measure(three)  # a run: the older ones go, to make room
+    bench.measure(three)
+    bench.measure(one)
+    assert runs == [one, two, three, one]
+
+
 class _PenalisedBench(Bench):
     """A bench on which any plan of two or more sites verifies 5 points worse than measured:
     losses that are not additive, which the repair step must notice."""

@@ -1,5 +1,7 @@
 """The interpreter loader and batched evaluation."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,31 @@ def test_tensor_values_from_the_cut_model_equal_the_whole_model_preserved(digits
     assert _prefix_model(digits_tflite, [inp]) is None  # the input: the whole model runs
 
 
+def test_fit_values_keep_the_fit_positions_and_zero_statistics_of_the_full_tensors(
+        digits, digits_tflite, monkeypatch):
+    """What the bench keeps of the baseline: each tensor's fit positions and non-zero statistics,
+    equal to those read from its full values, whether read in one group or one tensor at a time."""
+    from aa_tflite.search import calibrate
+    from aa_tflite.tflite import flatbuffer
+
+    x = digits.x_val[:40]
+    ops, tensors = flatbuffer.describe(flatbuffer.read(digits_tflite))
+    outs = [t for op in ops for t in op.outputs if len(tensors[t].shape) >= 2]
+    full = calibrate.tensor_values(digits_tflite, outs, x, keep_quantized=True)
+    whole = calibrate.FitValues(digits_tflite, outs, x, limit=500)
+    monkeypatch.setattr(calibrate, "_GROUP_BYTES", 1)  # every tensor its own group
+    apart = calibrate.FitValues(digits_tflite, outs, x, limit=500)
+    assert len(calibrate._groups(digits_tflite, outs, len(x))) == len(outs)
+    expected = calibrate.nonzero_stats(full, outs)
+    for kept in (whole, apart):
+        assert kept.zero_stats(outs) == expected
+        for t in outs:
+            assert np.array_equal(kept.positions(t), full.positions(t, 500))
+            assert len(kept.positions(t)) <= 500
+    assert any(len(full[t].reshape(-1, full[t].shape[-1])) > 500 for t in outs)  # subsampled
+    assert outs[0] in whole and -1 not in whole
+
+
 def test_the_runtime_imports_neither_tensorflow_nor_the_schema_nor_other_stages():
     """What a Raspberry Pi imports: numpy, an interpreter and ``aa_tflite.types``, nothing else
     of aa_tflite (checked in a fresh process)."""
@@ -103,6 +130,21 @@ def test_median_latency_warms_up_once_then_times_each_repeat(digits_tflite):
     assert runtime.median_latency_ms(lambda: calls.append(1), repeats=7) >= 0
     assert len(calls) == 8
     assert 0 < runtime.sample_latency_ms(digits_tflite, repeats=3) < 1000
+
+
+def test_a_time_bounded_latency_stops_after_its_seconds_once_it_has_enough_invokes():
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.02)
+
+    low, mid, high = runtime.latency_quantiles_ms(slow, repeats=100, max_seconds=0.05)
+    assert len(calls) == 1 + runtime.MIN_REPEATS  # the warm-up, then the fewest timed invokes
+    assert 20 <= low <= mid <= high
+    calls.clear()
+    runtime.latency_quantiles_ms(slow, repeats=100, max_seconds=0.3)
+    assert runtime.MIN_REPEATS + 1 < len(calls) < 100
 
 
 def test_operating_points_take_the_litert_kernel_sets_only(digits_tflite):

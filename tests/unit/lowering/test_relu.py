@@ -94,3 +94,34 @@ def test_edits_that_cannot_be_made_are_refused(digits_tflite):
     with pytest.raises(AAError, match="positive"):
         relu.apply_edits(digits_tflite, graphs,
                          {"conv1_relu": relu.SiteEdit(scale=-1.0, zero_point=112)})
+
+
+def _fit_clip_reference(values, threshold, bits):
+    """fit_clip as first written: a full float64 copy, shifted and clipped in place."""
+    v = np.maximum(np.array(values, np.float64).reshape(-1) - threshold, 0.0)
+    pos = v[v > 0]
+    if pos.size == 0:
+        return 0.0
+    if pos.size > 200_000:
+        v = v[np.linspace(0, v.size - 1, 200_000).astype(np.int64)]
+    top, best = precision(bits).top, None
+    for c in np.quantile(pos, relu._CLIP_QUANTILES):
+        c = float(c)
+        if c <= 0:
+            continue
+        err = float(np.mean((v - np.clip(np.round(v / (c / top)), 0, top) * (c / top)) ** 2))
+        if best is None or err < best[0] - 1e-15:
+            best = (err, c)
+    return best[1]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.37, 5.0])
+@pytest.mark.parametrize("size", [1000, 300_000])
+def test_fit_clip_without_a_full_copy_picks_the_clip_it_picked_with_one(threshold, size):
+    """fit_clip reads the positive values without shifting a copy of every value: the same clip,
+    bit for bit, on small and subsampled inputs, with and without a threshold."""
+    rng = np.random.RandomState(size)
+    values = np.where(rng.rand(size) < 0.4, 0.0, rng.gamma(2.0, 1.0, size)).astype(np.float32)
+    for bits in (2, 4, 6):
+        assert relu.fit_clip(values, threshold, bits=bits) == _fit_clip_reference(
+            values, threshold, bits)
