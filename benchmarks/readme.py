@@ -206,8 +206,10 @@ def _planning_scale() -> list[str]:
     with open(RESULTS) as f:
         rows = json.load(f)
     return [*table(rows), "", "Random weights, BatchNorm calibrated on crops of scikit-learn's "
-            "two sample photographs; 64 calibration and 64 loss inputs (agreement with float); "
-            "each model in its own process, so peak RSS is its own "
+            "two sample photographs in one process and saved; a second process loads the file, "
+            "as a user loads a trained model, and is measured, so peak RSS is its own. \"RSS "
+            "before convert\" is what that process holds then: TensorFlow, the model and one "
+            "int8 conversion. 64 calibration and 64 loss inputs (agreement with float) "
             "(`python -m benchmarks.planning_scale`). Targets: 10x one int8 conversion and 3 GB "
             "for MobileNetV2-1.0, 15x for the WRN."]
 

@@ -15,6 +15,7 @@ of equal loss (``KL_WEIGHT`` points per nat).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -143,6 +144,8 @@ FIT_POSITIONS = 200_000
 # plan; the curve's first step, one option already measured) are measured once: the last runs'
 # metrics are kept, up to this many bytes of outputs.
 MEASURED_BYTES = 64 << 20
+# A fit that reads more values than this (each float copy 32 MiB or more) takes the fit lock.
+_LOCKED_VALUES = 8 << 20
 
 
 class UnsafeVariant(AAError):
@@ -213,6 +216,9 @@ class Bench:
         needed |= {g.correction_consumer[1] for g in self.graphs.values()
                    if g.correction_consumer is not None}
         self._lock = threading.Lock()
+        # Fits (clips, corrections) hold float copies of up to FIT_POSITIONS rows of a tensor:
+        # one thread at a time makes a large fit, while the other runs its interpreter.
+        self._fit_lock = threading.Lock()
         self._measured: OrderedDict[bytes, tuple[Metrics, int]] = OrderedDict()
         self.base_values = FitValues(self.base, sorted(needed), self.x_fit, limit=FIT_POSITIONS,
                                      batch_size=batch_size)
@@ -279,8 +285,10 @@ class Bench:
             chosen = choices[form.kind]
             key = (site, config, correct and self.per_channel(graph))
             if key not in self._fitted:  # the same config fits the same edit: fit it once
-                self._fitted[key] = form.fit(functools.partial(
-                    self.unit_values, graph.tie or (site,)), config, graph, per_channel=key[2])
+                with self._fitting(graph.tie or (site,)):
+                    self._fitted[key] = form.fit(functools.partial(
+                        self.unit_values, graph.tie or (site,)), config, graph,
+                        per_channel=key[2])
             chosen[site] = self._fitted[key]
             if form.corrected:
                 prefix += ((site, config),)
@@ -308,13 +316,20 @@ class Bench:
         if prefix not in self._corrections:
             t_in = graph.correction_consumer[1]
             trial = form.apply(self.base, self.graphs, chosen)
-            got = tensor_values(trial, [t_in], self.x_fit, batch_size=self.batch_size,
-                                num_threads=self.threads, keep_quantized=True)
-            self._corrections[prefix] = affine_fit(
-                got.positions(t_in, FIT_POSITIONS),
-                self.base_values.positions(t_in),
-                common_slope=not self.absorbs(graph.correction_consumer[:1]))
+            got = FitValues(trial, [t_in], self.x_fit, limit=FIT_POSITIONS,
+                            batch_size=self.batch_size, num_threads=self.threads)
+            with self._fitting([], [t_in]):
+                self._corrections[prefix] = affine_fit(
+                    got.positions(t_in), self.base_values.positions(t_in),
+                    common_slope=not self.absorbs(graph.correction_consumer[:1]))
         chosen[site] = dataclasses.replace(chosen[site], correction=self._corrections[prefix])
+
+    def _fitting(self, sites: Sequence[str], tensors: Sequence[int] = ()) -> Any:
+        """The fit lock when the fit reads more than ``_LOCKED_VALUES`` values (of ``sites``' or
+        ``tensors``' kept positions), else no lock: a small fit runs beside another."""
+        kept = [self.graphs[s].tensor for s in sites] + list(tensors)
+        big = sum(self.base_values.size(t) for t in kept) > _LOCKED_VALUES
+        return self._fit_lock if big else contextlib.nullcontext()
 
     def measure(self, tflite: bytes) -> Metrics:
         """Runs ``tflite`` on the evaluation data and compares it to the labels and the float model

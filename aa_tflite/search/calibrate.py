@@ -13,7 +13,7 @@ are computed from the same values by ``search.bench.candidates``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -28,8 +28,6 @@ _PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
 # alive, so a 224x224 network's 38 activations at batch 64 would hold 1.5 GB (integer kernels
 # give each sample the same values at any batch size).
 _BATCH_BYTES = 64 * 2**20
-# Full int8 tensors ``FitValues`` reads at once, at most: its tensors are read a group at a time.
-_GROUP_BYTES = 128 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +95,8 @@ class FitValues:
     ``fit_positions`` as int8, and its non-zero statistics (``nonzero_stats``), not the full
     tensors. MobileNetV2 at 224x224 held 390 MB of full tensors where this keeps a fraction.
 
-    The tensors are read a group of at most ``_GROUP_BYTES`` full values at a time (each group a
-    run of the model cut after it), so the full tensors are never all held at once.
+    The tensors are read in one run of the model cut after them, a batch at a time; each batch
+    gives its share of the positions and statistics, so the full tensors are never held.
 
     Example:
         >>> values = FitValues(tflite, [14, 15], x, limit=200_000)  # doctest: +SKIP
@@ -107,24 +105,33 @@ class FitValues:
     """
 
     def __init__(self, tflite: bytes, tensors: Sequence[int], x: np.ndarray, *, limit: int,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, num_threads: int | None = None) -> None:
         self.limit = limit
-        self._raw: dict[int, np.ndarray] = {}
-        self._details: dict[int, dict] = {}
-        self._worst: dict[int, int] = {}
-        self._zeros: dict[int, float] = {}
-        for group in _groups(tflite, sorted(set(tensors)), len(x)):
-            got = tensor_values(tflite, group, x, batch_size=batch_size, keep_quantized=True)
-            worst, zeros = nonzero_stats(got, group)
-            self._worst.update(worst)
-            self._zeros.update(zeros)
-            for t in group:
-                self._raw[t] = np.ascontiguousarray(fit_positions(got.raw(t), limit))
-                self._details[t] = got.detail(t)
-            del got
+        tensors = sorted(set(tensors))
+        self._details, runs = _tensor_batches(tflite, tensors, x, batch_size=batch_size,
+                                              num_threads=num_threads)
+        parts: dict[int, list[np.ndarray]] = {t: [] for t in tensors}
+        zeros = dict.fromkeys(tensors, 0)
+        self._worst = dict.fromkeys(tensors, 0)
+        for start, got in runs:
+            for t in tensors:
+                v = got[t]
+                zero = 0 if v.dtype == np.float32 else self._details[t]["quantization"][1]
+                is_zero = (v == zero).reshape(len(v), -1)
+                counts = is_zero.sum(axis=1)
+                zeros[t] += int(counts.sum())
+                self._worst[t] = max(self._worst[t], int(is_zero.shape[1] - counts.min()))
+                parts[t].append(_positions_of_batch(v, start, len(x), limit))
+        self._raw = {t: np.concatenate(parts[t]) for t in tensors}
+        self._zeros = {t: zeros[t] / (len(x) * int(np.prod(self._details[t]["shape"][1:])))
+                       for t in tensors}
 
     def __contains__(self, tensor: object) -> bool:
         return tensor in self._raw
+
+    def size(self, tensor: int) -> int:
+        """How many values of the tensor are kept (its positions times its channels)."""
+        return int(self._raw[tensor].size)
 
     def positions(self, tensor: int) -> np.ndarray:
         """The tensor's ``fit_positions`` (at most ``limit``), dequantized."""
@@ -135,21 +142,17 @@ class FitValues:
         return {t: self._worst[t] for t in tensors}, {t: self._zeros[t] for t in tensors}
 
 
-def _groups(tflite: bytes, tensors: list[int], samples: int) -> list[list[int]]:
-    """``tensors`` in groups of at most ``_GROUP_BYTES`` (over ``samples`` inputs), in order."""
-    from aa_tflite.tflite import flatbuffer
-
-    shapes = {k: t.shape for k, t in enumerate(flatbuffer.read(tflite).subgraphs[0].tensors)}
-    groups: list[list[int]] = [[]]
-    size = 0
-    for t in tensors:
-        nbytes = samples * int(np.prod(shapes[t][1:] if shapes[t] is not None else ()))
-        if groups[-1] and size + nbytes > _GROUP_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append(t)
-        size += nbytes
-    return groups
+def _positions_of_batch(batch: np.ndarray, start: int, samples: int, limit: int) -> np.ndarray:
+    """The rows of ``fit_positions`` over all ``samples`` that fall in ``batch`` (samples
+    ``start`` onwards): concatenated over the batches, ``fit_positions`` of the whole tensor."""
+    flat = batch.reshape(-1, batch.shape[-1]) if batch.ndim > 1 else batch.reshape(-1, 1)
+    per_sample = len(flat) // max(len(batch), 1)
+    total = samples * per_sample
+    if total <= limit:
+        return flat
+    keep = np.linspace(0, total - 1, limit).astype(np.int64)
+    lo, hi = start * per_sample, (start + len(batch)) * per_sample
+    return flat[keep[(keep >= lo) & (keep < hi)] - lo]
 
 
 def fit_positions(values: np.ndarray, limit: int) -> np.ndarray:
@@ -183,6 +186,26 @@ def tensor_values(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *,
     Returns:
         Tensor index -> float32 array shaped ``(N, ...)``.
     """
+    details, runs = _tensor_batches(tflite, tensors, x, batch_size=batch_size,
+                                    num_threads=num_threads)
+    out: dict[int, np.ndarray] = {}
+    for start, got in runs:
+        for t in tensors:
+            if t not in out:
+                out[t] = np.empty((len(x), *got[t].shape[1:]), got[t].dtype)
+            out[t][start:start + len(got[t])] = got[t]
+    if keep_quantized:
+        return QuantizedValues(out, {t: details[t] for t in tensors})
+    for t in tensors:  # one tensor at a time: its int8 copy goes as its floats come
+        out[t] = dequantize(out[t], details[t])
+    return out
+
+
+def _tensor_batches(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *, batch_size: int,
+                    num_threads: int | None) -> tuple[dict[int, dict], Iterator]:
+    """The details of ``tensors`` and an iterator of ``(start, {tensor: values of the batch})``
+    over ``x``: the model cut after ``tensors`` (``_prefix_model``), batches of at most
+    ``_BATCH_BYTES`` of requested values."""
     prefix = _prefix_model(tflite, tensors)
     threads = planning_threads() if num_threads is None else num_threads
     interp = (load_interpreter(tflite, preserve_all_tensors=True, num_threads=threads)
@@ -191,18 +214,9 @@ def tensor_values(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *,
     per_sample = sum(int(np.prod(details[t]["shape"][1:])) * np.dtype(details[t]["dtype"]).itemsize
                      for t in tensors)
     batch = max(1, min(batch_size, _BATCH_BYTES // max(per_sample, 1)))
-    out: dict[int, np.ndarray] = {}
-    for start in batches(interp, x, batch_size=batch):
-        for t in tensors:
-            got = interp.get_tensor(t)  # a copy already
-            if t not in out:
-                out[t] = np.empty((len(x), *got.shape[1:]), got.dtype)
-            out[t][start:start + len(got)] = got
-    if keep_quantized:
-        return QuantizedValues(out, {t: details[t] for t in tensors})
-    for t in tensors:  # one tensor at a time: its int8 copy goes as its floats come
-        out[t] = dequantize(out[t], details[t])
-    return out
+    runs = ((start, {t: interp.get_tensor(t) for t in tensors})  # copies already
+            for start in batches(interp, x, batch_size=batch))
+    return {t: details[t] for t in tensors}, runs
 
 
 def nonzero_stats(values: QuantizedValues, tensors: Sequence[int]

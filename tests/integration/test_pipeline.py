@@ -305,6 +305,20 @@ def test_equal_bytes_are_measured_once_and_old_runs_make_room(digits, monkeypatc
     assert runs == [one, two, three, one]
 
 
+def test_only_large_fits_take_the_fit_lock(digits, monkeypatch):
+    """Two options build on two threads; a fit of many values (a 224x224 network's tensor) holds
+    float copies of them, so large fits take turns. The digits model's fits are small."""
+    from aa_tflite.search import bench as bench_module
+
+    _, base = _baseline(digits)
+    bench, site = base.bench, next(iter(base.graphs))
+    assert bench._fitting([site]) is not bench._fit_lock
+    monkeypatch.setattr(bench_module, "_LOCKED_VALUES", bench.base_values.size(
+        base.graphs[site].tensor) - 1)
+    assert bench._fitting([site]) is bench._fit_lock
+    assert bench._fitting([], [base.graphs[site].tensor]) is bench._fit_lock
+
+
 class _PenalisedBench(Bench):
     """A bench on which any plan of two or more sites verifies 5 points worse than measured:
     losses that are not additive, which the repair step must notice."""
