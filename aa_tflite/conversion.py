@@ -376,14 +376,16 @@ def _plan_points(model, representative_data, eval_data, budgets: Sequence[Budget
     prep = prepare(model, representative_data, eval_data, cfg)
     exported, data, notes = int8_baseline(prep, cfg)
     base = baseline(exported.tflite, exported.site_tensors, data, cfg, notes=notes)
-    base_seconds = timer.lap("export+calibrate")
-    todo = candidate_list(base, cfg)
+    timer.lap("export+calibrate")
+    todo = candidate_list(base, cfg)  # each option's clip, fitted
+    timer.lap("candidates")
+    first_stages = dict(timer.seconds)
     cache = MeasureCache()
     built: dict[int, tuple] = {}
     curve_samples: tuple = ()
     order = sorted(range(len(budgets)), key=lambda k: budgets[k].nbytes if budgets[k] else 0)
     for n, k in enumerate(order):
-        timer = _Timer({"export+calibrate": base_seconds} if n == 0 else {})
+        timer = _Timer(first_stages if n == 0 else {})
         heap.trim()
         measured = measure(base, todo, cfg, budgets[k], cache)
         timer.lap("sensitivity")
@@ -399,7 +401,8 @@ def _plan_points(model, representative_data, eval_data, budgets: Sequence[Budget
                               cfg=cfg, budget=budgets[k])
         timer.lap("final+report")
         report = dataclasses.replace(report, target=cfg.target,
-                                     seconds=timer.total(base_seconds if n == 0 else 0.0))
+                                     seconds=timer.total(sum(first_stages.values()) if n == 0
+                                                         else 0.0))
         built[k] = (Plan(verified.configs), report, verified.tflite)
     return base.tflite, [built[k] for k in range(len(budgets))]
 

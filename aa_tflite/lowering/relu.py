@@ -28,7 +28,7 @@ a threshold. ``aa_tflite.tflite.analyse`` says which, per site, and the report p
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
@@ -40,8 +40,8 @@ from aa_tflite.tflite.kernel_math import open_model, write_params
 from aa_tflite.tflite.ops import opcode_index
 from aa_tflite.types import AAError, Bits, SiteConfig, check_sites
 
-__all__ = ["ReluZeroPoint", "SiteEdit", "apply_edits", "equalized_edit", "fit_clip", "min_clip",
-           "site_edit"]
+__all__ = ["ReluZeroPoint", "SiteEdit", "apply_edits", "equalized_edit", "fit_clip", "fit_clip_bits",
+           "min_clip", "site_edit"]
 
 # TFLite Micro's standalone RELU6 clamps in the input's terms and copies (LiteRT's requantizes),
 # so a RELU6 whose output gets new parameters is written as a RELU, which requantizes in both;
@@ -196,25 +196,40 @@ def fit_clip(values: np.ndarray, threshold: float = 0.0, *, bits: int = 4) -> fl
         >>> fit_clip(np.linspace(0, 1, 1001), bits=2) < fit_clip(np.linspace(0, 1, 1001), bits=6)
         True
     """
-    top = precision(bits).top
+    return fit_clip_bits(values, threshold, menu=(bits,))[bits]
+
+
+def fit_clip_bits(values: np.ndarray, threshold: float = 0.0, *,
+                  menu: Sequence[int]) -> dict[int, float]:
+    """``fit_clip`` at each precision of ``menu``, the positive values and their quantiles read
+    once for all of them.
+
+    Example:
+        >>> v = np.linspace(0, 1, 1001)
+        >>> fit_clip_bits(v, menu=(2, 6)) == {2: fit_clip(v, bits=2), 6: fit_clip(v, bits=6)}
+        True
+    """
     x = np.asarray(values, np.float64).reshape(-1)  # no copy of a float64 array
     pos = x[x > threshold]  # x - threshold > 0 exactly when x > threshold (IEEE)
     pos -= threshold
     if pos.size == 0:
-        return 0.0  # a dead site: callers raise it to the int8 step (``min_clip``)
+        return dict.fromkeys(menu, 0.0)  # a dead site: callers raise it to the int8 step
     if pos.size > 200_000:  # a fixed subsample keeps this fast and deterministic
         x = x[np.linspace(0, x.size - 1, 200_000).astype(np.int64)]
     v = np.maximum(x - threshold, 0.0)
-    best = None
-    for c in np.quantile(pos, _CLIP_QUANTILES, overwrite_input=True):
-        c = float(c)
-        if c <= 0:
-            continue
-        step = c / top
-        err = float(np.mean((v - np.clip(np.round(v / step), 0, top) * step) ** 2))
-        if best is None or err < best[0] - 1e-15:
-            best = (err, c)
-    return best[1] if best else float(pos.max())
+    quantiles = [float(c) for c in np.quantile(pos, _CLIP_QUANTILES, overwrite_input=True)]
+    out = {}
+    for bits in menu:
+        top, best = precision(bits).top, None
+        for c in quantiles:
+            if c <= 0:
+                continue
+            step = c / top
+            err = float(np.mean((v - np.clip(np.round(v / step), 0, top) * step) ** 2))
+            if best is None or err < best[0] - 1e-15:
+                best = (err, c)
+        out[bits] = best[1] if best else float(pos.max())
+    return out
 
 
 def fit_clips(values: np.ndarray, threshold: float = 0.0, *, bits: int = 4) -> np.ndarray:

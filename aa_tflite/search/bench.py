@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from aa_tflite.lowering import LOWERINGS, LoweringForm, lowering_of
-from aa_tflite.lowering.relu import fit_clip, min_clip, site_edit
+from aa_tflite.lowering.relu import fit_clip, fit_clip_bits, min_clip, site_edit
 from aa_tflite.metrics import Scorer, make_scorer
 from aa_tflite.precision import check_menu
 from aa_tflite.runtime.interpreter import check_kernels, planning_threads, run_model
@@ -124,8 +124,9 @@ def candidates(graph: SiteGraph, values: np.ndarray, *, memory: MemoryMode,
             out.append((f"8b{tag}", SiteConfig(threshold=t)))
         if not graph.can_requantize:
             continue
+        clips = {} if per_channel else fit_clip_bits(v, t, menu=menu)
         for b in menu:
-            clip = None if per_channel else min_clip(fit_clip(v, t, bits=b), graph, b)
+            clip = None if per_channel else min_clip(clips[b], graph, b)
             out.append((f"{b}b{tag}", SiteConfig(threshold=t, clip=clip, bits=b)))
     return out
 

@@ -104,6 +104,10 @@ def test_report_has_scores_memory_sites_and_time(result):
     # whole menu (6, 5, 4, 3, 2 bits); the last site's options are skipped
     assert sorted(rep.sensitivity) == ["conv1_relu", "conv2_relu", "conv3_relu"]
     assert rep.options_measured == 3 * 5 and rep.options_skipped == 5 and rep.seconds["total"] > 0
+    stages = {k: v for k, v in rep.seconds.items() if k != "total"}
+    assert list(stages)[:2] == ["export+calibrate", "candidates"]  # every stage is timed
+    assert sum(stages.values()) == pytest.approx(rep.seconds["total"], abs=0.05 + 0.02 * sum(
+        stages.values()))
     assert [label for label, _, _ in rep.sensitivity["conv1_relu"]] == ["6b", "5b", "4b", "3b",
                                                                         "2b"]
     md = rep.to_markdown()
