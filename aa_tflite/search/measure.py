@@ -8,12 +8,14 @@ keeps each result in a ``MeasureCache`` so several budgets measure each option o
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from absl import logging
 
 from aa_tflite.config import Budget, ConvertConfig
+from aa_tflite.precision import check_menu
 from aa_tflite.runtime.interpreter import planning_threads
 from aa_tflite.search import planner
 from aa_tflite.search.baseline import Baseline
@@ -30,13 +32,35 @@ __all__ = ["Candidate", "MeasureCache", "Measured", "Measurement", "Refused", "c
 _HOT_SHARE = 0.5
 
 
+class _UnitOptions:
+    """One unit's options under ``memory="packed"``, fitted (each precision's clip read from the
+    unit's values) when one of them is first asked for: a unit never measured costs nothing."""
+
+    def __init__(self, fit: Callable[[], list[tuple[str, SiteConfig]]]) -> None:
+        self._fit = fit
+        self._configs: dict[str, SiteConfig] | None = None
+
+    def config(self, label: str) -> SiteConfig:
+        if self._configs is None:
+            self._configs = dict(self._fit())
+        return self._configs[label]
+
+
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One option to measure: a unit, a label the report lines up, and the config."""
+    """One option to measure: a unit, a label the report lines up, and its config (fitted when
+    first read, for a unit whose options are fitted lazily) at ``bits``."""
 
     unit: str
     label: str
-    config: SiteConfig
+    fitted: SiteConfig | _UnitOptions = dataclasses.field(repr=False)
+    bits: int = 8
+
+    @property
+    def config(self) -> SiteConfig:
+        if isinstance(self.fitted, SiteConfig):
+            return self.fitted
+        return self.fitted.config(self.label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,11 +139,17 @@ def candidate_list(base: Baseline, cfg: ConvertConfig) -> list[Candidate]:
             graph = dataclasses.replace(graph, can_threshold=all(
                 graphs[m].can_threshold for m in members), scale=max(graphs[m].scale
                                                                       for m in members))
-        out += [Candidate(unit, label, c) for label, c in candidates(
-            graph, bench.unit_values(members), memory=cfg.memory,
-            sparsity_points=cfg.sparsity_points,
-            per_channel=graph.signed or (len(members) == 1 and bench.per_channel(graph)),
-            bits=cfg.bits)]
+        fit = functools.partial(
+            lambda g, m, per_channel: candidates(
+                g, bench.unit_values(m), memory=cfg.memory, sparsity_points=cfg.sparsity_points,
+                per_channel=per_channel, bits=cfg.bits),
+            graph, members, graph.signed or (len(members) == 1 and bench.per_channel(graph)))
+        if cfg.memory == MemoryMode.PACKED:  # the labels are known without the values
+            lazy = _UnitOptions(fit)
+            out += [Candidate(unit, f"{b}b", lazy, b)
+                    for b in (check_menu(cfg.bits) if graph.can_requantize else ())]
+        else:
+            out += [Candidate(unit, label, c, c.bits) for label, c in fit()]
     return out
 
 
@@ -170,11 +200,13 @@ def _out_of_reach(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
     model = memory_model(cfg.memory)
     if budget is None or not todo or model.mode != MemoryMode.PACKED:
         return None
-    sizes = {(c.unit, c.config): model.option_bytes(base, c.unit, c.config, b"") for c in todo}
+    # Packed bytes depend on the precision alone: sized without fitting the options.
+    sizes = {(c.unit, c.label): model.option_bytes(base, c.unit, SiteConfig(bits=c.bits), b"")
+             for c in todo}
     probe: dict[str, list[planner.Option]] = {}
     for c in todo:
         probe.setdefault(c.unit, []).append(
-            planner.Option(c.unit, c.config, 0.0, sizes[(c.unit, c.config)]))
+            planner.Option(c.unit, SiteConfig(bits=c.bits), 0.0, sizes[(c.unit, c.label)]))
     floor = planner.floor(model.planning_buffers(base), probe)
     if floor.peak <= budget.nbytes:
         return None
@@ -182,7 +214,7 @@ def _out_of_reach(base: Baseline, todo: Sequence[Candidate], cfg: ConvertConfig,
         return []
     best: dict[str, tuple[int, Candidate]] = {}
     for c in todo:  # the first candidate with the fewest bytes, per unit
-        total = sum(sizes[(c.unit, c.config)].values())
+        total = sum(sizes[(c.unit, c.label)].values())
         if c.unit not in best or total < best[c.unit][0]:
             best[c.unit] = (total, c)
     return [c for c in todo if best[c.unit][1] is c]

@@ -155,6 +155,30 @@ def test_user_model_is_not_modified(digits):
     assert all(np.array_equal(a, b) for a, b in zip(before, digits.model.get_weights()))
 
 
+def test_options_of_units_never_measured_are_never_fitted(digits):
+    """Under memory="packed" a unit's options are listed without its values; their clips are
+    fitted only when the unit is measured, and equal those fitted up front."""
+    from aa_tflite.search.bench import candidates
+
+    cfg, base = _baseline(digits, memory="packed")
+    todo = candidate_list(base, cfg)
+    assert todo and all(not isinstance(c.fitted, SiteConfig) for c in todo)
+    got = measure(base, todo, cfg, Budget(0.6 * INT8_PEAK / 1024), MeasureCache())
+    fitted = {c.unit for c in todo if c.fitted._configs is not None}
+    assert got.skipped and fitted == set(got.options) != {c.unit for c in todo}
+    for c in todo:  # the same labels, configs and order as the options fitted up front
+        graph = base.graphs[base.units[c.unit][0]]
+        eager = dict(candidates(graph, base.bench.unit_values(base.units[c.unit]),
+                                memory=cfg.memory, bits=cfg.bits,
+                                per_channel=len(base.units[c.unit]) == 1
+                                and base.bench.per_channel(graph)))
+        assert c.config == eager[c.label] and c.bits == c.config.bits
+    assert [c.label for c in todo if c.unit == todo[0].unit] == [
+        label for label, _ in candidates(base.graphs[base.units[todo[0].unit][0]],
+                                         base.bench.unit_values(base.units[todo[0].unit]),
+                                         memory=cfg.memory, bits=cfg.bits, per_channel=False)]
+
+
 def test_only_units_alive_over_the_budget_are_measured_unless_the_budget_needs_more(result,
                                                                                    digits):
     """The options skipped are exactly those of sites whose tensors are never alive while the
