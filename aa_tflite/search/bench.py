@@ -33,11 +33,12 @@ from aa_tflite.metrics import Scorer, make_scorer
 from aa_tflite.precision import check_menu
 from aa_tflite.runtime.interpreter import check_kernels, planning_threads, run_model
 from aa_tflite.search.calibrate import FitValues, nonzero_stats, tensor_values
+from aa_tflite.search.tail import TailRunner
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.analyse import RELU_KIND, SiteGraph
 from aa_tflite.tflite.kernel_math import affine_fit
 from aa_tflite.tflite.safety import scale_problems
-from aa_tflite.types import AAError, MemoryMode, SiteConfig, check_sites
+from aa_tflite.types import AAError, Kernels, MemoryMode, SiteConfig, check_sites
 
 __all__ = ["KL_WEIGHT", "Bench", "Metrics", "UnsafeVariant", "candidates", "fit_clip",
            "kl_divergence", "min_clip", "site_edit", "sparse_bytes"]
@@ -223,6 +224,10 @@ class Bench:
         self._measured: OrderedDict[bytes, tuple[Metrics, int]] = OrderedDict()
         self.base_values = FitValues(self.base, sorted(needed), self.x_fit, limit=FIT_POSITIONS,
                                      batch_size=batch_size)
+        # Variants run from the latest cut before their first change (``search.tail``).
+        self._tail = TailRunner(self.base, self.x_eval, functools.partial(
+            tensor_values, batch_size=batch_size, keep_quantized=True)) \
+            if self.kernels == Kernels.BUILTIN else None
         self.baseline = self.measure(self.base)
         # A consumer correction depends only on the configs of its site and the sites before it
         # in execution order: the key. Plans that share such a prefix (the curve's steps, the
@@ -351,9 +356,12 @@ class Bench:
         return got
 
     def _run(self, tflite: bytes) -> Metrics:
-        every = run_model(tflite, self.x_eval, kernels=self.kernels, batch_size=self.batch_size,
-                          num_threads=self.threads,
-                          all_outputs=True)
+        every = None if self._tail is None else self._tail.run(
+            tflite, batch_size=self.batch_size, num_threads=self.threads)
+        if every is None:
+            every = run_model(tflite, self.x_eval, kernels=self.kernels,
+                              batch_size=self.batch_size, num_threads=self.threads,
+                              all_outputs=True)
         score = self.scorer.score(every, self.references, self.labels)
         if not self.scorer.classifier:
             return Metrics(None, None, None, every if len(every) > 1 else every[0], score)
