@@ -87,8 +87,11 @@ def build(name: str, path: str) -> None:
     """Builds one model, calibrates its BatchNorms on 64 photographs and saves it to ``path``
     (run as its own process by ``main``: the measured process loads the file, as a user loads a
     trained model, and does not hold what calibrating 52 BatchNorms leaves in TensorFlow)."""
+    import keras
+
     from converters.imagenet import calibrate_batchnorm, mobilenet_v2
 
+    keras.utils.set_random_seed(0)  # the same random weights in every run
     make = (lambda: mobilenet_v2(alpha=1.0, input_shape=(224, 224, 3))) \
         if name == "mobilenet_v2" else wrn_16_8
     calibrate_batchnorm(make(), photos(64, _size(name))).save(path)
