@@ -21,6 +21,7 @@ import functools
 import hashlib
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -146,6 +147,8 @@ FIT_POSITIONS = 200_000
 # plan; the curve's first step, one option already measured) are measured once: the last runs'
 # metrics are kept, up to this many bytes of outputs.
 MEASURED_BYTES = 64 << 20
+# A whole run of the evaluation data longer than this makes variants run from cuts.
+TAIL_SECONDS = 0.25
 # A fit that reads more values than this (each float copy 32 MiB or more) takes the fit lock.
 _LOCKED_VALUES = 8 << 20
 
@@ -224,11 +227,14 @@ class Bench:
         self._measured: OrderedDict[bytes, tuple[Metrics, int]] = OrderedDict()
         self.base_values = FitValues(self.base, sorted(needed), self.x_fit, limit=FIT_POSITIONS,
                                      batch_size=batch_size)
-        # Variants run from the latest cut before their first change (``search.tail``).
-        self._tail = TailRunner(self.base, self.x_eval, functools.partial(
-            tensor_values, batch_size=batch_size, keep_quantized=True)) \
-            if self.kernels == Kernels.BUILTIN else None
-        self.baseline = self.measure(self.base)
+        self._tail: TailRunner | None = None
+        start = time.perf_counter()
+        self.baseline = self.measure(self.base)  # a whole run
+        # Variants run from the latest cut before their first change (``search.tail``), where a
+        # whole run takes long enough for that to pay (reading and cutting a variant costs ms).
+        if self.kernels == Kernels.BUILTIN and time.perf_counter() - start > TAIL_SECONDS:
+            self._tail = TailRunner(self.base, self.x_eval, functools.partial(
+                tensor_values, batch_size=batch_size, keep_quantized=True))
         # A consumer correction depends only on the configs of its site and the sites before it
         # in execution order: the key. Plans that share such a prefix (the curve's steps, the
         # single-site measurements) reuse the fit instead of running the model again.
