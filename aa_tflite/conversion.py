@@ -258,7 +258,6 @@ def convert(model: Any, *, budget_kb: float | Sequence[float] | None,
     cfg = make_config(config, options)
     budgets = budget_list(budget_kb, plan=cfg.plan)
     keys = _point_keys(model, budgets, cfg)
-    heap.map_large_allocations()  # large arrays are given back when freed (``search.heap``)
     points: list[tuple[Point, dict]] = []  # each point, and its metadata as in its own file
     baseline_tflite = None
     for size in cfg.sizes:

@@ -33,6 +33,7 @@ from aa_tflite.lowering.relu import fit_clip, fit_clip_bits, min_clip, site_edit
 from aa_tflite.metrics import Scorer, make_scorer
 from aa_tflite.precision import check_menu
 from aa_tflite.runtime.interpreter import check_kernels, planning_threads, run_model
+from aa_tflite.search import heap
 from aa_tflite.search.calibrate import FitValues, nonzero_stats, tensor_values
 from aa_tflite.search.tail import TailRunner
 from aa_tflite.tflite import flatbuffer
@@ -225,6 +226,9 @@ class Bench:
         # one thread at a time makes a large fit, while the other runs its interpreter.
         self._fit_lock = threading.Lock()
         self._measured: OrderedDict[bytes, tuple[Metrics, int]] = OrderedDict()
+        elements = flatbuffer.describe(flatbuffer.read(self.base))[1]
+        if len(self.x_fit) * sum(elements[t].elements for t in needed) > heap.LARGE_PLAN:
+            heap.map_large_allocations()  # a large model: its arrays go back when freed
         self.base_values = FitValues(self.base, sorted(needed), self.x_fit, limit=FIT_POSITIONS,
                                      batch_size=batch_size)
         self._tail: TailRunner | None = None

@@ -6,7 +6,9 @@ arenas, the activations a correction is fitted on, the positions a clip is fitte
 128 KiB and rises to 32 MiB as such blocks are freed; below it, the blocks come from per-thread
 heaps that fragment and are not given back. On MobileNetV2-1.0 at 224x224 that cost about 1 GB of
 peak resident memory (``benchmarks.planning_scale``). ``map_large_allocations`` fixes the
-threshold at ``LARGE`` bytes for the process; ``trim`` gives freed heap back between stages.
+threshold at ``LARGE`` bytes for the process; the bench calls it when the baseline values it
+reads exceed ``LARGE_PLAN`` bytes (a small model would only pay for the extra mappings: 0.6 s
+of a 3.6 s conversion of the digits CNN). ``trim`` gives freed heap back between stages.
 Elsewhere than glibc both do nothing.
 
 Example:
@@ -21,9 +23,10 @@ from __future__ import annotations
 import ctypes
 import functools
 
-__all__ = ["LARGE", "map_large_allocations", "trim"]
+__all__ = ["LARGE", "LARGE_PLAN", "map_large_allocations", "trim"]
 
 LARGE = 1 << 20  # bytes: blocks this large or larger get their own mapping
+LARGE_PLAN = 64 << 20  # int8 baseline values (fitting inputs x tensors) that make a plan large
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter (malloc.h)
 
 

@@ -108,3 +108,21 @@ def test_a_plan_changing_the_first_op_runs_whole(digits_tflite, digits):
     runner = tail.TailRunner(digits_tflite, digits.x_val[:10], functools.partial(
         tensor_values, keep_quantized=True))
     assert runner.cuts and runner.run(edited, batch_size=8, num_threads=1) is None
+
+
+def test_only_a_large_plan_maps_large_allocations(digits, digits_tflite, monkeypatch):
+    """glibc's fixed mmap threshold costs a small model time (0.6 s of the digits CNN's 3.6 s) and
+    saves a large one memory: the bench sets it only past ``heap.LARGE_PLAN`` of values."""
+    from aa_tflite.search import heap
+
+    calls = []
+    monkeypatch.setattr(heap, "map_large_allocations", lambda: calls.append(1) or True)
+    x = digits.x_val[:50]
+    reference = run_model(digits_tflite, x)
+    Bench(digits_tflite, reach_all(digits_tflite, DIGITS_SITES)[0], x_fit=x, x_eval=x,
+          y_eval=None, reference=reference)
+    assert calls == []
+    monkeypatch.setattr(heap, "LARGE_PLAN", 1000)
+    Bench(digits_tflite, reach_all(digits_tflite, DIGITS_SITES)[0], x_fit=x, x_eval=x,
+          y_eval=None, reference=reference)
+    assert calls == [1]
