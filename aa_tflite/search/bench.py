@@ -214,7 +214,8 @@ class Bench:
         # Interpreter threads per run; ``search.measure`` lowers it while it runs options on
         # several threads at once. Outputs do not depend on it (integer kernels).
         self.threads = planning_threads()
-        self._op_names = [op.name for op in flatbuffer.describe(flatbuffer.read(self.base))[0]]
+        ops, tensors = flatbuffer.describe(flatbuffer.read(self.base))
+        self._op_names = [op.name for op in ops]
         self.kernels = check_kernels(kernels)
         # One preserved-tensor run of the baseline gives every value the bench needs from it:
         # site tensors and their groups (clips, sparsity) and consumer inputs (correction targets).
@@ -226,8 +227,7 @@ class Bench:
         # one thread at a time makes a large fit, while the other runs its interpreter.
         self._fit_lock = threading.Lock()
         self._measured: OrderedDict[bytes, tuple[Metrics, int]] = OrderedDict()
-        elements = flatbuffer.describe(flatbuffer.read(self.base))[1]
-        if len(self.x_fit) * sum(elements[t].elements for t in needed) > heap.LARGE_PLAN:
+        if len(self.x_fit) * sum(tensors[t].elements for t in needed) > heap.LARGE_PLAN:
             heap.map_large_allocations()  # a large model: its arrays go back when freed
         self.base_values = FitValues(self.base, sorted(needed), self.x_fit, limit=FIT_POSITIONS,
                                      batch_size=batch_size)

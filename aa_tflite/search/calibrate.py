@@ -116,11 +116,9 @@ class FitValues:
         for start, got in runs:
             for t in tensors:
                 v = got[t]
-                zero = 0 if v.dtype == np.float32 else self._details[t]["quantization"][1]
-                is_zero = (v == zero).reshape(len(v), -1)
-                counts = is_zero.sum(axis=1)
+                counts = _zero_counts(v, self._details[t])
                 zeros[t] += int(counts.sum())
-                self._worst[t] = max(self._worst[t], int(is_zero.shape[1] - counts.min()))
+                self._worst[t] = max(self._worst[t], int(v[0].size - counts.min()))
                 parts[t].append(_positions_of_batch(v, start, len(x), limit))
         self._raw = {t: np.concatenate(parts[t]) for t in tensors}
         self._zeros = {t: zeros[t] / (len(x) * int(np.prod(self._details[t]["shape"][1:])))
@@ -233,11 +231,17 @@ def nonzero_stats(values: QuantizedValues, tensors: Sequence[int]
     worst, frac = {}, {}
     for t in tensors:
         raw, detail = values.raw(t), values.detail(t)
-        zero = 0 if raw.dtype == np.float32 else detail["quantization"][1]
-        is_zero = raw == zero
-        worst[t] = int(is_zero[0].size - is_zero.reshape(len(raw), -1).sum(axis=1).min())
-        frac[t] = float(np.mean(is_zero))
+        counts = _zero_counts(raw, detail)
+        worst[t] = int(raw[0].size - counts.min())
+        frac[t] = int(counts.sum()) / raw.size
     return worst, frac
+
+
+def _zero_counts(raw: np.ndarray, detail: dict) -> np.ndarray:
+    """Zeros per sample of stored values (axis 0 is the sample): a value is zero exactly when it
+    is the zero point (0 for float32)."""
+    zero = 0 if raw.dtype == np.float32 else detail["quantization"][1]
+    return (raw == zero).reshape(len(raw), -1).sum(axis=1)
 
 
 def _prefix_model(tflite: bytes, tensors: Sequence[int]) -> bytes | None:
