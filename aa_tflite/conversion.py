@@ -12,6 +12,7 @@ accuracy-memory curve (``search.curve``), report (``report.build_report``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -30,6 +31,7 @@ from aa_tflite.search import heap
 from aa_tflite.search.baseline import baseline
 from aa_tflite.search.curve import curve
 from aa_tflite.search.measure import MeasureCache, candidate_list, measure
+from aa_tflite.search.runtimes import probe_baseline
 from aa_tflite.search.verify import verify
 from aa_tflite.tflite import multipoint
 from aa_tflite.tflite.metadata import write_metadata
@@ -373,8 +375,9 @@ def _plan_points(model, representative_data, eval_data, budgets: Sequence[Budget
     budget first (it measures the most options; the others reuse them)."""
     timer = _Timer()
     prep = prepare(model, representative_data, eval_data, cfg)
-    exported, data, notes = int8_baseline(prep, cfg)
-    base = baseline(exported.tflite, exported.site_tensors, data, cfg, notes=notes)
+    exported, data, notes = int8_baseline(  # the child's probe overlaps the float reference
+        prep, cfg, probe=functools.partial(probe_baseline, kernels=cfg.measure_kernels))
+    base = baseline(exported.tflite, exported.site_tensors, data, cfg, notes=notes, probed=True)
     timer.lap("export+calibrate")
     todo = candidate_list(base, cfg)  # each option's clip, fitted
     timer.lap("candidates")

@@ -8,9 +8,10 @@ checkout first on the path and run this file directly::
     mkdir /tmp/oldpkg && ln -s /tmp/old/aa_tflite /tmp/oldpkg/aa_tflite  # that package only
     PYTHONPATH=/tmp/oldpkg .venv/bin/python benchmarks/planning_time.py --label before
 
-Each model is converted once to warm up TensorFlow's converter, then timed ``--repeats`` times;
-the median is kept, beside the median time of one plain int8 conversion of the same model
-(``aa_tflite.to_tflite``) in the same run: planning time as a multiple of it. ``--outside
+Each model is converted once to warm up TensorFlow's converter. Then one plain int8 conversion
+of the same model (``aa_tflite.to_tflite``) and one planned conversion are timed in turn,
+``--repeats`` times, so that a slower spell of the machine falls on both; the medians are kept,
+and planning time is reported as a multiple of the int8 one. ``--outside
 FILE.h5`` adds a Keras model kept outside the project (e.g. the fer package's
 ``emotion_model.hdf5``), fed smooth random images and scored by agreement with float. Writes
 ``benchmarks/results/planning_time.json`` (one entry per label).
@@ -73,23 +74,19 @@ def measure(name: str, repeats: int) -> dict | None:
               else data["x_val"])
     peak = aa_tflite.convert(model, budget_kb=1e6, curve_points=0, **kw)  # also warms up
     budget_kb = FRACTION * peak.report.int8_memory.packed_peak / 1024
-    times, out = [], None
-    for _ in range(repeats):
+    times, int8_times, out = [], [], None
+    for _ in range(repeats):  # alternated, so that a slower spell of the machine hits both
+        t0 = time.perf_counter()
+        aa_tflite.to_tflite(model, data["x_cal"])
+        int8_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         try:
             out = aa_tflite.convert(model, budget_kb=budget_kb, **kw)
         except aa_tflite.BudgetError as e:
-            times.append(time.perf_counter() - t0)
             out = e
-            continue
         times.append(time.perf_counter() - t0)
-    int8_times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        aa_tflite.to_tflite(model, data["x_cal"])
-        int8_times.append(time.perf_counter() - t0)
     seconds, int8_seconds = statistics.median(times), statistics.median(int8_times)
-    row = {"seconds": round(seconds, 2), "budget_kb": round(budget_kb, 3),
+    row = {"seconds": round(seconds, 2), "budget_kb": round(budget_kb, 3), "repeats": repeats,
            "int8_conversion_seconds": round(int8_seconds, 2),
            "x_int8_conversion": round(seconds / int8_seconds, 2)}
     if isinstance(out, aa_tflite.BudgetError):
@@ -108,7 +105,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--outside", nargs="*", default=[],
                         help="Keras files kept outside the project to time as well")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     sys.path.append(ROOT)  # the converters; aa_tflite comes from PYTHONPATH first, if given
     from absl import logging

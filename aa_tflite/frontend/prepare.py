@@ -4,6 +4,7 @@ model to int8 once, and run the float model for the reference outputs."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -154,15 +155,25 @@ def reference_batch(tflite: bytes, cfg: ConvertConfig) -> int:
     return max(1, min(cfg.batch_size, _PREDICT_BYTES // max(per_sample, 1)))
 
 
-def int8_baseline(prep: Prepared, cfg: ConvertConfig) -> tuple[Any, Data, tuple[str, ...]]:
+def int8_baseline(prep: Prepared, cfg: ConvertConfig, *,
+                  probe: Callable[[bytes], None] | None = None
+                  ) -> tuple[Any, Data, tuple[str, ...]]:
     """The int8 conversion (``frontend.export.Exported``), the data with the float model's
-    reference outputs, and the notes the report gives about them."""
+    reference outputs, and the notes the report gives about them. ``probe`` (e.g.
+    ``search.runtimes.probe_baseline``, which runs a child process) is called on the int8 bytes
+    on a thread while the float model predicts; what it raises is raised here."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from aa_tflite.frontend.export import export
 
     base = export(prep.model, None, representative_data=prep.x_cal, io_dtype=cfg.io_dtype)
     source = prep.reference_model if prep.reference_model is not None else prep.model
-    predicted = source.predict(prep.x_eval, batch_size=reference_batch(base.tflite, cfg),
-                               verbose=0)
+    with ThreadPoolExecutor(1) as pool:
+        probed = pool.submit(probe, base.tflite) if probe is not None else None
+        predicted = source.predict(prep.x_eval, batch_size=reference_batch(base.tflite, cfg),
+                                   verbose=0)
+        if probed is not None:
+            probed.result()
     shapes = output_shapes(prep.model)
     reference = ([np.asarray(p) for p in predicted] if len(shapes) > 1
                  else np.asarray(predicted))

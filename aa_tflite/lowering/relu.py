@@ -28,6 +28,9 @@ a threshold. ``aa_tflite.tflite.analyse`` says which, per site, and the report p
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -48,7 +51,7 @@ __all__ = ["ReluZeroPoint", "SiteEdit", "apply_edits", "equalized_edit", "fit_cl
 # int8 saturation at the clip (<= 6) is then the upper bound.
 _RELU_CODE, _RELU_VERSION = schema.BuiltinOperator.RELU, 2
 _CLIP_ROWS = 50_000  # values per channel a per-channel clip's error is measured on, at most
-_CLIP_BLOCK = 16  # channels per quantile pass in fit_clips
+_CLIP_BLOCK = 16  # channels per error pass in fit_clips
 _CLIP_QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
 
 
@@ -233,33 +236,61 @@ def fit_clip_bits(values: np.ndarray, threshold: float = 0.0, *,
 
 
 def fit_clips(values: np.ndarray, threshold: float = 0.0, *, bits: int = 4) -> np.ndarray:
-    """``fit_clip`` of each channel (the last axis) at once, without a Python loop over
-    channels. A channel with no value above ``threshold`` gets 0. The candidates are the same
-    quantiles; their errors are measured on at most ``_CLIP_ROWS`` evenly spaced values per
-    channel, so on a channel with fewer values the clip is ``fit_clip``'s exactly.
+    """``fit_clip`` of each channel (the last axis). A channel with no value above ``threshold``
+    gets 0. The candidates are the same quantiles; their errors are measured on at most
+    ``_CLIP_ROWS`` evenly spaced values per channel, so on a channel with fewer values the clip
+    is ``fit_clip``'s exactly.
+
+    The values are read a channel (quantiles) or ``_CLIP_BLOCK`` channels (errors) at a time, so
+    no float64 copy of the whole array is made; the quantiles of the same values at the same
+    threshold are read once for every precision (``_clip_candidates``).
 
     Example:
         >>> v = np.stack([np.linspace(0, 1, 1001), np.linspace(0, 3, 1001)], axis=-1)
         >>> fit_clips(v).tolist() == [fit_clip(v[:, 0]), fit_clip(v[:, 1])]
         True
     """
+    x = np.asarray(values).reshape(-1, np.shape(values)[-1])
+    cands = _clip_candidates(x, float(threshold))
+    live = np.flatnonzero(cands[-1] > 0)  # the 100% quantile: the channel's largest value
+    if len(x) > _CLIP_ROWS:  # a fixed subsample keeps this fast and deterministic
+        x = x[np.linspace(0, len(x) - 1, _CLIP_ROWS).astype(np.int64)]
+    out = np.zeros(x.shape[1])
     top = precision(bits).top
-    v = np.maximum(np.asarray(values, np.float64).reshape(-1, np.shape(values)[-1]) - threshold,
-                   0.0)
-    live = np.any(v > 0, axis=0)
-    cands = np.zeros((len(_CLIP_QUANTILES), v.shape[1]))
-    columns = np.flatnonzero(live)
-    for k in range(0, len(columns), _CLIP_BLOCK):  # a few channels at a time: one NaN copy each
-        cols = columns[k:k + _CLIP_BLOCK]
-        block = v[:, cols]
-        cands[:, cols] = np.nanquantile(np.where(block > 0, block, np.nan), _CLIP_QUANTILES,
-                                        axis=0)
-    out = np.zeros(live.shape)
-    if len(v) > _CLIP_ROWS:  # a fixed subsample keeps this fast and deterministic
-        v = v[np.linspace(0, len(v) - 1, _CLIP_ROWS).astype(np.int64)]
-    if live.any():
-        out[live] = _best_clips(v[:, live], cands[:, live], top)
+    for k in range(0, len(live), _CLIP_BLOCK):
+        cols = live[k:k + _CLIP_BLOCK]
+        v = np.maximum(x[:, cols].astype(np.float64) - threshold, 0.0)
+        out[cols] = _best_clips(v, cands[:, cols], top)
     return out
+
+
+_CANDIDATES: OrderedDict[tuple, np.ndarray] = OrderedDict()  # the last few _clip_candidates
+_CANDIDATES_LOCK = threading.Lock()
+
+
+def _clip_candidates(x: np.ndarray, threshold: float) -> np.ndarray:
+    """The ``_CLIP_QUANTILES`` of each column's values above ``threshold`` (minus it), as
+    ``(quantiles, columns)``; 0 for a column with none. Each column's are ``np.quantile`` of its
+    positive values. The last few results are kept, keyed by the values' bytes: a unit's
+    precisions share one read."""
+    x = np.ascontiguousarray(x)
+    key = (hashlib.blake2b(memoryview(x).cast("B"), digest_size=16).digest(), x.dtype.str,
+           x.shape, threshold)
+    with _CANDIDATES_LOCK:
+        if key in _CANDIDATES:
+            _CANDIDATES.move_to_end(key)
+            return _CANDIDATES[key]
+    cands = np.zeros((len(_CLIP_QUANTILES), x.shape[1]))
+    for k in range(x.shape[1]):
+        col = np.maximum(x[:, k].astype(np.float64) - threshold, 0.0)
+        pos = col[col > 0]
+        if pos.size:
+            cands[:, k] = np.quantile(pos, _CLIP_QUANTILES, overwrite_input=True)
+    with _CANDIDATES_LOCK:
+        _CANDIDATES[key] = cands
+        while len(_CANDIDATES) > 8:
+            _CANDIDATES.popitem(last=False)
+    return cands
 
 
 def _best_clips(v: np.ndarray, cands: np.ndarray, top: int) -> np.ndarray:

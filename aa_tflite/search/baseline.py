@@ -99,8 +99,9 @@ class Baseline:
 
 def baseline(tflite: bytes, site_tensors: Mapping[str, int | None], data: Data,
              cfg: ConvertConfig, *, notes: tuple[str, ...] = (),
-             bench: Callable[..., Bench] = Bench) -> Baseline:
-    """Runs the int8 conversion in a child process first, then analyses its sites.
+             bench: Callable[..., Bench] = Bench, probed: bool = False) -> Baseline:
+    """Runs the int8 conversion in a child process first (unless ``probed``: the caller did),
+    then analyses its sites.
 
     Args:
         tflite: The int8 ``.tflite``.
@@ -109,8 +110,10 @@ def baseline(tflite: bytes, site_tensors: Mapping[str, int | None], data: Data,
         cfg: The options.
         notes: Notes from the stages before (the export's repairs, the data).
         bench: What builds the ``Bench``: ``Bench`` itself, or a test's subclass.
+        probed: ``probe_baseline(tflite, cfg.measure_kernels)`` has passed already.
     """
-    probe_baseline(tflite, cfg.measure_kernels)
+    if not probed:
+        probe_baseline(tflite, cfg.measure_kernels)
     graphs, reach_notes = reach_all(tflite, site_tensors)
     made = bench(tflite, graphs, x_fit=data.x_fit, x_eval=data.x_eval, y_eval=data.y_eval,
                  reference=data.reference, batch_size=cfg.batch_size, scorer=data.scorer,

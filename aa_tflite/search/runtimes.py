@@ -39,22 +39,26 @@ def probe_baseline(tflite: bytes, kernels: Kernels | str = Kernels.BUILTIN) -> N
 
 
 def runtime_notes(base: bytes, planned: bytes) -> list[str]:
-    """Runs both models once with LiteRT's default XNNPACK delegate (what Android apps get) and
-    in TFLite Micro, each in a child process, and says where one does not run."""
+    """Runs the planned model once with LiteRT's default XNNPACK delegate (what Android apps get)
+    and in TFLite Micro, each in a child process, and says where it does not run. The plain int8
+    model is run only on a kernel set that fails the planned one: it tells the runtime's
+    limitation from the plan's."""
     notes = []
     targets = ((Kernels.XNNPACK, "LiteRT's default XNNPACK delegate"),
                (Kernels.TFLM, "TFLite Micro"))
-    models = [base] if planned == base else [base, planned]
-    results = iter(guard.probe_all([(m, k) for k, _ in targets for m in models]))
-    for kernels, name in targets:
-        plain = next(results)
-        ours = plain if planned == base else next(results)
-        if not plain.ok:
+    ours = guard.probe_all([(planned, k) for k, _ in targets])
+    failed = [k for (k, _), got in zip(targets, ours) if not got.ok]
+    plain = dict(zip([k for k, _ in targets], ours)) if planned == base else \
+        dict(zip(failed, guard.probe_all([(base, k) for k in failed])))
+    for (kernels, name), got in zip(targets, ours):
+        if got.ok:
+            continue
+        if not plain[kernels].ok:
             fix = f" Workaround: {XNNPACK_WORKAROUND}." if kernels == Kernels.XNNPACK else ""
             notes.append(f"{name} cannot run this model, and cannot run its plain int8 "
                          f"conversion either, so this is the runtime's limitation, not the "
-                         f"plan's: {plain.reason}.{fix}")
-        elif not ours.ok:
+                         f"plan's: {plain[kernels].reason}.{fix}")
+        else:
             notes.append(f"WARNING: {name} runs the plain int8 model but not the planned one: "
-                         f"{ours.reason}. Please report this as an aa_tflite bug.")
+                         f"{got.reason}. Please report this as an aa_tflite bug.")
     return notes

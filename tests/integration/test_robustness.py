@@ -9,7 +9,7 @@ from aa_tflite.runtime import guard
 from aa_tflite.search.calibrate import tensor_values
 from aa_tflite.search.runtimes import runtime_notes
 from aa_tflite.tflite import flatbuffer, safety
-from aa_tflite.types import AAError, BudgetError, Plan, SiteConfig
+from aa_tflite.types import AAError, BudgetError, Kernels, Plan, SiteConfig
 
 X12 = np.random.RandomState(0).rand(64, 12, 12, 3).astype(np.float32)
 
@@ -158,6 +158,40 @@ def test_a_model_xnnpack_refuses_gets_a_note_with_the_workaround(digits_tflite):
     notes = runtime_notes(bad, bad)
     assert any("XNNPACK" in n and "BUILTIN_WITHOUT_DEFAULT_DELEGATES" in n
                and "setUseXNNPACK(false)" in n for n in notes)
+
+
+def test_the_plain_model_is_probed_only_where_the_planned_one_fails(digits_tflite, monkeypatch):
+    model = flatbuffer.read(digits_tflite)
+    ops, _ = flatbuffer.describe(model)
+    fc = [o for o in ops if o.name == "FULLY_CONNECTED"][0]
+    model.subgraphs[0].tensors[fc.outputs[0]].quantization.scale = np.array([1e-9], np.float32)
+    bad = flatbuffer.write(model)
+    jobs = []
+    real = guard.probe_all
+    monkeypatch.setattr(guard, "probe_all", lambda js: jobs.append(list(js)) or real(jobs[-1]))
+    assert runtime_notes(digits_tflite, digits_tflite) == []
+    assert [[k.value for _, k in js] for js in jobs] == [["xnnpack", "tflm"]]  # one call
+    jobs.clear()
+    notes = runtime_notes(digits_tflite, bad)  # the plain model runs where the planned fails
+    assert [[(m is bad, k.value) for m, k in js] for js in jobs] == [
+        [(True, "xnnpack"), (True, "tflm")], [(False, "xnnpack")]]
+    assert len(notes) == 1 and notes[0].startswith("WARNING: LiteRT's default XNNPACK")
+
+
+def test_a_baseline_the_runtime_cannot_run_stops_convert_before_it_runs_here(digits,
+                                                                             monkeypatch):
+    from aa_tflite import conversion
+
+    seen = []
+
+    def refuse(tflite, kernels):  # what probe_baseline raises when the child crashed
+        seen.append(kernels)
+        raise AAError("LiteRT cannot run the plain int8 conversion of this model")
+
+    monkeypatch.setattr(conversion, "probe_baseline", refuse)
+    with pytest.raises(AAError, match="cannot run the plain int8"):
+        _convert(digits.model, digits.x_cal, budget_kb=2.0)
+    assert seen == [Kernels.BUILTIN]
 
 
 def test_a_budget_errors_advice_when_followed_succeeds(digits):

@@ -126,3 +126,38 @@ def test_fit_clip_without_a_full_copy_picks_the_clip_it_picked_with_one(threshol
     for bits in (2, 4, 6):
         assert relu.fit_clip(values, threshold, bits=bits) == _fit_clip_reference(
             values, threshold, bits) == together[bits]
+
+
+def _fit_clips_reference(values, threshold, bits):
+    """fit_clips as first written: a float64 copy of every value, NaN-masked quantiles."""
+    v = np.maximum(np.asarray(values, np.float64).reshape(-1, np.shape(values)[-1]) - threshold,
+                   0.0)
+    live = np.any(v > 0, axis=0)
+    cands = np.zeros((len(relu._CLIP_QUANTILES), v.shape[1]))
+    cols = np.flatnonzero(live)
+    cands[:, cols] = np.nanquantile(np.where(v[:, cols] > 0, v[:, cols], np.nan),
+                                    relu._CLIP_QUANTILES, axis=0)
+    if len(v) > relu._CLIP_ROWS:
+        v = v[np.linspace(0, len(v) - 1, relu._CLIP_ROWS).astype(np.int64)]
+    out = np.zeros(live.shape)
+    if live.any():
+        out[live] = relu._best_clips(v[:, live], cands[:, live], precision(bits).top)
+    return out
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.37])
+@pytest.mark.parametrize("rows", [700, 80_000])
+def test_fit_clips_a_channel_at_a_time_picks_the_clips_of_the_full_copy(threshold, rows):
+    """fit_clips reads a channel (or a block of channels) at a time and shares its quantiles
+    between precisions: the same clips, bit for bit, with dead channels, more channels than a
+    block, int8-like levels and a threshold; a second call with the same values hits the kept
+    quantiles and still agrees."""
+    rng = np.random.RandomState(rows)
+    codes = np.clip(rng.normal(-100, 60, size=(rows, 37)).round(), -128, 127)
+    values = ((codes + 128) * 0.0235).astype(np.float32)
+    values[:, 3] = 0.0  # a dead channel
+    values[:, 30] = 0.2  # alive only below the threshold
+    for bits in (2, 4, 6, 4):
+        got = relu.fit_clips(values, threshold, bits=bits)
+        np.testing.assert_array_equal(got, _fit_clips_reference(values, threshold, bits))
+    assert got[3] == 0.0 and (got[30] == 0.0) == (threshold > 0.2)
