@@ -315,6 +315,19 @@ def write_params(model: schema.ModelT, ops: list[OpInfo], tensors: list[TensorIn
         set_quant(model.subgraphs[0].tensors[t], [scale], [zp], 0)
 
 
+_FIT_COLUMNS = 16  # columns per block of affine_fit
+
+
+def _column_blocks(columns: int) -> list[slice]:
+    """``_FIT_COLUMNS`` columns at a time, none a single column unless there is one in all: a
+    mean over the rows of a one-column block is summed pairwise, of a wider block row by row
+    (as of the whole array), and the fit must not depend on the blocking."""
+    starts = list(range(0, columns, _FIT_COLUMNS))
+    if len(starts) > 1 and columns - starts[-1] == 1:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, [*starts[1:], columns])]
+
+
 def affine_fit(got: np.ndarray, target: np.ndarray, *, per_channel: bool = True,
                positive: bool = True, common_slope: bool = False,
                dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
@@ -349,16 +362,20 @@ def affine_fit(got: np.ndarray, target: np.ndarray, *, per_channel: bool = True,
         ``a`` and ``b``; ``a`` is 1 where ``got`` does not vary.
     """
     if per_channel:
-        g, t = got.reshape(-1, got.shape[-1]), target.reshape(-1, target.shape[-1])
+        g_all, t_all = got.reshape(-1, got.shape[-1]), target.reshape(-1, target.shape[-1])
     else:
-        g, t = got.reshape(len(got), -1), target.reshape(len(target), -1)
-    g, t = (g.copy(), t.copy()) if dtype is None else (g.astype(dtype), t.astype(dtype))
-    mg, mt = g.mean(axis=0), t.mean(axis=0)
-    g -= mg  # in place, on the copies: the same values as g - mg, with no more full arrays
-    t -= mt
-    var = np.square(g).mean(axis=0)
-    t *= g
-    cov = t.mean(axis=0)
+        g_all, t_all = got.reshape(len(got), -1), target.reshape(len(target), -1)
+    g_type, t_type = (g_all.dtype, t_all.dtype) if dtype is None else (dtype, dtype)
+    mg, var = np.empty(g_all.shape[1], g_type), np.empty(g_all.shape[1], g_type)
+    mt, cov = np.empty(t_all.shape[1], t_type), np.empty(t_all.shape[1], t_type)
+    for cols in _column_blocks(g_all.shape[1]):  # a few columns at a time: small copies
+        g, t = g_all[:, cols].astype(g_type), t_all[:, cols].astype(t_type)
+        mg[cols], mt[cols] = g.mean(axis=0), t.mean(axis=0)
+        g -= mg[cols]  # in place, on the copies: the same values as g - mg
+        t -= mt[cols]
+        var[cols] = np.square(g).mean(axis=0)
+        t *= g
+        cov[cols] = t.mean(axis=0)
     a = np.where(var > 1e-12, cov / np.maximum(var, 1e-12), 1.0)
     if common_slope:
         live = var > 1e-12
