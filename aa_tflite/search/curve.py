@@ -56,7 +56,10 @@ def curve(base: Baseline, measured: Measured, cfg: ConvertConfig) -> tuple[Curve
         configs[step.unit] = step.config
         if k in pick:
             plans[k] = base.expand(configs)
-    verified = dict(zip(plans, parallel_map(
-        base, lambda plan: score(bench.measure(bench.build(plan))), list(plans.values()))))
+    # The largest plans first (they build the most corrections): the last to start are the
+    # quickest, so the threads finish together. The scores do not depend on the order.
+    order = sorted(plans, key=lambda k: -k)
+    verified = dict(zip(order, parallel_map(
+        base, lambda plan: score(bench.measure(bench.build(plan))), [plans[k] for k in order])))
     return tuple(CurveSample(step.peak, int8_score - step.predicted_loss / 100.0,
                              verified.get(k)) for k, step in enumerate(steps))
