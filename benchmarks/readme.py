@@ -65,11 +65,13 @@ def _planning_time() -> list[str]:
     repeats = sorted({r.get("repeats", 3) for r in after.values()})
     lines += ["", f"Median of {'/'.join(map(str, repeats))} conversions at 60% of each model's "
               "int8 packed peak, on this machine (2 cores), each after one plain int8 "
-              "conversion of the same model. \"before\" is the package before the bit menu, "
+              "conversion of the same model, then as many int8 conversions back to back. "
+              "\"before\" is the package before the bit menu, "
               "tie groups and signed tensors (4-bit ReLU sites only); \"after\" is this version "
               "(`benchmarks/planning_time.py`). \"after / int8 conversion\" is the planning "
               "time as a multiple of one plain int8 conversion of the same model "
-              "(`aa_tflite.to_tflite`, the median of those int8 conversions). A "
+              "(`aa_tflite.to_tflite`): of the two medians (alternated, back to back), the quicker, "
+              "so the larger multiple. A "
               "row named after a file is a model kept outside the project (`--outside`), fed "
               "smooth random images and scored by agreement with float."]
     return lines
