@@ -48,8 +48,10 @@ def runtime_notes(base: bytes, planned: bytes) -> list[str]:
                (Kernels.TFLM, "TFLite Micro"))
     ours = guard.probe_all([(planned, k) for k, _ in targets])
     failed = [k for (k, _), got in zip(targets, ours) if not got.ok]
-    plain = dict(zip([k for k, _ in targets], ours)) if planned == base else \
-        dict(zip(failed, guard.probe_all([(base, k) for k in failed])))
+    if planned == base:  # the same bytes: the same answers
+        plain = dict(zip([k for k, _ in targets], ours))
+    else:
+        plain = dict(zip(failed, guard.probe_all([(base, k) for k in failed]))) if failed else {}
     for (kernels, name), got in zip(targets, ours):
         if got.ok:
             continue
