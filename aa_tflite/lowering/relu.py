@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from aa_tflite.kept import Kept
 from aa_tflite.precision import precision
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.analyse import RELU_KIND, SiteGraph, analyse
@@ -264,8 +263,7 @@ def fit_clips(values: np.ndarray, threshold: float = 0.0, *, bits: int = 4) -> n
     return out
 
 
-_CANDIDATES: OrderedDict[tuple, np.ndarray] = OrderedDict()  # the last few _clip_candidates
-_CANDIDATES_LOCK = threading.Lock()
+_CANDIDATES = Kept()  # the last few _clip_candidates
 
 
 def _clip_candidates(x: np.ndarray, threshold: float) -> np.ndarray:
@@ -276,20 +274,16 @@ def _clip_candidates(x: np.ndarray, threshold: float) -> np.ndarray:
     x = np.ascontiguousarray(x)
     key = (hashlib.blake2b(memoryview(x).cast("B"), digest_size=16).digest(), x.dtype.str,
            x.shape, threshold)
-    with _CANDIDATES_LOCK:
-        if key in _CANDIDATES:
-            _CANDIDATES.move_to_end(key)
-            return _CANDIDATES[key]
+    cands = _CANDIDATES.get(key)
+    if cands is not None:
+        return cands
     cands = np.zeros((len(_CLIP_QUANTILES), x.shape[1]))
     for k in range(x.shape[1]):
         col = np.maximum(x[:, k].astype(np.float64) - threshold, 0.0)
         pos = col[col > 0]
         if pos.size:
             cands[:, k] = np.quantile(pos, _CLIP_QUANTILES, overwrite_input=True)
-    with _CANDIDATES_LOCK:
-        _CANDIDATES[key] = cands
-        while len(_CANDIDATES) > 8:
-            _CANDIDATES.popitem(last=False)
+    _CANDIDATES.put(key, cands, limit=8)
     return cands
 
 

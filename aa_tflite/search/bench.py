@@ -22,12 +22,12 @@ import hashlib
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from aa_tflite.kept import Kept
 from aa_tflite.lowering import LOWERINGS, LoweringForm, lowering_of
 from aa_tflite.lowering.relu import fit_clip, fit_clip_bits, min_clip, site_edit
 from aa_tflite.metrics import Scorer, make_scorer
@@ -225,11 +225,9 @@ class Bench:
         needed = {t for g in self.graphs.values() for t in (g.tensor, *g.group)}
         needed |= {g.correction_consumer[1] for g in self.graphs.values()
                    if g.correction_consumer is not None}
-        self._lock = threading.Lock()
-        # Fits (clips, corrections) hold float copies of up to FIT_POSITIONS rows of a tensor:
-        # one thread at a time makes a large fit, while the other runs its interpreter.
+        # A fit over _LOCKED_VALUES values (clips, corrections) waits for the other's to end.
         self._fit_lock = threading.Lock()
-        self._measured: OrderedDict[bytes, tuple[Metrics, int]] = OrderedDict()
+        self._measured = Kept()  # sha256 of a file -> its Metrics
         if len(self.x_fit) * sum(tensors[t].elements for t in needed) > heap.LARGE_PLAN:
             heap.map_large_allocations()  # a large model: its arrays go back when freed
         self.base_values = FitValues(self.base, sorted(needed), self.x_fit, limit=FIT_POSITIONS,
@@ -354,18 +352,13 @@ class Bench:
         """Runs ``tflite`` on the evaluation data and compares it to the labels and the float model
         (once per file: equal bytes give the metrics of their last run, see ``MEASURED_BYTES``)."""
         key = hashlib.sha256(tflite).digest()
-        with self._lock:
-            if key in self._measured:
-                self._measured.move_to_end(key)
-                return self._measured[key][0]
+        got = self._measured.get(key)
+        if got is not None:
+            return got
         got = self._run(tflite)
         size = sum(np.asarray(o).nbytes for o in
                    (got.outputs if isinstance(got.outputs, list) else [got.outputs]))
-        with self._lock:
-            self._measured[key] = (got, size)
-            while sum(s for _, s in self._measured.values()) > MEASURED_BYTES \
-                    and len(self._measured) > 1:
-                self._measured.popitem(last=False)
+        self._measured.put(key, got, size=size, limit=MEASURED_BYTES)
         return got
 
     def _run(self, tflite: bytes) -> Metrics:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pickle
-import threading
-from collections import OrderedDict
 
 import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from aa_tflite.kept import Kept
 from aa_tflite.types import AAError
 
 __all__ = ["OpInfo", "TensorInfo", "describe", "describe_bytes", "read", "write"]
@@ -65,32 +64,19 @@ class _Unpacked:
     for each). A file is kept from its second read on; ``read`` still returns a new tree."""
 
     def __init__(self, max_bytes: int = 64 << 20, seen: int = 256) -> None:
-        self._kept: OrderedDict[bytes, bytes] = OrderedDict()
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._kept, self._seen = Kept(), Kept()
         self._max_bytes, self._seen_max = max_bytes, seen
-        self._lock = threading.Lock()
 
     def get(self, key: bytes) -> schema.ModelT | None:
-        with self._lock:
-            kept = self._kept.get(key)
-            if kept is not None:
-                self._kept.move_to_end(key)
+        kept = self._kept.get(key)
         return None if kept is None else pickle.loads(kept)
 
     def put(self, key: bytes, model: schema.ModelT) -> None:
-        with self._lock:
-            again = key in self._seen
-            self._seen[key] = None
-            self._seen.move_to_end(key)
-            while len(self._seen) > self._seen_max:
-                self._seen.popitem(last=False)
+        again = key in self._seen
+        self._seen.put(key, True, limit=self._seen_max)
         if again:
             kept = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-            with self._lock:
-                self._kept[key] = kept
-                while len(self._kept) > 1 and sum(map(len, self._kept.values())) > \
-                        self._max_bytes:
-                    self._kept.popitem(last=False)
+            self._kept.put(key, kept, size=len(kept), limit=self._max_bytes)
 
 
 _UNPACKED = _Unpacked()

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 BASE = ("aa_tflite.types", "aa_tflite.precision", "aa_tflite.config", "aa_tflite.files",
-        "aa_tflite.quiet", "aa_tflite.metrics")
+        "aa_tflite.quiet", "aa_tflite.metrics", "aa_tflite.kept")
 TFLITE = (*BASE, "aa_tflite.tflite")
 LOWERING = (*TFLITE, "aa_tflite.lowering")
 RUNTIME = ("aa_tflite.types", "aa_tflite.runtime")
