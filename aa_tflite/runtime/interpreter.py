@@ -284,11 +284,13 @@ def fixed_batch(detail: dict) -> bool:
     return signature is not None and len(signature) > 0 and int(signature[0]) != -1
 
 
-def batches(interpreter: Any, x: np.ndarray, *, batch_size: int = 64) -> Iterator[int]:
+def batches(interpreter: Any, x: np.ndarray, *, batch_size: int = 64,
+            stored: bool = False) -> Iterator[int]:
     """Feeds ``x`` to ``interpreter`` batch by batch; yields the batch's start after each invoke.
 
     The input is resized to the batch, so one interpreter serves every batch; it is resized again
-    only when the last batch is shorter.
+    only when the last batch is shorter. ``x`` is float values, quantized to the input's type, or
+    with ``stored`` values already in its type (an int8 tensor read from another run).
     """
     inp = interpreter.get_input_details()[0]
     x = np.asarray(x)
@@ -301,19 +303,20 @@ def batches(interpreter: Any, x: np.ndarray, *, batch_size: int = 64) -> Iterato
             interpreter.resize_tensor_input(inp["index"], [len(chunk), *want])
             interpreter.allocate_tensors()
             current = len(chunk)
-        interpreter.set_tensor(inp["index"], quantize(chunk, inp))
+        interpreter.set_tensor(inp["index"], chunk if stored else quantize(chunk, inp))
         interpreter.invoke()
         yield start
 
 
-def run(interpreter: Any, x: np.ndarray, *, batch_size: int = 64,
-        return_raw: bool = False, all_outputs: bool = False) -> np.ndarray | list[np.ndarray]:
+def run(interpreter: Any, x: np.ndarray, *, batch_size: int = 64, return_raw: bool = False,
+        all_outputs: bool = False, stored: bool = False) -> np.ndarray | list[np.ndarray]:
     """Runs ``x`` through an interpreter in batches and returns the (dequantized) outputs: the
-    first output's, or with ``all_outputs`` a list with every output's in the file's order."""
+    first output's, or with ``all_outputs`` a list with every output's in the file's order.
+    ``stored``: ``x`` is already in the input's type (``batches``)."""
     details = interpreter.get_output_details()
     details = details if all_outputs else details[:1]
     results: list[list[np.ndarray]] = [[] for _ in details]
-    for _ in batches(interpreter, x, batch_size=batch_size):
+    for _ in batches(interpreter, x, batch_size=batch_size, stored=stored):
         for k, out in enumerate(details):
             raw = interpreter.get_tensor(out["index"])
             results[k].append(raw.copy() if return_raw else dequantize(raw, out))

@@ -38,7 +38,7 @@ from aa_tflite.search.calibrate import FitValues, nonzero_stats, tensor_values
 from aa_tflite.search.tail import TailRunner
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.analyse import RELU_KIND, SiteGraph
-from aa_tflite.tflite.kernel_math import affine_fit
+from aa_tflite.tflite.kernel_math import affine_fit, affine_fit_stored
 from aa_tflite.tflite.safety import scale_problems
 from aa_tflite.types import AAError, Kernels, MemoryMode, SiteConfig, check_sites
 
@@ -157,6 +157,16 @@ TAIL_SECONDS = 0.25
 _LOCKED_VALUES = 64 << 20
 
 
+def _consumer_fit(got: FitValues, base: FitValues, tensor: int, *, common_slope: bool
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel fit of ``base``'s values of ``tensor`` against ``got``'s: on the stored
+    int8 values (exact sums) where both are int8, else on the dequantized values."""
+    (g, g_quant), (t, t_quant) = got.stored(tensor), base.stored(tensor)
+    if g.dtype == t.dtype == np.int8:
+        return affine_fit_stored(g, g_quant, t, t_quant, common_slope=common_slope)
+    return affine_fit(got.positions(tensor), base.positions(tensor), common_slope=common_slope)
+
+
 class UnsafeVariant(AAError):
     """A variant whose scales a runtime cannot set up (it could abort the process)."""
 
@@ -237,9 +247,14 @@ class Bench:
         self.baseline = self.measure(self.base)  # a whole run
         # Variants run from the latest cut before their first change (``search.tail``), where a
         # whole run takes long enough for that to pay (reading and cutting a variant costs ms).
-        if self.kernels == Kernels.BUILTIN and time.perf_counter() - start > TAIL_SECONDS:
-            self._tail = TailRunner(self.base, self.x_eval, functools.partial(
-                tensor_values, batch_size=batch_size, keep_quantized=True))
+        slow = time.perf_counter() - start > TAIL_SECONDS
+        cut_values = functools.partial(tensor_values, batch_size=batch_size, keep_quantized=True)
+        if self.kernels == Kernels.BUILTIN and slow:
+            self._tail = TailRunner(self.base, self.x_eval, cut_values)
+        # The corrections' prefix runs (on ``x_fit``, builtin kernels) start from cuts too.
+        corrected = any(g.correction_consumer is not None for g in self.graphs.values())
+        self._fit_tail = TailRunner(self.base, self.x_fit, cut_values, before=[
+            g.producer for g in self.graphs.values()]) if slow and corrected else None
         # A consumer correction depends only on the configs of its site and the sites before it
         # in execution order: the key. Plans that share such a prefix (the curve's steps, the
         # single-site measurements) reuse the fit instead of running the model again.
@@ -333,11 +348,13 @@ class Bench:
         if prefix not in self._corrections:
             t_in = graph.correction_consumer[1]
             trial = form.apply(self.base, self.graphs, chosen)
-            got = FitValues(trial, [t_in], self.x_fit, limit=FIT_POSITIONS,
-                            batch_size=self.batch_size, num_threads=self.threads)
+            start = None if self._fit_tail is None else self._fit_tail.start(trial, [t_in])
+            model, x = start or (trial, self.x_fit)
+            got = FitValues(model, [t_in], x, limit=FIT_POSITIONS, batch_size=self.batch_size,
+                            num_threads=self.threads, stored=start is not None)
             with self._fitting([], [t_in]):
-                self._corrections[prefix] = affine_fit(
-                    got.positions(t_in), self.base_values.positions(t_in),
+                self._corrections[prefix] = _consumer_fit(
+                    got, self.base_values, t_in,
                     common_slope=not self.absorbs(graph.correction_consumer[:1]))
         chosen[site] = dataclasses.replace(chosen[site], correction=self._corrections[prefix])
 

@@ -96,7 +96,8 @@ class FitValues:
     tensors. MobileNetV2 at 224x224 held 390 MB of full tensors where this keeps a fraction.
 
     The tensors are read in one run of the model cut after them, a batch at a time; each batch
-    gives its share of the positions and statistics, so the full tensors are never held.
+    gives its share of the positions and statistics, so the full tensors are never held. With
+    ``stored``, ``x`` is the stored values of the model's input (a ``search.tail`` suffix's).
 
     Example:
         >>> values = FitValues(tflite, [14, 15], x, limit=200_000)  # doctest: +SKIP
@@ -105,11 +106,12 @@ class FitValues:
     """
 
     def __init__(self, tflite: bytes, tensors: Sequence[int], x: np.ndarray, *, limit: int,
-                 batch_size: int = 64, num_threads: int | None = None) -> None:
+                 batch_size: int = 64, num_threads: int | None = None,
+                 stored: bool = False) -> None:
         self.limit = limit
         tensors = sorted(set(tensors))
         self._details, runs = _tensor_batches(tflite, tensors, x, batch_size=batch_size,
-                                              num_threads=num_threads)
+                                              num_threads=num_threads, stored=stored)
         parts: dict[int, list[np.ndarray]] = {t: [] for t in tensors}
         zeros = dict.fromkeys(tensors, 0)
         self._worst = dict.fromkeys(tensors, 0)
@@ -134,6 +136,12 @@ class FitValues:
     def positions(self, tensor: int) -> np.ndarray:
         """The tensor's ``fit_positions`` (at most ``limit``), dequantized."""
         return dequantize(self._raw[tensor], self._details[tensor])
+
+    def stored(self, tensor: int) -> tuple[np.ndarray, tuple[float, int]]:
+        """The tensor's ``fit_positions`` as stored (int8, or float32 for a float tensor) and
+        its ``(scale, zero point)``."""
+        scale, zero = self._details[tensor]["quantization"]
+        return self._raw[tensor], (float(scale), int(zero))
 
     def zero_stats(self, tensors: Sequence[int]) -> tuple[dict[int, int], dict[int, float]]:
         """``nonzero_stats`` of ``tensors``, as read from the full tensors."""
@@ -200,7 +208,8 @@ def tensor_values(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *,
 
 
 def _tensor_batches(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *, batch_size: int,
-                    num_threads: int | None) -> tuple[dict[int, dict], Iterator]:
+                    num_threads: int | None, stored: bool = False
+                    ) -> tuple[dict[int, dict], Iterator]:
     """The details of ``tensors`` and an iterator of ``(start, {tensor: values of the batch})``
     over ``x``: the model cut after ``tensors`` (``_prefix_model``), batches of at most
     ``_BATCH_BYTES`` of requested values."""
@@ -213,7 +222,7 @@ def _tensor_batches(tflite: bytes, tensors: Sequence[int], x: np.ndarray, *, bat
                      for t in tensors)
     batch = max(1, min(batch_size, _BATCH_BYTES // max(per_sample, 1)))
     runs = ((start, {t: interp.get_tensor(t) for t in tensors})  # copies already
-            for start in batches(interp, x, batch_size=batch))
+            for start in batches(interp, x, batch_size=batch, stored=stored))
     return {t: details[t] for t in tensors}, runs
 
 

@@ -9,6 +9,9 @@ values of ``t`` on the evaluation inputs are read once; a variant that changes n
 ``p`` (``first_change``) then runs from them, and its outputs are the whole model's, bit for bit.
 On the 24M-parameter wide ResNet, sensitivity spent 80% of its time running whole models.
 
+The same cuts serve the consumer corrections' fits: a prefix run of a variant on the fitting
+inputs starts from the cut too (``TailRunner.start``), and reads the same int8 values.
+
 Example:
     >>> from aa_tflite.search import tail
     >>> cut = tail.TailRunner(base_tflite, x_eval)  # doctest: +SKIP
@@ -17,11 +20,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from aa_tflite.runtime.interpreter import dequantize, make_interpreter
+from aa_tflite.runtime.interpreter import make_interpreter, run
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.types import Kernels
 
@@ -132,30 +136,43 @@ class TailRunner:
         x: The evaluation inputs (float).
         values: A function ``(tflite, tensors, x) -> {tensor: int8 values}`` reading the
             baseline's cut tensors on ``x`` (``calibrate.tensor_values(..., keep_quantized)``).
+        before: The ops variants change first (their sites' producers): keep the latest cut
+            before each. None: cuts spread over the model, ``MAX_CUTS`` at most. Either way the
+            kept values stay within ``TAIL_BYTES``, earliest cuts first.
     """
 
-    def __init__(self, base: bytes, x: np.ndarray, values: Any) -> None:
+    def __init__(self, base: bytes, x: np.ndarray, values: Any, *,
+                 before: Sequence[int] | None = None) -> None:
         self._base = flatbuffer.read(base)
         graph = self._base.subgraphs[0]
         n_ops, tensors = len(graph.operators or []), graph.tensors
-        kept: list[tuple[int, int]] = []
-        total = 0
         signature = tensors[_ints(graph.inputs)[0]].shapeSignature
         fixed = signature is not None and len(signature) > 0 and int(signature[0]) != -1
-        for p, t in [] if fixed else cuts(self._base):  # a fixed batch runs whole, one by one
+        every = [] if fixed else cuts(self._base)  # a fixed batch runs whole, one by one
+        if before is None:  # cuts spread over the model, none in its first ops
+            wanted = []
+            for p, t in every:
+                if p >= n_ops / MAX_CUTS and (not wanted or p - wanted[-1][0] >= n_ops / MAX_CUTS):
+                    wanted.append((p, t))
+        else:  # the latest cut before each op of ``before``
+            wanted = sorted({[c for c in every if c[0] < k][-1] for k in before
+                             if every and every[0][0] < k})
+        kept: list[tuple[int, int]] = []
+        total = 0
+        for p, t in wanted:
             nbytes = len(x) * int(np.prod(tensors[t].shape[1:]))
-            if (kept and p - kept[-1][0] < n_ops / MAX_CUTS) or total + nbytes > TAIL_BYTES \
-                    or p < n_ops / MAX_CUTS:
-                continue
-            kept.append((p, t))
-            total += nbytes
+            if total + nbytes <= TAIL_BYTES:
+                kept.append((p, t))
+                total += nbytes
         self.cuts = kept
         got = values(base, [t for _, t in kept], x) if kept else {}
         self._values = {t: got.raw(t) for _, t in kept}
 
-    def run(self, tflite: bytes, *, batch_size: int, num_threads: int) -> list[np.ndarray] | None:
-        """Every output of ``tflite`` on ``x``, dequantized, in the file's order, run from the
-        latest cut before its first change; None when no cut is before it (run it whole)."""
+    def start(self, tflite: bytes, needs: Sequence[int] = ()) -> tuple[bytes, np.ndarray] | None:
+        """``tflite`` from the latest cut before its first change: the ops after the cut, as a
+        model whose input is the cut tensor (``suffix``), and the baseline's stored values of that
+        tensor on ``x``. None when no cut is before the change, or when an op at or before the cut
+        writes one of ``needs`` (tensors the caller will read)."""
         if not self.cuts:
             return None
         variant = flatbuffer.read(tflite)
@@ -164,25 +181,18 @@ class TailRunner:
         if not before:
             return None
         p, t = before[-1]
-        return _run_raw(suffix(variant, p, t), self._values[t], batch_size, num_threads)
+        written = {o for op in (variant.subgraphs[0].operators or [])[p + 1:]
+                   for o in _ints(op.outputs)}
+        if not written.issuperset(int(n) for n in needs):
+            return None
+        return suffix(variant, p, t), self._values[t]
 
-
-def _run_raw(tflite: bytes, raw: np.ndarray, batch_size: int, num_threads: int
-             ) -> list[np.ndarray]:
-    """Runs stored (int8) input values through ``tflite`` in batches; every output, dequantized."""
-    interp = make_interpreter(tflite, Kernels.BUILTIN, num_threads=num_threads)
-    inp, outs = interp.get_input_details()[0], interp.get_output_details()
-    results: list[list[np.ndarray]] = [[] for _ in outs]
-    current = None
-    for start in range(0, len(raw), batch_size):
-        chunk = raw[start:start + batch_size]
-        if current != len(chunk):
-            interp.resize_tensor_input(inp["index"], [len(chunk), *chunk.shape[1:]])
-            interp.allocate_tensors()
-            current = len(chunk)
-        interp.set_tensor(inp["index"], chunk)
-        interp.invoke()
-        for k, out in enumerate(outs):
-            results[k].append(dequantize(interp.get_tensor(out["index"]), out))
-    return [np.concatenate(r) for r in results]
-
+    def run(self, tflite: bytes, *, batch_size: int, num_threads: int) -> list[np.ndarray] | None:
+        """Every output of ``tflite`` on ``x``, dequantized, in the file's order, run from the
+        latest cut before its first change (``start``); None when no cut is before it (run it
+        whole)."""
+        start = self.start(tflite)
+        if start is None:
+            return None
+        interp = make_interpreter(start[0], Kernels.BUILTIN, num_threads=num_threads)
+        return run(interp, start[1], batch_size=batch_size, all_outputs=True, stored=True)

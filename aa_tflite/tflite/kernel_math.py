@@ -26,8 +26,9 @@ from aa_tflite.tflite.flatbuffer import OpInfo, TensorInfo
 from aa_tflite.tflite.ops import WEIGHTED
 from aa_tflite.types import AAError
 
-__all__ = ["Kernel", "absorb_input", "affine_fit", "buffer_users", "channel_vector", "constant",
-           "expand_scale", "input_scale_factor", "kernel_bytes", "open_model", "read_kernel",
+__all__ = ["Kernel", "absorb_input", "affine_fit", "affine_fit_stored", "buffer_users",
+           "channel_vector", "constant", "expand_scale", "input_scale_factor", "kernel_bytes",
+           "open_model", "read_kernel",
            "real_bias", "requantize", "set_filter_scale", "set_quant", "store_bias",
            "store_constant", "store_kernel", "store_weights", "weight_notes", "write_params"]
 
@@ -376,6 +377,12 @@ def affine_fit(got: np.ndarray, target: np.ndarray, *, per_channel: bool = True,
         var[cols] = np.square(g).mean(axis=0)
         t *= g
         cov[cols] = t.mean(axis=0)
+    return _slope_offset(mg, mt, var, cov, positive=positive, common_slope=common_slope)
+
+
+def _slope_offset(mg: np.ndarray, mt: np.ndarray, var: np.ndarray, cov: np.ndarray, *,
+                  positive: bool, common_slope: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``affine_fit``'s ``(a, b)`` from the means, the variance of ``got`` and the covariance."""
     a = np.where(var > 1e-12, cov / np.maximum(var, 1e-12), 1.0)
     if common_slope:
         live = var > 1e-12
@@ -383,3 +390,45 @@ def affine_fit(got: np.ndarray, target: np.ndarray, *, per_channel: bool = True,
     if positive:
         a = np.where(a > 1e-3, a, 1.0)
     return a, mt - a * mg
+
+
+# Rows per exact float32 sum: 1024 products of int8 values, each at most 2**14, sum to at
+# most 2**24, which float32 holds exactly (as every partial sum).
+_EXACT_ROWS = 1024
+
+
+def affine_fit_stored(got: np.ndarray, got_quant: tuple[float, int], target: np.ndarray,
+                      target_quant: tuple[float, int], *, positive: bool = True,
+                      common_slope: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``affine_fit`` per channel of int8 values ``(positions, channels)``, each read as
+    ``scale * (q - zero)`` by its ``(scale, zero)``: the sums are exact integers (in float32
+    blocks of ``_EXACT_ROWS`` rows), so the fit does not depend on the order of the rows, and
+    no float64 copy of the values is made.
+
+    Example:
+        >>> q = np.array([[0], [1], [2]], np.int8)
+        >>> a, b = affine_fit_stored(q, (1.0, 0), q, (2.0, -1))
+        >>> a.tolist(), b.tolist()
+        ([2.0], [2.0])
+    """
+    if got.dtype not in (np.int8, np.uint8) or target.dtype not in (np.int8, np.uint8):
+        raise AAError(f"affine_fit_stored takes int8 values, not {got.dtype}/{target.dtype}.")
+    n, c = got.shape
+    sums = np.zeros((4, c), np.float64)  # of g, t, g*g and g*t: exact integers
+    block = 64 * _EXACT_ROWS
+    for start in range(0, n, block):
+        g = got[start:start + block].astype(np.float32)
+        t = target[start:start + block].astype(np.float32)
+        whole = len(g) // _EXACT_ROWS * _EXACT_ROWS
+        for k, (x, y) in ((2, (g, g)), (3, (g, t))):
+            sums[k] += np.einsum("kij,kij->kj", x[:whole].reshape(-1, _EXACT_ROWS, c),
+                                 y[:whole].reshape(-1, _EXACT_ROWS, c)).sum(axis=0, dtype=np.float64)
+            sums[k] += np.einsum("ij,ij->j", x[whole:], y[whole:])
+        sums[0] += g.sum(axis=0, dtype=np.float64)
+        sums[1] += t.sum(axis=0, dtype=np.float64)
+    sg, st, sgg, sgt = sums.astype(np.int64)
+    (gs, gz), (ts, tz) = got_quant, target_quant
+    var = float(gs) ** 2 * (n * sgg - sg * sg).astype(np.float64) / float(n) ** 2
+    cov = float(gs) * float(ts) * (n * sgt - sg * st).astype(np.float64) / float(n) ** 2
+    mg, mt = float(gs) * (sg / n - gz), float(ts) * (st / n - tz)
+    return _slope_offset(mg, mt, var, cov, positive=positive, common_slope=common_slope)

@@ -126,3 +126,31 @@ def test_only_a_large_plan_maps_large_allocations(digits, digits_tflite, monkeyp
     Bench(digits_tflite, reach_all(digits_tflite, DIGITS_SITES)[0], x_fit=x, x_eval=x,
           y_eval=None, reference=reference)
     assert calls == [1]
+
+
+def test_corrections_fitted_from_a_cut_give_the_same_files(data, resnet, monkeypatch):
+    """A correction's prefix run on the fitting inputs starts from the latest cut before the
+    variant's first change, and reads the same int8 values: every built file is the same."""
+    x = data["x_val"][:100]
+    graphs = reach_all(resnet.tflite, resnet.site_tensors)[0]
+    reference = run_model(resnet.tflite, x)
+    whole = Bench(resnet.tflite, graphs, x_fit=x[:60], x_eval=x, y_eval=None, reference=reference)
+    assert whole._fit_tail is None  # a model this quick runs whole
+    monkeypatch.setattr(bench_module, "TAIL_SECONDS", -1.0)
+    cut = Bench(resnet.tflite, graphs, x_fit=x[:60], x_eval=x, y_eval=None, reference=reference)
+    assert cut._fit_tail is not None and cut._fit_tail.cuts
+    started = []
+    real_start = cut._fit_tail.start
+    monkeypatch.setattr(cut._fit_tail, "start", lambda *a: started.append(r := real_start(*a)) or r)
+    corrected = [s for s, g in graphs.items() if g.correction_consumer is not None]
+    plans = [{s: SiteConfig(bits=b)} for s in corrected for b in (4, 2)]
+    plans.append({s: SiteConfig(bits=4) for s in corrected})
+    for plan in plans:
+        assert cut.build(plan) == whole.build(plan)
+    # Each site's producer has a cut before it here: every prefix run started from one.
+    assert len(started) >= len(corrected) and None not in started
+    # A tensor written at or before the cut cannot be read from there: that run is whole.
+    variant = cut.build(plans[-2])
+    p, t = cut._fit_tail.cuts[-1]
+    assert real_start(variant, [t]) is None
+    assert real_start(variant, [graphs[corrected[-1]].correction_consumer[1]]) is not None
