@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import numpy as np
-
 from aa_tflite.lowering.offset import ResidualOffset
 from aa_tflite.lowering.relu import ReluZeroPoint
 from aa_tflite.lowering.signed import SignedClamp
@@ -53,11 +51,13 @@ class LoweringForm(Protocol):
         at and cannot lower stays int8 (a note for the report)."""
         ...
 
-    def fit(self, values: Callable[[], np.ndarray], config: SiteConfig, unit: SiteGraph, *,
+    def fit(self, values: Callable[..., Any], config: SiteConfig, unit: SiteGraph, *,
             per_channel: bool = False) -> Any:
         """The choice that writes ``config`` at ``unit``. ``values()`` gives the unit's baseline
         calibration values (channels on the last axis); it is called only when the choice
-        depends on the data. ``per_channel`` asks for per-channel ranges where the unit allows.
+        depends on the data. ``values(stored=True)`` gives them as stored (a
+        ``tflite.levels.Stored``) where the unit is one int8 tensor, else as floats.
+        ``per_channel`` asks for per-channel ranges where the unit allows.
 
         Raises:
             AAError: The lowering cannot write ``config``.

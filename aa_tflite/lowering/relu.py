@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
@@ -39,6 +40,7 @@ from aa_tflite.precision import precision
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.analyse import RELU_KIND, SiteGraph, analyse
 from aa_tflite.tflite.kernel_math import open_model, write_params
+from aa_tflite.tflite.levels import Stored, quantiles_from_counts
 from aa_tflite.tflite.ops import opcode_index
 from aa_tflite.types import AAError, Bits, SiteConfig, check_sites
 
@@ -234,11 +236,13 @@ def fit_clip_bits(values: np.ndarray, threshold: float = 0.0, *,
     return out
 
 
-def fit_clips(values: np.ndarray, threshold: float = 0.0, *, bits: int = 4) -> np.ndarray:
+def fit_clips(values: np.ndarray | Stored, threshold: float = 0.0, *, bits: int = 4
+              ) -> np.ndarray:
     """``fit_clip`` of each channel (the last axis). A channel with no value above ``threshold``
     gets 0. The candidates are the same quantiles; their errors are measured on at most
     ``_CLIP_ROWS`` evenly spaced values per channel, so on a channel with fewer values the clip
-    is ``fit_clip``'s exactly.
+    is ``fit_clip``'s exactly. Stored int8 values (``levels.Stored``) are counted per level
+    instead: the same candidates, bit for bit, and the errors of every value.
 
     The values are read a channel (quantiles) or ``_CLIP_BLOCK`` channels (errors) at a time, so
     no float64 copy of the whole array is made; the quantiles of the same values at the same
@@ -249,6 +253,8 @@ def fit_clips(values: np.ndarray, threshold: float = 0.0, *, bits: int = 4) -> n
         >>> fit_clips(v).tolist() == [fit_clip(v[:, 0]), fit_clip(v[:, 1])]
         True
     """
+    if isinstance(values, Stored):
+        return _fit_clips_stored(values, float(threshold), precision(bits).top)
     x = np.asarray(values).reshape(-1, np.shape(values)[-1])
     cands = _clip_candidates(x, float(threshold))
     live = np.flatnonzero(cands[-1] > 0)  # the 100% quantile: the channel's largest value
@@ -287,6 +293,26 @@ def _clip_candidates(x: np.ndarray, threshold: float) -> np.ndarray:
     return cands
 
 
+def _fit_clips_stored(values: Stored, threshold: float, top: int) -> np.ndarray:
+    """``fit_clips`` from each channel's count of values per stored level: a value's error
+    depends only on its level, so a channel's mean error is its counts' weighted mean."""
+    level = np.maximum(values.level_values().astype(np.float64) - threshold, 0.0)
+    counts = values.counts()
+    pos = level > 0
+    cands = np.array([quantiles_from_counts(level[pos], c[pos], _CLIP_QUANTILES)
+                      for c in counts]).T
+    weights = counts / max(int(counts[0].sum()), 1)
+    best_err = np.full(len(counts), np.inf)
+    best = np.zeros(len(counts))
+    for c in cands:
+        ok = c > 0
+        step = (np.where(ok, c, 1.0) / top)[:, None]
+        err = ((level - np.clip(np.round(level / step), 0, top) * step) ** 2 * weights).sum(axis=1)
+        better = ok & (err < best_err - 1e-15)
+        best_err, best = np.where(better, err, best_err), np.where(better, c, best)
+    return np.where(cands[-1] > 0, best, 0.0)
+
+
 def _best_clips(v: np.ndarray, cands: np.ndarray, top: int) -> np.ndarray:
     """Per column of ``v``, the first candidate clip (rows of ``cands``) with the least squared
     quantization error, as ``fit_clip`` picks it."""
@@ -320,7 +346,8 @@ def site_edit(config: SiteConfig, graph: SiteGraph) -> SiteEdit:
                     zero_point=p.zero_point)
 
 
-def equalized_edit(values: np.ndarray, config: SiteConfig, graph: SiteGraph) -> SiteEdit:
+def equalized_edit(values: np.ndarray | Stored, config: SiteConfig, graph: SiteGraph
+                   ) -> SiteEdit:
     """A low-bit edit with per-channel ranges equalized: each channel gets its own clip (from
     ``values``, channels on the last axis), scaled up to the largest one so one tensor scale
     serves all."""
@@ -344,14 +371,14 @@ class ReluZeroPoint:
               ) -> tuple[dict[str, SiteGraph], dict[int, str]]:
         return analyse(tflite, site_tensors), {}
 
-    def fit(self, values: Callable[[], np.ndarray], config: SiteConfig, unit: SiteGraph, *,
+    def fit(self, values: Callable[..., Any], config: SiteConfig, unit: SiteGraph, *,
             per_channel: bool = False) -> SiteEdit:
         """The edit of ``config``; a low-bit config without a clip gets one from the data (one
         per channel, equalized, with ``per_channel``)."""
         if config.bits == Bits.INT8 or config.clip is not None:
             return site_edit(config, unit)
-        if per_channel:
-            return equalized_edit(values(), config, unit)
+        if per_channel:  # the stored int8 values where there are (counted per level)
+            return equalized_edit(values(stored=True), config, unit)
         b = int(config.bits)
         clip = min_clip(fit_clip(values(), config.threshold, bits=b), unit, b)
         return site_edit(dataclasses.replace(config, clip=clip), unit)

@@ -39,6 +39,7 @@ from aa_tflite.search.tail import TailRunner
 from aa_tflite.tflite import flatbuffer
 from aa_tflite.tflite.analyse import RELU_KIND, SiteGraph
 from aa_tflite.tflite.kernel_math import affine_fit, affine_fit_stored
+from aa_tflite.tflite.levels import Stored
 from aa_tflite.tflite.safety import scale_problems
 from aa_tflite.types import AAError, Kernels, MemoryMode, SiteConfig, check_sites
 
@@ -282,9 +283,14 @@ class Bench:
         are fitted on."""
         return self.base_values.positions(self.graphs[site].tensor)
 
-    def unit_values(self, sites: Sequence[str]) -> np.ndarray:
+    def unit_values(self, sites: Sequence[str], *, stored: bool = False) -> np.ndarray | Stored:
         """The baseline's values of a planning unit's site tensors: the site's own for one site,
-        all of a tie's side by side (flattened) for several."""
+        all of a tie's side by side (flattened) for several. ``stored``: one int8 site's as
+        stored (``levels.Stored``)."""
+        if stored and len(sites) == 1:
+            raw, quant = self.base_values.stored(self.graphs[sites[0]].tensor)
+            if raw.dtype == np.int8:
+                return Stored(raw, *quant)
         if len(sites) == 1:
             return self.site_values(sites[0])
         return np.concatenate([self.site_values(s).reshape(-1) for s in sites])

@@ -124,3 +124,34 @@ def test_a_tie_with_an_input_that_cannot_change_is_not_offered():
     with pytest.raises(AAError, match="cannot change its bits"):
         relu.apply_edits(exported.tflite, graphs,
                          {"a_relu": relu.SiteEdit(scale=0.1, zero_point=112)})
+
+
+def test_per_channel_clips_are_fitted_on_the_stored_int8_values(digits, digits_tflite):
+    """The bench hands the ReLU lowering a site's stored int8 values (counted per level, a
+    quarter of the float copy's memory); the equalized edit is the one fitted on the floats."""
+    from aa_tflite.lowering import reach_all
+    from aa_tflite.runtime.interpreter import run_model
+    from aa_tflite.search.bench import Bench
+    from aa_tflite.tflite.levels import Stored
+
+    x = digits.x_val[:120]
+    graphs = reach_all(digits_tflite, DIGITS_SITES)[0]
+    bench = Bench(digits_tflite, graphs, x_fit=x, x_eval=x, y_eval=None,
+                  reference=run_model(digits_tflite, x))
+    fitted = 0
+    for site, graph in graphs.items():
+        if graph.lowering != "relu" or not graph.can_equalize:
+            continue
+        stored = bench.unit_values([site], stored=True)
+        assert isinstance(stored, Stored) and stored.raw.dtype == np.int8
+        floats = bench.unit_values([site])
+        np.testing.assert_array_equal(stored.values(), floats)
+        for bits in (2, 4):
+            config = SiteConfig(bits=bits)
+            got = relu.ReluZeroPoint().fit(lambda **k: bench.unit_values([site], **k), config,
+                                           graph, per_channel=True)
+            want = relu.equalized_edit(floats, config, graph)
+            assert got.scale == want.scale
+            np.testing.assert_array_equal(got.channel_scale, want.channel_scale)
+            fitted += 1
+    assert fitted >= 2

@@ -161,3 +161,22 @@ def test_fit_clips_a_channel_at_a_time_picks_the_clips_of_the_full_copy(threshol
         got = relu.fit_clips(values, threshold, bits=bits)
         np.testing.assert_array_equal(got, _fit_clips_reference(values, threshold, bits))
     assert got[3] == 0.0 and (got[30] == 0.0) == (threshold > 0.2)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.35])
+@pytest.mark.parametrize("rows", [700, 40_000])
+def test_fit_clips_on_stored_levels_picks_the_clips_of_the_float_values(threshold, rows):
+    """Counted per stored level, the candidates are the float path's bit for bit and every
+    value's error is weighed: below ``_CLIP_ROWS`` rows the same clips."""
+    from aa_tflite.tflite.levels import Stored
+
+    rng = np.random.default_rng(rows)
+    raw = np.clip(-128 + rng.exponential(25, (rows, 20)) * (rng.random((rows, 20)) > 0.5),
+                  -128, 127).astype(np.int8)
+    raw[:, 3] = -128  # a dead channel
+    raw[:, 7] = np.minimum(raw[:, 7], -120)  # alive only below the threshold
+    stored = Stored(raw, 0.047, -128)
+    for bits in (2, 4, 6):
+        got = relu.fit_clips(stored, threshold, bits=bits)
+        np.testing.assert_array_equal(got, relu.fit_clips(stored.values(), threshold, bits=bits))
+        assert got[3] == 0.0
