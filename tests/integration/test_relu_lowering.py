@@ -1,6 +1,8 @@
 """The ReLU zero-point lowering on models converted in the test: residual and nested sites,
 ties through a concatenation, and the threshold against the Keras-level shift export."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -148,7 +150,7 @@ def test_per_channel_clips_are_fitted_on_the_stored_int8_values(digits, digits_t
         np.testing.assert_array_equal(stored.values(), floats)
         for bits in (2, 4):
             config = SiteConfig(bits=bits)
-            got = relu.ReluZeroPoint().fit(lambda **k: bench.unit_values([site], **k), config,
+            got = relu.ReluZeroPoint().fit(functools.partial(bench.unit_values, [site]), config,
                                            graph, per_channel=True)
             want = relu.equalized_edit(floats, config, graph)
             assert got.scale == want.scale
