@@ -149,12 +149,13 @@ FIT_POSITIONS = 200_000
 # plan; the curve's first step, one option already measured) are measured once: the last runs'
 # metrics are kept, up to this many bytes of outputs.
 MEASURED_BYTES = 64 << 20
-# A whole run of the evaluation data longer than this makes variants run from cuts.
+# A whole run of the evaluation data longer than this makes variants, and the corrections'
+# prefix runs, start from cuts.
 TAIL_SECONDS = 0.25
-# A fit that reads more values than this (256 MiB or more as float32) takes the fit lock. The
-# fits copy a few columns at a time (fit_clips, affine_fit), so what one holds is mostly its
-# float32 inputs: on MobileNetV2 at 224 (200,000 positions x at most 192 channels) two fits run
-# side by side.
+# A fit that reads more values than this takes the fit lock. The fits read the stored int8
+# values (a correction a block of rows at a time, a clip as counts per level), so what one holds
+# is little more than its inputs: on MobileNetV2 at 224 (200,000 positions x at most 192
+# channels) two fits run side by side.
 _LOCKED_VALUES = 64 << 20
 
 

@@ -133,7 +133,8 @@ class TailRunner:
 
     Args:
         base: The baseline ``.tflite``.
-        x: The evaluation inputs (float).
+        x: The inputs the variants run on (float): the evaluation inputs, or the fitting
+            inputs of the corrections.
         values: A function ``(tflite, tensors, x) -> {tensor: int8 values}`` reading the
             baseline's cut tensors on ``x`` (``calibrate.tensor_values(..., keep_quantized)``).
         before: The ops variants change first (their sites' producers): keep the latest cut
