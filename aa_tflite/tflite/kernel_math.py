@@ -28,9 +28,9 @@ from aa_tflite.types import AAError
 
 __all__ = ["Kernel", "absorb_input", "affine_fit", "affine_fit_stored", "buffer_users",
            "channel_vector", "constant", "expand_scale", "input_scale_factor", "kernel_bytes",
-           "open_model", "read_kernel",
-           "real_bias", "requantize", "set_filter_scale", "set_quant", "store_bias",
-           "store_constant", "store_kernel", "store_weights", "weight_notes", "write_params"]
+           "open_model", "read_kernel", "real_bias", "requantize", "set_filter_scale",
+           "set_quant", "store_bias", "store_constant", "store_kernel", "store_weights",
+           "weight_notes", "write_params"]
 
 # Activation parameters to write: tensor -> (scale, zero point).
 Params = Mapping[int, tuple[float, int]]
@@ -395,6 +395,8 @@ def _slope_offset(mg: np.ndarray, mt: np.ndarray, var: np.ndarray, cov: np.ndarr
 # Rows per exact float32 sum: 1024 products of int8 values, each at most 2**14, sum to at
 # most 2**24, which float32 holds exactly (as every partial sum).
 _EXACT_ROWS = 1024
+# Rows at most: n * sum(q * q) <= n**2 * 2**14 stays below int64's 2**63.
+_EXACT_MAX_ROWS = 1 << 24
 
 
 def affine_fit_stored(got: np.ndarray, got_quant: tuple[float, int], target: np.ndarray,
@@ -411,9 +413,13 @@ def affine_fit_stored(got: np.ndarray, got_quant: tuple[float, int], target: np.
         >>> a.tolist(), b.tolist()
         ([2.0], [2.0])
     """
-    if got.dtype not in (np.int8, np.uint8) or target.dtype not in (np.int8, np.uint8):
-        raise AAError(f"affine_fit_stored takes int8 values, not {got.dtype}/{target.dtype}.")
+    if got.dtype != np.int8 or target.dtype != np.int8:
+        raise AAError(f"affine_fit_stored takes int8 values, not {got.dtype}/{target.dtype}: "
+                      "fit dequantized values with affine_fit.")
     n, c = got.shape
+    if n > _EXACT_MAX_ROWS:
+        raise AAError(f"affine_fit_stored sums at most {_EXACT_MAX_ROWS:,} rows exactly, not "
+                      f"{n:,}: keep fewer positions (calibrate.fit_positions).")
     sums = np.zeros((4, c), np.float64)  # of g, t, g*g and g*t: exact integers
     block = 64 * _EXACT_ROWS
     for start in range(0, n, block):

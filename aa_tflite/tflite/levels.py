@@ -19,6 +19,8 @@ import dataclasses
 
 import numpy as np
 
+from aa_tflite.types import AAError
+
 __all__ = ["LEVELS", "Stored", "quantiles_from_counts"]
 
 LEVELS = 256  # stored int8 values: -128..127
@@ -38,6 +40,10 @@ class Stored:
     raw: np.ndarray
     scale: float
     zero: int
+
+    def __post_init__(self) -> None:
+        if self.raw.dtype != np.int8:
+            raise AAError(f"Stored takes int8 values, not {self.raw.dtype}.")
 
     def values(self) -> np.ndarray:
         """The values in float32, as ``runtime.interpreter.dequantize`` reads them."""

@@ -85,7 +85,15 @@ def test_the_stored_sums_are_exact_at_the_largest_int8_products():
     assert a.tolist() == [2.0] and abs(b[0]) < 1e-12
 
 
-def test_the_stored_fit_refuses_float_values():
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_the_stored_fit_refuses_values_it_cannot_sum_exactly(dtype):
+    """uint8 products reach 2**16, past what 1024 of them in float32 hold exactly."""
     with pytest.raises(AAError, match="int8"):
-        affine_fit_stored(np.zeros((4, 2), np.float32), (1.0, 0), np.zeros((4, 2), np.int8),
+        affine_fit_stored(np.zeros((4, 2), dtype), (1.0, 0), np.zeros((4, 2), np.int8),
                           (1.0, 0))
+
+
+def test_the_stored_fit_refuses_more_rows_than_int64_sums_hold():
+    rows = np.zeros(((1 << 24) + 1, 1), np.int8)
+    with pytest.raises(AAError, match="fit_positions"):
+        affine_fit_stored(rows, (1.0, 0), rows, (1.0, 0))

@@ -48,3 +48,11 @@ def test_quantiles_from_counts_are_np_quantile_bit_for_bit(seed):
 def test_quantiles_of_nothing_are_zero():
     assert quantiles_from_counts(np.array([1.0, 2.0]), np.array([0, 0]), (0.5, 1.0)).tolist() \
         == [0.0, 0.0]
+
+
+def test_only_int8_values_are_counted():
+    """Counting offsets by 128: uint8 or float values would land in the wrong levels."""
+    from aa_tflite.types import AAError
+
+    with pytest.raises(AAError, match="int8"):
+        Stored(np.zeros((4, 2), np.uint8), 0.1, 0)
