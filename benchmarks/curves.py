@@ -1,5 +1,7 @@
-"""Accuracy against activation memory for eight reference models: aa_tflite, its ablations, uniform
-int8, all-4-bit, and Sony MCT's mixed-precision PTQ, side by side.
+"""Accuracy against activation memory for eight reference models and the four models users have
+(``converters/users.py``: two heads, a stroke mask, ReLU then BatchNorm, a large Dense layer, each
+scored with its own metric): aa_tflite, its ablations, uniform int8, all-4-bit, and Sony MCT's
+mixed-precision PTQ (reference models only), side by side.
 
 Run ``python -m benchmarks.curves`` (``make bench``; about 10 minutes here). Writes
 ``benchmarks/results/curves.json`` and one ``curves_<model>.png`` per model; ``python -m
@@ -41,12 +43,19 @@ RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 RESULTS = os.path.join(RESULTS_DIR, "curves.json")
 MCT_PYTHON = os.path.join(ROOT, ".venv-mct", "bin", "python")
 FRACTIONS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
-MODELS = ("digits_cnn", "mnist1d_cnn", "mini_resnet", "mini_vgg", "mini_mobilenet",
-          "mini_xception", "mini_squeezenet", "mini_mobilenetv2")
-BOUND = 1.5  # points of accuracy loss
+REFERENCE_MODELS = ("digits_cnn", "mnist1d_cnn", "mini_resnet", "mini_vgg", "mini_mobilenet",
+                    "mini_xception", "mini_squeezenet", "mini_mobilenetv2")
+# The models users have (``converters/users.py``): two heads, a stroke mask, ReLU then BatchNorm,
+# a large Dense layer. Each is scored with its own metric; MCT does not run on them.
+USER_MODELS = ("two_heads", "stroke_segmenter", "relu_bn_cnn", "dense_vgg")
+MODELS = (*REFERENCE_MODELS, *USER_MODELS)
+BOUND = 1.5  # points of score loss
 
 
 def _train(name: str):
+    if name in USER_MODELS:
+        from converters import users
+        return users.train(name)
     if name == "digits_cnn":
         from converters import digits_cnn
         return digits_cnn.train()
@@ -57,12 +66,40 @@ def _train(name: str):
     return mini.train(name)
 
 
-def _point(result, x_test, y_test, seconds: float) -> dict:
-    from aa_tflite.runtime.interpreter import evaluate
+class _Scorer:
+    """A model's held-out score: top-1 for a reference model, else its own metric over every
+    output (``benchmarks.users``: ``converters.users.METRICS``)."""
 
+    def __init__(self, name: str, model, x_test, y_test) -> None:
+        self.x, self.y = x_test, y_test
+        self.metric, self._scorer = None, None
+        if name in USER_MODELS:
+            from benchmarks.users import scorer_for
+            from converters.users import METRICS
+
+            self.metric, self._scorer = METRICS[name], scorer_for(name, model)
+
+    def tflite(self, tflite: bytes) -> float:
+        from aa_tflite.runtime.interpreter import evaluate, run_model
+        from benchmarks.users import held_out
+
+        if self._scorer is None:
+            return evaluate(tflite, self.x, self.y)
+        return held_out(self._scorer, run_model(tflite, self.x, all_outputs=True), self.y)
+
+    def keras(self, model) -> float:
+        from benchmarks.users import held_out
+
+        outputs = model.predict(self.x, verbose=0)
+        if self._scorer is None:
+            return float(np.mean(np.argmax(outputs, 1) == self.y))
+        return held_out(self._scorer, outputs, self.y)
+
+
+def _point(result, score: _Scorer, seconds: float) -> dict:
     rep = result.report
     return {"packed": rep.planned_memory.packed_peak, "sparse": rep.planned_sparse_peak,
-            "accuracy": evaluate(result.tflite, x_test, y_test), "seconds": round(seconds, 2),
+            "accuracy": score.tflite(result.tflite), "seconds": round(seconds, 2),
             "four_bit_sites": sum(1 for r in rep.sites if r.bits == 4),
             "bits": {r.site: r.bits for r in rep.sites if r.bits < 8},
             "threshold_sites": sum(1 for r in rep.sites if r.threshold > 0)}
@@ -70,25 +107,29 @@ def _point(result, x_test, y_test, seconds: float) -> dict:
 
 def _ours(name: str, model, data: dict, log) -> dict:
     import aa_tflite
-    from aa_tflite.runtime.interpreter import evaluate
     from aa_tflite.types import Plan, SiteConfig
 
     half = len(data["x_val"]) // 2
-    plan_eval = (data["x_val"][:half], data["y_val"][:half])
-    x_test, y_test = data["x_val"][half:], data["y_val"][half:]
-    kw = dict(representative_data=data["x_cal"], eval_data=plan_eval, progress=False,
-              measure_tflm=False, curve_points=0)
+    from benchmarks.users import halves
+
+    y_plan, y_test = halves(data["y_val"], half)
+    score = _Scorer(name, model, data["x_val"][half:], y_test)
+    kw = dict(representative_data=data["x_cal"], eval_data=(data["x_val"][:half], y_plan),
+              progress=False, measure_tflm=False, curve_points=0)
+    if score.metric is not None:
+        kw["metric"] = score.metric
     # The empty plan: no search, just the int8 model's packed and packed+sparse figures.
     first = aa_tflite.convert(model, budget_kb=None, plan=Plan({}), memory="packed+sparse", **kw)
     packed8, sparse8 = first.report.int8_memory.packed_peak, first.report.int8_sparse_peak
-    out = {"int8": {"packed": packed8, "sparse": sparse8,
-                    "accuracy": evaluate(first.baseline_tflite, x_test, y_test)},
-           "float": float(np.mean(np.argmax(model.predict(x_test, verbose=0), 1) == y_test))}
+    out = {"metric": first.report.metric,
+           "int8": {"packed": packed8, "sparse": sparse8,
+                    "accuracy": score.tflite(first.baseline_tflite)},
+           "float": score.keras(model)}
     sites = [r.site for r in first.report.sites]
     t0 = time.perf_counter()
     all4 = aa_tflite.convert(model, budget_kb=None, memory="packed",
                              plan=Plan({s: SiteConfig(bits=4) for s in sites}), **kw)
-    out["all_4bit"] = _point(all4, x_test, y_test, time.perf_counter() - t0)
+    out["all_4bit"] = _point(all4, score, time.perf_counter() - t0)
     series = {"precision_only": dict(memory="packed", sparsity_points=()),
               "thresholds_only": dict(memory="packed+sparse", bits=()),
               "aa_tflite": dict(memory="packed+sparse")}
@@ -104,16 +145,16 @@ def _ours(name: str, model, data: dict, log) -> dict:
                                "smallest": e.smallest_bytes,
                                "seconds": round(time.perf_counter() - t0, 2)})
                 continue
-            points.append({"fraction": f, **_point(r, x_test, y_test, time.perf_counter() - t0)})
+            points.append({"fraction": f, **_point(r, score, time.perf_counter() - t0)})
         out[key] = points
         log(f"  {name} {key}: " + ", ".join(
             f"{p['fraction']:.0%}->" + ("x" if p.get("infeasible") else f"{p['accuracy']:.3f}")
             for p in points))
-    out["aa_tflite"] += _matched(model, out, kw, x_test, y_test)
+    out["aa_tflite"] += _matched(model, out, kw, score)
     return out
 
 
-def _matched(model, out: dict, kw: dict, x_test, y_test) -> list[dict]:
+def _matched(model, out: dict, kw: dict, score: _Scorer) -> list[dict]:
     """The full search again at the packed+sparse figure of each narrower series' point within
     BOUND points of int8, so that the full search and the narrower one meet at the same budget
     (the fractions alone rarely land on the same bytes). Marked ``matched``."""
@@ -133,11 +174,14 @@ def _matched(model, out: dict, kw: dict, x_test, y_test) -> list[dict]:
                            "smallest": e.smallest_bytes})
             continue
         points.append({"fraction": round(nbytes / i8["sparse"], 4), "matched": True,
-                       **_point(r, x_test, y_test, time.perf_counter() - t0)})
+                       **_point(r, score, time.perf_counter() - t0)})
     return points
 
 
 def _mct(name: str, model, data: dict, log) -> dict | None:
+    if name in USER_MODELS:
+        log(f"  MCT: not run on {name} (the runner scores one top-1 output)")
+        return None
     if not os.path.exists(MCT_PYTHON):
         log("  MCT: .venv-mct is missing (make mct-env); MCT series skipped")
         return None
@@ -248,7 +292,7 @@ def plot(row: dict, path: str) -> None:
                       "fraction of int8")
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("top-1 accuracy (held out)")
+    axes[0].set_ylabel(f"{row.get('metric', 'top-1 accuracy')} (held out)")
     axes[0].set_title(f"{row['model']}: packed")
     axes[1].set_title(f"{row['model']}: packed+sparse (worst sample)")
     for ax in axes:

@@ -22,13 +22,13 @@ RESULTS = os.path.join(ROOT, "benchmarks", "results", "users.json")
 FRACTIONS = (0.8, 0.7, 0.6)
 
 
-def _halves(y, half: int):
+def halves(y, half: int):
     if isinstance(y, list):
         return [v[:half] for v in y], [v[half:] for v in y]
     return y[:half], y[half:]
 
 
-def _scorer(name: str, model):
+def scorer_for(name: str, model):
     from aa_tflite.metrics import make_scorer
     from converters.users import METRICS
 
@@ -36,7 +36,7 @@ def _scorer(name: str, model):
     return make_scorer(METRICS[name], None, shapes=shapes, labelled=[True] * len(shapes))
 
 
-def _held_out(scorer, outputs, y) -> float:
+def held_out(scorer, outputs, y) -> float:
     outs = outputs if isinstance(outputs, list) else [outputs]
     return round(scorer.score(outs, None, y if isinstance(y, list) else [y]), 4)
 
@@ -51,9 +51,9 @@ def run_model_rows() -> list[dict]:
     for name in BUILDERS:
         model, data = train(name)
         half = len(data["x_val"]) // 2
-        y_plan, y_test = _halves(data["y_val"], half)
+        y_plan, y_test = halves(data["y_val"], half)
         x_plan, x_test = data["x_val"][:half], data["x_val"][half:]
-        scorer = _scorer(name, model)
+        scorer = scorer_for(name, model)
         t0 = time.perf_counter()
         aa_tflite.to_tflite(model, data["x_cal"])
         int8_seconds = time.perf_counter() - t0
@@ -62,8 +62,8 @@ def run_model_rows() -> list[dict]:
         first = aa_tflite.convert(model, budget_kb=None, plan=Plan({}), **kw)
         peak = first.report.int8_memory.packed_peak
         row = {"model": name, "metric": first.report.metric, "int8_peak": peak,
-               "float": _held_out(scorer, model.predict(x_test, verbose=0), y_test),
-               "int8": _held_out(scorer, run_model(first.baseline_tflite, x_test,
+               "float": held_out(scorer, model.predict(x_test, verbose=0), y_test),
+               "int8": held_out(scorer, run_model(first.baseline_tflite, x_test,
                                                     all_outputs=True), y_test),
                "int8_conversion_seconds": round(int8_seconds, 2),
                "notes": [n for n in first.report.notes if "BatchNorm" in n or "Output" in n],
@@ -79,7 +79,7 @@ def run_model_rows() -> list[dict]:
             seconds = time.perf_counter() - t0
             row["points"].append({
                 "fraction": f, "packed": r.report.planned_memory.packed_peak,
-                "score": _held_out(scorer, run_model(r.tflite, x_test, all_outputs=True),
+                "score": held_out(scorer, run_model(r.tflite, x_test, all_outputs=True),
                                    y_test),
                 "seconds": round(seconds, 2), "x_int8_conversion": round(seconds / int8_seconds,
                                                                           1),
